@@ -1,0 +1,33 @@
+# The two set-up commands: `make demo` and `make test`. Both install what they need into .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export DAGSTER_HOME ?= $(CURDIR)/.dagster
+export CNG_DATA_DIR ?= $(CURDIR)/data
+
+.PHONY: demo test ui validate bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)  ## build the demo source and materialize its whole asset graph into ./data
+	$(BIN)/cng-assets demo --out $(CNG_DATA_DIR)
+
+test: $(STAMP)  ## run the test suite
+	$(BIN)/pytest
+
+ui: $(STAMP)  ## the Dagster UI on http://127.0.0.1:3000, on the same instance and products as `make demo`
+	$(BIN)/dagster dev -w workspace.yaml
+
+validate: $(STAMP)
+	$(BIN)/dagster definitions validate
+
+bench: $(STAMP)  ## side-by-side benchmarks (prints ratios; not part of the tests)
+	$(BIN)/python bench/geoparquet.py
+
+clean:
+	rm -rf data .dagster

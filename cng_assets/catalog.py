@@ -1,0 +1,105 @@
+"""The dataset catalog: one YAML file per dataset, validated on load."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cng_assets.errors import CngInputError
+
+CATALOG_DIR = Path(__file__).parent / "catalog"
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"  # becomes an asset-key prefix, so no hyphens
+
+
+class H3Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    resolution: int = Field(10, ge=0, le=15)
+    parents: list[int] = Field(default_factory=lambda: [9, 8, 0])
+    containment: str = Field("center", pattern="^(center|overlap)$")
+    # Layer columns carried into the hex output: "all", "none", or a list of names.
+    attributes: str | list[str] = "all"
+
+    @model_validator(mode="after")
+    def _parents_coarser(self) -> H3Settings:
+        bad = [p for p in self.parents if not 0 <= p < self.resolution]
+        if bad:
+            raise ValueError(f"parents {bad} must be coarser than resolution {self.resolution} (0..{self.resolution - 1})")
+        if len(set(self.parents)) != len(self.parents):
+            raise ValueError(f"parents {self.parents} repeat a resolution")
+        self.parents = sorted(self.parents, reverse=True)
+        return self
+
+    @field_validator("attributes")
+    @classmethod
+    def _attributes_keyword(cls, v):
+        if isinstance(v, str) and v not in ("all", "none"):
+            raise ValueError("attributes must be 'all', 'none' or a list of column names")
+        return v
+
+
+class Dataset(BaseModel):
+    """One catalog entry. Free text (title, description, column descriptions) is what the docs are made from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, description="slug; the asset-key prefix")
+    title: str
+    description: str = ""
+    # Local path (relative paths resolve against the product storage root), /vsizip/..., https://..., s3://bucket/key
+    source: str
+    # "module:function" that writes the source file (for generated sources such as the demo); it becomes an asset.
+    source_builder: str | None = Field(None, pattern=r"^[\w.]+:\w+$")
+    bucket: str | None = None
+    prefix: str = Field(pattern=r"^[A-Za-z0-9._-][A-Za-z0-9._/-]*$")
+    include: list[str] = Field(default_factory=lambda: ["*"], description="fnmatch patterns on layer names or slugs")
+    exclude: list[str] = Field(default_factory=list)
+    crs: str | None = Field(None, description="CRS for layers whose source declares none")
+    h3: H3Settings = Field(default_factory=H3Settings)
+    license: str = "proprietary"
+    citation: str | None = None
+    doi: str | None = None
+    columns: dict[str, str] = Field(default_factory=dict, description="column descriptions, shared by all layers")
+
+    @field_validator("doi")
+    @classmethod
+    def _doi_shape(cls, v):
+        if v is not None and not re.match(r"^10\.\d{4,9}/\S+$", v):
+            raise ValueError(f"{v!r} is not a DOI (expected 10.NNNN/suffix, without https://doi.org/)")
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_clean(cls, v):
+        return v.strip("/")
+
+
+def load_dataset_file(path: Path) -> Dataset:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise CngInputError(f"catalog file {path} is not valid YAML: {e}", hint="fix the YAML syntax") from None
+    if not isinstance(raw, dict):
+        raise CngInputError(f"catalog file {path} must hold a mapping of fields", hint="see cng_assets/catalog/demo.yaml")
+    try:
+        ds = Dataset.model_validate(raw)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or '(top)'}: {err['msg']}" for err in e.errors())
+        raise CngInputError(f"catalog file {path} is invalid: {problems}", hint="fix those fields") from None
+    if path.stem.replace("-", "_") != ds.name:
+        raise CngInputError(f"catalog file {path.name} holds dataset {ds.name!r}",
+                            hint=f"name the file {ds.name}.yaml (or {ds.name.replace('_', '-')}.yaml)")
+    return ds
+
+
+def load_catalog(directory: Path = CATALOG_DIR) -> dict[str, Dataset]:
+    datasets: dict[str, Dataset] = {}
+    for path in sorted(Path(directory).glob("*.yaml")):
+        ds = load_dataset_file(path)
+        if ds.name in datasets:
+            raise CngInputError(f"dataset {ds.name!r} is defined twice in {directory}", hint="keep one file per dataset")
+        datasets[ds.name] = ds
+    return datasets

@@ -1,0 +1,135 @@
+"""`cng-assets`: the command line for people and scripts, backed by the same Dagster definitions as the UI."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cng_assets.catalog import Dataset, H3Settings, load_catalog
+from cng_assets.errors import CngInputError
+
+console = Console(highlight=False)
+
+
+def _fail(message: str, code: int = 2):
+    console.print(f"[red]error:[/red] {escape(message)}")
+    sys.exit(code)
+
+
+def _csv_ints(value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") from None
+
+
+@click.group()
+def main():
+    """Turn raw geospatial sources into cloud-native products with Dagster assets."""
+
+
+@main.command()
+@click.argument("source")
+def layers(source: str):
+    """Print the layer table of SOURCE (any GDAL vector source: path, .zip, /vsizip/, https://, s3://)."""
+    from cng_assets.transforms import layers as layer_discovery
+    from cng_assets.transforms.sources import gdal_path
+
+    try:
+        inv = layer_discovery.discover(gdal_path(source, base_dir=Path.cwd()))
+    except CngInputError as e:
+        _fail(str(e))
+    table = Table("layer", "slug", "kind", "geometry", "features", "CRS")
+    for x in inv.layers:
+        table.add_row(x.name, x.slug, x.kind, x.geometry_type or "", str(x.features), x.crs or "")
+    Console(width=200).print(table)
+    if inv.domains:
+        console.print(f"{len(inv.domains)} coded-value domains (lookup tables): "
+                      + ", ".join(d.name for d in inv.domains))
+
+
+def _materialize(ds: Dataset, out: str) -> None:
+    from cng_assets.runner import materialize_dataset, project_instance
+
+    instance = project_instance()
+    data_dir = str(Path(out).resolve())
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, disable=not console.is_terminal) as progress:
+        task = progress.add_task(f"{ds.name}: discovering layers", total=None)
+
+        def on_step(step, done, total, ok):
+            progress.update(task, completed=done, total=total, description=escape(f"{ds.name}: {step}"))
+            if not console.is_terminal:
+                console.print(escape(f"[{done}/{total}] {step} {'ok' if ok else 'FAILED'}"))
+
+        report = materialize_dataset(ds, instance, data_dir, on_step)
+    _print_products(ds, data_dir)
+    console.print(f"\nProducts are in {Path(data_dir) / (ds.bucket or '') / ds.prefix}")
+    console.print(f"Open the UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} CNG_DATA_DIR={data_dir} "
+                  f".venv/bin/dagster dev   (or `make ui`), then http://127.0.0.1:3000")
+    if report.failed:
+        console.print(f"\n[red]{len(report.failed)} of {len(report.failed) + len(report.succeeded)} steps failed:[/red]")
+        for step, message in report.failed:
+            console.print(escape(f"  {step}: {message}"))
+        sys.exit(1)
+    console.print(f"{len(report.succeeded)} steps succeeded.")
+
+
+def _print_products(ds: Dataset, data_dir: str) -> None:
+    root = Path(data_dir) / (ds.bucket or "") / ds.prefix
+    table = Table("product", "bytes")
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            table.add_row(str(p.relative_to(root)), f"{p.stat().st_size:,}")
+    console.print(table)
+
+
+@main.command()
+@click.option("--source", required=True, help="GDAL vector source (path, .zip, /vsizip/, https://, s3://).")
+@click.option("--dataset", "name", required=True, help="Dataset name: lowercase letters, digits, underscores.")
+@click.option("--out", default="data", show_default=True, help="Product folder.")
+@click.option("--layers", "only", default=None, help="Comma-separated layer names or slugs (default: all).")
+@click.option("--resolution", type=int, default=None, help="H3 resolution (default 10).")
+@click.option("--parents", default=None, help="H3 parent resolutions, e.g. 9,8,0.")
+def run(source: str, name: str, out: str, only: str | None, resolution: int | None, parents: str | None):
+    """Materialize the whole asset graph for an ad-hoc SOURCE on the embedded default."""
+    from pydantic import ValidationError
+
+    from cng_assets.transforms.sources import gdal_path
+
+    try:
+        if not source.startswith(("s3://", "http://", "https://", "/vsi")):
+            gdal_path(source)  # fail early, before any run is made, if a local source is missing or corrupt
+            source = str(Path(source).resolve())
+        h3 = {k: v for k, v in (("resolution", resolution), ("parents", _csv_ints(parents))) if v is not None}
+        ds = Dataset(name=name, title=name, source=source, prefix=name, h3=H3Settings(**h3),
+                     include=[x.strip() for x in only.split(",")] if only else ["*"])
+    except CngInputError as e:
+        _fail(str(e))
+    except ValidationError as e:
+        _fail("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
+    _materialize(ds, out)
+
+
+@main.command()
+@click.option("--out", default="data", show_default=True, help="Product folder.")
+def demo(out: str):
+    """Build the demo source and materialize the demo dataset's whole asset graph."""
+    try:
+        ds = load_catalog()["demo"]
+    except CngInputError as e:
+        _fail(str(e))
+    _materialize(ds, out)
+
+
+if __name__ == "__main__":
+    main()

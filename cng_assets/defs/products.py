@@ -1,0 +1,61 @@
+"""Where each product of a dataset goes (keys inside its bucket), and the facts every materialization records."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+from cng_assets.catalog import Dataset
+from cng_assets.errors import CngInputError
+from cng_assets.storage import ProductStorage
+from cng_assets.transforms.layers import Inventory
+
+
+def inventory_key(ds: Dataset) -> str:
+    return f"{ds.prefix}/inventory.json"
+
+
+def table_key(ds: Dataset, slug: str) -> str:
+    return f"{ds.prefix}/lookup/{slug}.parquet"
+
+
+def geoparquet_key(ds: Dataset, slug: str) -> str:
+    return f"{ds.prefix}/{slug}.parquet"
+
+
+def load_inventory(storage: ProductStorage, ds: Dataset) -> Inventory:
+    if not storage.exists(ds.bucket, inventory_key(ds)):
+        raise dg.Failure(f"dataset {ds.name!r} has no layer inventory yet",
+                         metadata={"what to do": f"materialize {ds.name}/layers first"})
+    with storage.open(ds.bucket, inventory_key(ds)) as f:
+        return Inventory.from_json(json.load(f))
+
+
+def parquet_metadata(storage: ProductStorage, bucket: str | None, key: str) -> dict:
+    """Facts read back from the written file's footer, not from the writer's own counts."""
+    with storage.open(bucket, key) as f:
+        meta = pq.ParquetFile(f).metadata
+        schema = meta.schema.to_arrow_schema()
+    return {
+        "uri": dg.MetadataValue.path(storage.uri(bucket, key)),
+        "bytes": storage.size(bucket, key),
+        "dagster/row_count": meta.num_rows,
+        "row_groups": meta.num_row_groups,
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in schema if f.name != "geometry"]
+            + [dg.TableColumn(name="geometry", type="WKB")] * ("geometry" in schema.names)
+        ),
+    }
+
+
+@contextmanager
+def input_errors(ds: Dataset, layer: str | None = None):
+    """Bad input fails the step with the specific message (dataset, layer, feature, what to do), no traceback."""
+    try:
+        yield
+    except CngInputError as e:
+        e.where(dataset=ds.name, layer=layer)
+        raise dg.Failure(description=str(e), allow_retries=False) from None

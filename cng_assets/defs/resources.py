@@ -1,0 +1,14 @@
+"""Per-environment resources, chosen in one place. Embedded default: products in a local folder."""
+
+from __future__ import annotations
+
+import os
+
+from cng_assets.storage import LocalStorage
+
+DEFAULT_DATA_DIR = "data"
+
+
+def resources(data_dir: str | None = None) -> dict:
+    """`CNG_DATA_DIR` (default ./data) picks the product folder."""
+    return {"storage": LocalStorage(root=data_dir or os.environ.get("CNG_DATA_DIR", DEFAULT_DATA_DIR))}

@@ -1,0 +1,92 @@
+"""Materialize a dataset's whole asset graph in-process on a Dagster instance: what `cng-assets run` and
+`cng-assets demo` do. The same definitions and the same runs a person sees in the UI, one run per partition,
+as a backfill would launch them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+from cng_assets.catalog import Dataset
+from cng_assets.defs import products
+from cng_assets.definitions import build_definitions
+from cng_assets.storage import ProductStorage
+from cng_assets.transforms.layers import OTHER, POLYGON
+
+
+# Step logs stay in the instance (the UI shows them); the terminal gets warnings and errors only.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass
+class Step:
+    asset: str  # asset name within the dataset, e.g. "geoparquet"
+    partition: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.asset}[{self.partition}]" if self.partition else self.asset
+
+
+@dataclass
+class Report:
+    succeeded: list[Step] = field(default_factory=list)
+    failed: list[tuple[Step, str]] = field(default_factory=list)
+
+
+def project_instance(home: str | Path | None = None) -> dg.DagsterInstance:
+    """The embedded default instance: SQLite under DAGSTER_HOME, or ./.dagster when that is unset."""
+    home = Path(home or os.environ.get("DAGSTER_HOME") or ".dagster").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    config = home / "dagster.yaml"
+    if not config.exists():  # SQLite storage is the default; telemetry off keeps the terminal quiet
+        config.write_text("telemetry:\n  enabled: false\n")
+    return dg.DagsterInstance.get()
+
+
+def _failure_message(result: dg.ExecuteInProcessResult) -> str:
+    for event in result.all_events:
+        if event.is_step_failure:
+            data = event.step_failure_data
+            if data.user_failure_data and data.user_failure_data.description:
+                return data.user_failure_data.description
+            return data.error.message.strip() if data.error else "step failed"
+        if event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
+            return f"check {event.event_specific_data.check_name} failed: {event.event_specific_data.metadata}"
+    return "run failed"
+
+
+def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str | None = None,
+                        on_step: Callable[[Step, int, int, bool], None] | None = None) -> Report:
+    """Source and layer discovery first, then every layer partition. A failed layer does not stop the others."""
+    defs = build_definitions([ds], data_dir)
+    job = defs.resolve_implicit_global_asset_job_def()
+    storage: ProductStorage = defs.resources["storage"]
+    report = Report()
+
+    def run(step: Step, done: int, total: int) -> bool:
+        result = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey([ds.name, step.asset])],
+                                        partition_key=step.partition, raise_on_error=False,
+                                        tags={"cng/dataset": ds.name}, run_config=QUIET)
+        # A run fails when a blocking check fails too, so success here means the checks passed.
+        if result.success:
+            report.succeeded.append(step)
+        else:
+            report.failed.append((step, _failure_message(result)))
+        if on_step:
+            on_step(step, done, total, result.success)
+        return result.success
+
+    head = ([Step("source")] if ds.source_builder else []) + [Step("layers")]
+    for i, step in enumerate(head):
+        if not run(step, i + 1, len(head)):
+            return report
+    inv = products.load_inventory(storage, ds)
+    steps = [Step("table", k) for k in inv.table_keys()] + [Step("geoparquet", k) for k in inv.keys(POLYGON, OTHER)]
+    for i, step in enumerate(steps):
+        run(step, len(head) + i + 1, len(head) + len(steps))
+    return report

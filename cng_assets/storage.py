@@ -1,0 +1,92 @@
+"""Where products live. One interface, chosen per environment in `defs/resources.py`: a local folder here,
+S3 later. Assets ask for keys; only this module knows paths, staging and how a product is published."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+import dagster as dg
+
+from cng_assets.transforms.sources import gdal_path
+
+
+class ProductStorage(dg.ConfigurableResource):
+    """Products are addressed by (bucket, key); bucket None means the storage's default place."""
+
+    def uri(self, bucket: str | None, key: str) -> str:
+        raise NotImplementedError
+
+    @contextmanager
+    def publish(self, bucket: str | None, key: str) -> Iterator[Path]:
+        """Yield a local scratch path to write; on success it becomes the product in one step, on error it
+        is removed. Readers never see a partial product."""
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    def open(self, bucket: str | None, key: str) -> BinaryIO:
+        raise NotImplementedError
+
+    def size(self, bucket: str | None, key: str) -> int:
+        raise NotImplementedError
+
+    def exists(self, bucket: str | None, key: str) -> bool:
+        raise NotImplementedError
+
+    def source_path(self, source: str) -> str:
+        """GDAL path for a catalog source; relative sources live in this storage."""
+        raise NotImplementedError
+
+
+class LocalStorage(ProductStorage):
+    """Products under a local folder, laid out like the buckets: `<root>/<bucket>/<key>`."""
+
+    root: str = "data"
+
+    @property
+    def root_path(self) -> Path:
+        return Path(self.root).expanduser().resolve()
+
+    def path(self, bucket: str | None, key: str) -> Path:
+        return self.root_path / bucket / key if bucket else self.root_path / key
+
+    def uri(self, bucket: str | None, key: str) -> str:
+        return str(self.path(bucket, key))
+
+    @contextmanager
+    def publish(self, bucket: str | None, key: str) -> Iterator[Path]:
+        final = self.path(bucket, key)
+        # Staging sits under the root (same filesystem, so the rename is atomic) but outside the product folders,
+        # so even a process killed mid-write leaves nothing half-written beside the products.
+        staging = self.root_path / ".staging" / uuid.uuid4().hex
+        staging.mkdir(parents=True)
+        tmp = staging / final.name
+        try:
+            yield tmp
+            if not tmp.exists():
+                raise RuntimeError(f"nothing was written for {key}")
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def open(self, bucket: str | None, key: str) -> BinaryIO:
+        return open(self.path(bucket, key), "rb")
+
+    def size(self, bucket: str | None, key: str) -> int:
+        return self.path(bucket, key).stat().st_size
+
+    def exists(self, bucket: str | None, key: str) -> bool:
+        return self.path(bucket, key).exists()
+
+    def source_path(self, source: str) -> str:
+        return gdal_path(source, base_dir=self.root_path)
+
+    def source_path_for_writing(self, source: str) -> Path:
+        """Where a generated source (relative `source`) is written."""
+        return self.root_path / source

@@ -1,0 +1,155 @@
+"""Per-batch geometry cleaning: 2D, EPSG:4326 lon/lat, valid, split at the antimeridian, one geometry family."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+from pyproj import CRS, Transformer
+
+WGS84 = CRS.from_epsg(4326)
+POLYGONAL = {"Polygon", "MultiPolygon"}
+LINEAL = {"LineString", "MultiLineString", "LinearRing"}
+PUNTAL = {"Point", "MultiPoint"}
+TYPE_IDS = {"Point": 0, "LineString": 1, "LinearRing": 2, "Polygon": 3, "MultiPoint": 4, "MultiLineString": 5,
+            "MultiPolygon": 6, "GeometryCollection": 7}
+
+
+@dataclass
+class CleanCounts:
+    repaired: int = 0
+    split_antimeridian: int = 0
+    dropped_null_or_empty: int = 0
+    dropped_unrepairable: int = 0  # invalid, and repair left nothing of the layer's geometry family
+
+
+def parse_wkb(wkb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Shapely geometries, and the positions of curved ones GEOS cannot read (left None for GDAL to linearise)."""
+    try:
+        return shapely.from_wkb(wkb), np.empty(0, dtype=np.int64)
+    except NotImplementedError:  # "Nonlinear geometry types are not currently supported"
+        out = np.empty(len(wkb), dtype=object)
+        curved = []
+        for i, w in enumerate(wkb):
+            try:
+                out[i] = shapely.from_wkb(w)
+            except NotImplementedError:
+                curved.append(i)
+        return out, np.asarray(curved, dtype=np.int64)
+
+
+def to_wgs84(crs: str) -> Transformer | None:
+    """Transformer to lon/lat, or None when the source already is geographic WGS84 in lon/lat (GDAL's order)."""
+    src = CRS.from_user_input(crs)
+    if src.equals(WGS84, ignore_axis_order=True):
+        return None
+    return Transformer.from_crs(src, WGS84, always_xy=True)
+
+
+def _family(kind: str, geometry_type: str | None) -> set[str]:
+    if kind == "polygon":
+        return POLYGONAL
+    if geometry_type and ("Point" in geometry_type):
+        return PUNTAL
+    if geometry_type and ("Line" in geometry_type or "Curve" in geometry_type):
+        return LINEAL
+    return POLYGONAL | LINEAL | PUNTAL | {"GeometryCollection"}
+
+
+def _keep_family(geom, family: set[str]):
+    """The part of a repaired geometry that belongs to the layer's family (make_valid may return collections)."""
+    if geom.geom_type in family:
+        return geom
+    parts = [p for p in shapely.get_parts(geom) if p.geom_type in family and not p.is_empty]
+    if not parts:
+        return None
+    if all(p.geom_type in POLYGONAL for p in parts):
+        return shapely.union_all(parts)
+    if all(p.geom_type in LINEAL for p in parts):
+        return shapely.multilinestrings(shapely.get_parts(parts))
+    if all(p.geom_type in PUNTAL for p in parts):
+        return shapely.multipoints(shapely.get_parts(parts))
+    return shapely.geometrycollections(parts)
+
+
+def _split_at_antimeridian(geom):
+    """A geometry reprojected across ±180° comes back as a band around the globe; cut it into two sides instead."""
+    def shift(coords):
+        out = coords.copy()
+        out[:, 0] = np.where(out[:, 0] < 0, out[:, 0] + 360.0, out[:, 0])
+        return out
+
+    shifted = shapely.transform(geom, shift)
+    if not shifted.is_valid:
+        shifted = shapely.make_valid(shifted)
+    east = shapely.intersection(shifted, shapely.box(0, -90, 180, 90))
+    west = shapely.transform(shapely.intersection(shifted, shapely.box(180, -90, 360, 90)),
+                             lambda c: c - np.array([360.0, 0.0]))
+    return shapely.union(east, west) if geom.geom_type in POLYGONAL else shapely.union_all([east, west])
+
+
+def _crosses_antimeridian(geom) -> bool:
+    """True when a line or ring jumps across ±180° an even number of times: a reprojected feature that wraps.
+
+    A ring around a pole (Antarctica) jumps an odd number of times; lon/lat already draws it correctly.
+    """
+    if geom.geom_type in PUNTAL:
+        return False
+    edges = shapely.boundary(geom) if geom.geom_type in POLYGONAL else geom
+    crossing = False
+    for line in shapely.get_parts(edges):
+        x = shapely.get_coordinates(line)[:, 0]
+        jumps = int((np.abs(np.diff(x)) > 180).sum())
+        if jumps % 2 and geom.geom_type in POLYGONAL:
+            return False
+        crossing |= jumps > 0
+    return crossing
+
+
+def _promote(geoms: np.ndarray, family: set[str]) -> np.ndarray:
+    """Single parts to their multi type, so a layer has one geometry type (polygon layers: MultiPolygon)."""
+    types = shapely.get_type_id(geoms)
+    for single, make in ((3, shapely.multipolygons), (1, shapely.multilinestrings)):
+        if (single == 3 and family == POLYGONAL) or (single == 1 and family == LINEAL):
+            idx = np.flatnonzero(types == single)
+            if len(idx):
+                geoms[idx] = make(geoms[idx], indices=np.arange(len(idx)))
+    return geoms
+
+
+def clean(geoms: np.ndarray, *, kind: str, geometry_type: str | None, transformer: Transformer | None,
+          counts: CleanCounts) -> np.ndarray:
+    """Cleaned geometries; None where a feature is dropped (counted in `counts`). Input: 2D or 3D shapely array."""
+    family = _family(kind, geometry_type)
+    geoms = np.asarray(geoms, dtype=object)
+    missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
+    counts.dropped_null_or_empty += int(missing.sum())
+    geoms = np.where(missing, None, geoms)
+    present = np.flatnonzero(~missing)
+    g = shapely.force_2d(geoms[present])
+    if transformer is not None:
+        g = shapely.transform(g, lambda c: np.column_stack(transformer.transform(c[:, 0], c[:, 1])))
+        wide = np.flatnonzero((shapely.bounds(g)[:, 2] - shapely.bounds(g)[:, 0]) > 180)
+        for i in wide:
+            if _crosses_antimeridian(g[i]):
+                g[i] = _split_at_antimeridian(g[i])
+                counts.split_antimeridian += 1
+    # Repair invalid geometries; keep only the layer's family (a polygon layer drops lines and points that
+    # make_valid or the source left in a collection). Nothing left means the feature is dropped and counted.
+    invalid = ~shapely.is_valid(g)
+    off_family = ~np.isin(shapely.get_type_id(g), [TYPE_IDS[t] for t in family])
+    for i in np.flatnonzero(invalid | off_family):
+        kept = _keep_family(shapely.make_valid(g[i]) if invalid[i] else g[i], family)
+        if kept is None or kept.is_empty:
+            counts.dropped_unrepairable += 1
+            g[i] = None
+        else:
+            counts.repaired += int(invalid[i])
+            g[i] = kept
+    keep = ~shapely.is_missing(g)
+    g[keep] = _promote(g[keep], family)
+    if family == POLYGONAL:
+        g[keep] = shapely.orient_polygons(g[keep], exterior_cw=False)
+    geoms[present] = g
+    return geoms

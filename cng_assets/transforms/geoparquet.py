@@ -1,0 +1,180 @@
+"""Spatial layer -> GeoParquet 1.1: streamed from GDAL in batches, cleaned, then sorted along a Hilbert curve.
+
+Memory stays bounded: batches go to an unsorted scratch file, and DuckDB sorts it (spilling to disk if it must)
+while writing the final file with ZSTD, small row groups and the `geo` metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pyogrio
+import shapely
+from pyogrio.raw import open_arrow
+
+from cng_assets.errors import CngInputError
+from cng_assets.transforms import sources
+from cng_assets.transforms.geometry import WGS84, CleanCounts, clean, parse_wkb, to_wgs84
+from cng_assets.transforms.hilbert import hilbert_keys
+
+VERSION = "1"  # bump when the product changes: products made before become stale
+GEOPARQUET_VERSION = "1.1.0"
+FID = "_cng_fid"
+GEOMETRY = "geometry"
+BBOX = "bbox"
+ROW_GROUP_ROWS = 16_384
+BBOX_TYPE = pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])
+
+
+@dataclass
+class GeoParquetStats:
+    features_read: int = 0
+    rows_written: int = 0
+    curved_linearised: int = 0
+    counts: CleanCounts = field(default_factory=CleanCounts)
+    dropped_fids: list[int] = field(default_factory=list)  # _cng_fid of dropped features (first 1000)
+    bbox: list[float] | None = None
+    geometry_types: list[str] = field(default_factory=list)
+    source_crs: str | None = None
+    renamed_columns: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def dropped(self) -> int:
+        return self.counts.dropped_null_or_empty + self.counts.dropped_unrepairable
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "dropped": self.dropped}
+
+
+def _output_names(source_fields: list[str]) -> dict[str, str]:
+    """Source column -> output column; columns clashing with ours get a `_src` suffix rather than vanish."""
+    ours = {FID, GEOMETRY, BBOX}
+    return {f: (f"{f}_src" if f in ours else f) for f in source_fields}
+
+
+def write_geoparquet(path: str, layer: str, out_path: str | Path, *, kind: str, crs: str | None = None,
+                     batch_size: int = 10_000, scratch_dir: str | None = None,
+                     memory_limit: str = "1GB") -> GeoParquetStats:
+    """Convert one spatial layer of `path` (a GDAL path) to GeoParquet at `out_path` (a local file).
+
+    `crs` is used only when the source declares none. `_cng_fid` is the feature's 1-based position in the
+    source layer, so it stays stable when cleaning rules change; dropped features leave gaps.
+    """
+    info = sources.read_info(path, layer)
+    src_crs = info["crs"] or crs
+    if src_crs is None:
+        raise CngInputError("the layer declares no CRS", layer=layer,
+                            hint="set `crs:` (e.g. EPSG:4269) in the dataset's catalog entry if you know it")
+    transformer = to_wgs84(src_crs)
+    stats = GeoParquetStats(source_crs=src_crs)
+    names = _output_names([str(f) for f in info["fields"]])
+    stats.renamed_columns = {k: v for k, v in names.items() if k != v}
+    types: set[str] = set()
+    bounds = np.array([np.inf, np.inf, -np.inf, -np.inf])
+
+    with tempfile.TemporaryDirectory(prefix="cng-geoparquet-", dir=scratch_dir) as tmp:
+        unsorted = Path(tmp) / "unsorted.parquet"
+        writer = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            with open_arrow(path, layer=layer, batch_size=batch_size, use_pyarrow=True, return_fids=True) as (meta, reader):
+                geom_col = meta["geometry_name"] or "wkb_geometry"
+                for batch in reader:
+                    n = batch.num_rows
+                    fids = np.arange(stats.features_read + 1, stats.features_read + n + 1, dtype=np.int64)
+                    stats.features_read += n
+                    geoms, curved = parse_wkb(batch.column(geom_col).to_numpy(zero_copy_only=False))
+                    if len(curved):  # GDAL linearises curves on its non-Arrow path; re-read just those features
+                        src_fids = batch.column(0).to_numpy()[curved]
+                        geoms[curved] = pyogrio.read_dataframe(path, layer=layer, fids=src_fids, columns=[]).geometry.values
+                        stats.curved_linearised += len(curved)
+                    cleaned = clean(geoms, kind=kind, geometry_type=info["geometry_type"], transformer=transformer,
+                                    counts=stats.counts)
+                    keep = ~shapely.is_missing(cleaned)
+                    stats.dropped_fids.extend(fids[~keep][: max(0, 1000 - len(stats.dropped_fids))].tolist())
+                    table = _output_batch(batch, names, fids[keep], cleaned[keep], keep)
+                    if len(table):
+                        b = shapely.bounds(cleaned[keep])
+                        bounds = np.concatenate([np.minimum(bounds[:2], b[:, :2].min(0)), np.maximum(bounds[2:], b[:, 2:].max(0))])
+                        types.update(shapely.get_type_id(cleaned[keep]).tolist())
+                    if writer is None:
+                        writer = pq.ParquetWriter(unsorted, table.schema, compression="lz4")
+                    writer.write_table(table)
+        if writer is None:  # a layer with no features at all: write its schema only
+            writer = pq.ParquetWriter(unsorted, _empty_schema(info, names))
+        writer.close()
+
+        stats.rows_written = stats.features_read - stats.dropped
+        if stats.features_read and not stats.rows_written:
+            raise CngInputError(
+                f"all {stats.features_read} features have null, empty or unrepairable geometry "
+                f"({stats.counts.dropped_null_or_empty} null/empty, {stats.counts.dropped_unrepairable} unrepairable)",
+                layer=layer, hint="check the source layer, or leave it out with `exclude:` in the catalog entry")
+        stats.geometry_types = sorted(_TYPE_NAMES[t] for t in types)
+        stats.bbox = bounds.tolist() if np.isfinite(bounds).all() else None
+        _sort_and_write(unsorted, Path(out_path), _geo_metadata(stats), tmp, memory_limit)
+    return stats
+
+
+_TYPE_NAMES = {0: "Point", 1: "LineString", 3: "Polygon", 4: "MultiPoint", 5: "MultiLineString", 6: "MultiPolygon",
+               7: "GeometryCollection"}
+
+
+def _output_batch(batch: pa.RecordBatch, names: dict[str, str], fids: np.ndarray, geoms: np.ndarray,
+                  keep: np.ndarray) -> pa.Table:
+    b = shapely.bounds(geoms) if len(geoms) else np.empty((0, 4))
+    centre_x, centre_y = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    mask = pa.array(keep)
+    cols = {FID: pa.array(fids, pa.int64())}
+    cols.update({names[f]: batch.column(f).filter(mask) for f in names})
+    cols[GEOMETRY] = pa.array(shapely.to_wkb(geoms, output_dimension=2, flavor="iso"), pa.binary())
+    cols[BBOX] = pa.StructArray.from_arrays([pa.array(b[:, i], pa.float64()) for i in range(4)],
+                                            fields=list(BBOX_TYPE))
+    cols["_hilbert"] = pa.array(hilbert_keys(centre_x, centre_y), pa.uint64())
+    return pa.table(cols)
+
+
+def _empty_schema(info: dict, names: dict[str, str]) -> pa.Schema:
+    arrow_types = {"int32": pa.int32(), "int64": pa.int64(), "float64": pa.float64(), "float32": pa.float32(),
+                   "bool": pa.bool_(), "datetime64[ms]": pa.timestamp("ms")}
+    fields = [(FID, pa.int64())]
+    fields += [(names[str(f)], arrow_types.get(str(t), pa.string())) for f, t in zip(info["fields"], info["dtypes"])]
+    fields += [(GEOMETRY, pa.binary()), (BBOX, BBOX_TYPE), ("_hilbert", pa.uint64())]
+    return pa.schema(fields)
+
+
+def _geo_metadata(stats: GeoParquetStats) -> dict:
+    column = {
+        "encoding": "WKB",
+        "geometry_types": stats.geometry_types,
+        "crs": json.loads(WGS84.to_json()),
+        "edges": "planar",
+        "covering": {"bbox": {k: [BBOX, k] for k in ("xmin", "ymin", "xmax", "ymax")}},
+    }
+    if stats.geometry_types and set(stats.geometry_types) <= {"Polygon", "MultiPolygon"}:
+        column["orientation"] = "counterclockwise"
+    if stats.bbox:
+        column["bbox"] = stats.bbox
+    return {"version": GEOPARQUET_VERSION, "primary_column": GEOMETRY, "columns": {GEOMETRY: column}}
+
+
+def _sort_and_write(unsorted: Path, out: Path, geo: dict, tmp: str, memory_limit: str) -> None:
+    con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(Path(tmp) / "spill"),
+                                 "threads": 2, "preserve_insertion_order": True})
+    try:
+        geo_json = json.dumps(geo, separators=(",", ":")).replace("'", "''")
+        con.execute(
+            f"COPY (SELECT * EXCLUDE (_hilbert) FROM read_parquet('{unsorted}') ORDER BY _hilbert, {FID}) "
+            f"TO '{out}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS}, "
+            f"KV_METADATA {{geo: '{geo_json}'}})"
+        )
+    finally:
+        con.close()

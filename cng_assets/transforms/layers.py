@@ -1,0 +1,110 @@
+"""Layer discovery: every layer of a source with its kind, count, CRS and fields, under a stable slug."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import asdict, dataclass, field
+
+from cng_assets.errors import CngInputError
+from cng_assets.transforms import sources
+from cng_assets.transforms.domains import Domain, read_filegdb_domains
+from cng_assets.transforms.slugs import unique_slugs
+
+POLYGON, OTHER, TABLE = "polygon", "other", "table"
+VERSION = "1"  # bump when discovery output changes
+DOMAIN_KEY_PREFIX = "domain-"  # slugify never makes a hyphen, so domain keys cannot clash with layer slugs
+
+
+@dataclass
+class Layer:
+    name: str  # as in the source
+    slug: str  # partition key and file name
+    kind: str  # polygon | other | table
+    geometry_type: str | None
+    features: int
+    crs: str | None
+    fields: list[tuple[str, str]]  # (name, OGR type)
+    domains: dict[str, str] = field(default_factory=dict)  # field -> coded-value domain name
+
+
+@dataclass
+class Inventory:
+    layers: list[Layer]
+    domains: list[Domain]
+    skipped: list[str]  # layer names left out by include/exclude
+
+    def to_json(self) -> dict:
+        return {"layers": [asdict(x) for x in self.layers], "domains": [asdict(d) for d in self.domains],
+                "skipped": self.skipped}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Inventory:
+        layers = [Layer(**{**x, "fields": [tuple(f) for f in x["fields"]]}) for x in data["layers"]]
+        domains = [Domain(**{**d, "codes": [tuple(c) for c in d["codes"]]}) for d in data["domains"]]
+        return cls(layers=layers, domains=domains, skipped=data["skipped"])
+
+    def layer(self, slug: str) -> Layer:
+        for x in self.layers:
+            if x.slug == slug:
+                return x
+        close = difflib.get_close_matches(slug, [x.slug for x in self.layers], n=3)
+        raise CngInputError(f"no layer {slug!r} in this source",
+                            hint=f"did you mean {', '.join(close)}?" if close else
+                            f"known layers: {', '.join(x.slug for x in self.layers)}")
+
+    def domain(self, key: str) -> Domain:
+        for d in self.domains:
+            if DOMAIN_KEY_PREFIX + d.slug == key:
+                return d
+        raise CngInputError(f"no coded-value domain {key!r} in this source", hint="re-run layer discovery")
+
+    def keys(self, *kinds: str) -> list[str]:
+        return [x.slug for x in self.layers if x.kind in kinds]
+
+    def table_keys(self) -> list[str]:
+        return self.keys(TABLE) + [DOMAIN_KEY_PREFIX + d.slug for d in self.domains]
+
+
+def classify(geometry_type: str | None) -> str:
+    if geometry_type is None:
+        return TABLE
+    return POLYGON if ("Polygon" in geometry_type or "Surface" in geometry_type) else OTHER
+
+
+def _matches(name: str, slug: str, pattern: str) -> bool:
+    p = pattern.lower()
+    return fnmatch.fnmatch(name.lower(), p) or fnmatch.fnmatch(slug, p)
+
+
+def discover(path: str, include: list[str] | tuple = ("*",), exclude: list[str] | tuple = ()) -> Inventory:
+    """Read every layer's facts from `path` (a GDAL path), keeping those `include` selects and `exclude` does not.
+
+    An include pattern without wildcards that names no layer is an error (a typo must not silently drop a layer).
+    Coded-value domains are all kept when every layer is selected, else only those the selected layers use.
+    """
+    listed = sources.list_layers(path)
+    names = [n for n, _ in listed]
+    slugs = unique_slugs(names)
+    for pattern in include:
+        if not any(c in pattern for c in "*?[") and not any(_matches(n, s, pattern) for n, s in zip(names, slugs)):
+            close = difflib.get_close_matches(pattern, names + slugs, n=3)
+            raise CngInputError(f"source has no layer {pattern!r}",
+                                hint=f"did you mean {', '.join(close)}?" if close else f"its layers are {', '.join(names)}")
+    domains, field_domains = read_filegdb_domains(path, names)
+    layers, skipped = [], []
+    for (name, gtype), slug in zip(listed, slugs):
+        if not any(_matches(name, slug, p) for p in include) or any(_matches(name, slug, p) for p in exclude):
+            skipped.append(name)
+            continue
+        info = sources.read_info(path, name)
+        gtype = info["geometry_type"] or gtype
+        layers.append(Layer(
+            name=name, slug=slug, kind=classify(gtype), geometry_type=gtype, features=int(info["features"]),
+            crs=info["crs"], fields=[(str(f), str(t)) for f, t in zip(info["fields"], info["ogr_types"])],
+            domains=field_domains.get(name, {}),
+        ))
+    if skipped:
+        used = {d for x in layers for d in x.domains.values()}
+        domains = [d for d in domains if d.name in used]
+    return Inventory(layers=layers, domains=domains, skipped=skipped)

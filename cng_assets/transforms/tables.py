@@ -1,0 +1,42 @@
+"""Non-spatial layers (and FileGDB coded-value domains) -> plain Parquet, streamed in batches."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyogrio.raw import open_arrow
+
+from cng_assets.transforms.domains import Domain, domain_table
+
+
+VERSION = "1"  # bump when the product changes: products made before become stale
+
+
+@dataclass
+class TableStats:
+    rows: int
+    columns: list[str]
+
+
+def write_table(path: str, layer: str, out_path: str | Path, batch_size: int = 65_536) -> TableStats:
+    """Copy a non-spatial layer of `path` (a GDAL path) to Parquet (ZSTD), keeping GDAL's column types."""
+    rows = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with open_arrow(path, layer=layer, batch_size=batch_size, use_pyarrow=True) as (_meta, reader):
+            with pq.ParquetWriter(out_path, reader.schema, compression="zstd") as writer:
+                for batch in reader:
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+            columns = reader.schema.names
+    return TableStats(rows=rows, columns=columns)
+
+
+def write_domain(domain: Domain, out_path: str | Path) -> TableStats:
+    table: pa.Table = domain_table(domain)
+    pq.write_table(table, out_path, compression="zstd")
+    return TableStats(rows=table.num_rows, columns=table.column_names)
