@@ -15,7 +15,7 @@ from rich.table import Table
 from cng_assets.catalog import Dataset, H3Settings, load_catalog
 from cng_assets.errors import CngInputError
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)  # messages stay whole lines, for grep and logs
 
 
 def _fail(message: str, code: int = 2):
@@ -69,10 +69,12 @@ def _materialize(ds: Dataset, out: str) -> None:
         def on_step(step, done, total, ok):
             progress.update(task, completed=done, total=total, description=escape(f"{ds.name}: {step}"))
             if not console.is_terminal:
-                console.print(escape(f"[{done}/{total}] {step} {'ok' if ok else 'FAILED'}"))
+                console.print(escape(f"[{done}/{total or '?'}] {step} {'ok' if ok else 'FAILED'}"))
 
         report = materialize_dataset(ds, instance, data_dir, on_step)
     _print_products(ds, data_dir)
+    for step, note in report.notes.items():
+        console.print(escape(f"note: {step}: {note}"))
     console.print(f"\nProducts are in {Path(data_dir) / (ds.bucket or '') / ds.prefix}")
     console.print(f"Open the UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} CNG_DATA_DIR={data_dir} "
                   f".venv/bin/dagster dev   (or `make ui`), then http://127.0.0.1:3000")

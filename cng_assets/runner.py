@@ -18,8 +18,9 @@ from cng_assets.storage import ProductStorage
 from cng_assets.transforms.layers import OTHER, POLYGON
 
 
-# Step logs stay in the instance (the UI shows them); the terminal gets warnings and errors only.
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Step logs and stack traces stay in the instance (the UI shows them); the terminal gets the report instead.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+NOTED = ("repaired", "curved_linearised", "split_at_antimeridian", "dropped_null_or_empty", "dropped_unrepairable")
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Step:
 class Report:
     succeeded: list[Step] = field(default_factory=list)
     failed: list[tuple[Step, str]] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)  # step -> what was repaired or dropped
 
 
 def project_instance(home: str | Path | None = None) -> dg.DagsterInstance:
@@ -60,21 +62,33 @@ def _failure_message(result: dg.ExecuteInProcessResult) -> str:
     return "run failed"
 
 
+def _note(result: dg.ExecuteInProcessResult) -> str:
+    """What cleaning did to the layer, from the materialization's own metadata."""
+    parts = []
+    for event in result.get_asset_materialization_events():
+        meta = event.materialization.metadata
+        parts += [f"{k.replace('_', ' ')}: {meta[k].value}" for k in NOTED if k in meta and meta[k].value]
+    return ", ".join(parts)
+
+
 def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str | None = None,
-                        on_step: Callable[[Step, int, int, bool], None] | None = None) -> Report:
+                        on_step: Callable[[Step, int, int | None, bool], None] | None = None) -> Report:
     """Source and layer discovery first, then every layer partition. A failed layer does not stop the others."""
     defs = build_definitions([ds], data_dir)
     job = defs.resolve_implicit_global_asset_job_def()
     storage: ProductStorage = defs.resources["storage"]
     report = Report()
 
-    def run(step: Step, done: int, total: int) -> bool:
+    def run(step: Step, done: int, total: int | None) -> bool:
         result = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey([ds.name, step.asset])],
                                         partition_key=step.partition, raise_on_error=False,
                                         tags={"cng/dataset": ds.name}, run_config=QUIET)
         # A run fails when a blocking check fails too, so success here means the checks passed.
         if result.success:
             report.succeeded.append(step)
+            note = _note(result)
+            if note:
+                report.notes[str(step)] = note
         else:
             report.failed.append((step, _failure_message(result)))
         if on_step:
@@ -83,7 +97,7 @@ def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str
 
     head = ([Step("source")] if ds.source_builder else []) + [Step("layers")]
     for i, step in enumerate(head):
-        if not run(step, i + 1, len(head)):
+        if not run(step, i + 1, None):  # the total is known once the layers are
             return report
     inv = products.load_inventory(storage, ds)
     steps = [Step("table", k) for k in inv.table_keys()] + [Step("geoparquet", k) for k in inv.keys(POLYGON, OTHER)]

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import pyogrio
+import pytest
+import shapely
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+FIXTURES = Path(pyogrio.__file__).parent / "tests" / "fixtures"
+
+
+def shared(name: str) -> Path:
+    path = SHARED / name
+    if not path.exists():
+        pytest.skip(f"sample data {path} is absent (it comes from the shared/ folder beside the repository)")
+    return path
+
+
+@pytest.fixture
+def fgdb() -> Path:
+    return shared("test_fgdb.gdb.zip")
+
+
+@pytest.fixture
+def bad_gpkg(tmp_path) -> Path:
+    """A GeoPackage of awkward layers: invalid rings, null geometries only, no CRS, empty, odd names."""
+    path = tmp_path / "awkward.gpkg"
+    bowtie = shapely.from_wkt("POLYGON((0 0, 1 1, 1 0, 0 1, 0 0))")
+    square = shapely.box(2, 2, 3, 3)
+    layers = {
+        "invalid rings": gpd.GeoDataFrame({"name": ["bowtie", "square", "sliver"]},
+                                          geometry=[bowtie, square, shapely.from_wkt("POLYGON((5 5, 6 5, 6 5, 5 5))")],
+                                          crs="EPSG:4326"),
+        "only_nulls": gpd.GeoDataFrame({"name": ["a", "b"]}, geometry=[None, None], crs="EPSG:4326"),
+        "no_crs": gpd.GeoDataFrame({"name": ["a"]}, geometry=[square]),
+        "Áreas protegidas": gpd.GeoDataFrame({"name": ["a"]}, geometry=[square], crs="EPSG:4326"),
+    }
+    for name, frame in layers.items():  # (no_crs warns that it has no CRS: that is the point)
+        pyogrio.write_dataframe(frame, path, layer=name, geometry_type="Polygon", append=path.exists())
+    empty = gpd.GeoDataFrame({"name": []}, geometry=gpd.GeoSeries([], crs="EPSG:4326"))
+    pyogrio.write_dataframe(empty, path, layer="empty layer", geometry_type="MultiPolygon", append=True)
+    return path

@@ -1,0 +1,73 @@
+"""`cng-assets run` end to end on awkward input: each bad layer fails clearly, the others are produced."""
+
+import geopandas as gpd
+import pytest
+from click.testing import CliRunner
+
+from cng_assets.cli import main
+from tests.conftest import FIXTURES
+
+
+@pytest.fixture
+def cli(tmp_path):
+    def invoke(*args):
+        runner = CliRunner(env={"DAGSTER_HOME": str(tmp_path / "home")})
+        return runner.invoke(main, list(args), catch_exceptions=False)
+    return invoke
+
+
+def files_under(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_bad_layers_fail_clearly_and_good_ones_are_written(cli, bad_gpkg, tmp_path):
+    out = tmp_path / "out"
+    result = cli("run", "--source", str(bad_gpkg), "--dataset", "awkward", "--out", str(out))
+    assert result.exit_code == 1
+    assert "2 of 6 steps failed" in result.output
+    assert "note: geoparquet[invalid_rings]: repaired: 1, dropped unrepairable: 1" in result.output
+    assert ("geoparquet[only_nulls]: dataset 'awkward', layer 'only_nulls': all 2 features have null, empty or "
+            "unrepairable geometry") in result.output
+    assert "geoparquet[no_crs]: dataset 'awkward', layer 'no_crs': the layer declares no CRS. What to do: set `crs:`" in result.output
+    assert "Traceback" not in result.output
+    assert files_under(out) == ["awkward/areas_protegidas.parquet", "awkward/empty_layer.parquet",
+                                "awkward/invalid_rings.parquet", "awkward/inventory.json"]
+    assert len(gpd.read_parquet(out / "awkward" / "invalid_rings.parquet")) == 2
+
+
+def test_fgdb_selected_layers_with_their_domains(cli, fgdb, tmp_path):
+    out = tmp_path / "out"
+    result = cli("run", "--source", str(fgdb), "--dataset", "sample", "--out", str(out),
+                 "--layers", "test_areas,basetable_2")
+    assert result.exit_code == 0, result.output
+    products = files_under(out / "sample")
+    assert "test_areas.parquet" in products and "lookup/basetable_2.parquet" in products
+    assert {"lookup/domain-district_id.parquet", "lookup/domain-id_rip.parquet"} <= set(products)
+    assert "Open the UI" in result.output and str(out / "sample") in result.output
+
+
+def test_curved_source_runs_through(cli, tmp_path):
+    out = tmp_path / "out"
+    result = cli("run", "--source", str(FIXTURES / "multisurface.gpkg"), "--dataset", "curves", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert gpd.read_parquet(out / "curves" / "multisurface.parquet").geom_type.tolist() == ["MultiPolygon"]
+
+
+def test_misspelt_layer_is_named_with_suggestions(cli, fgdb, tmp_path):
+    out = tmp_path / "out"
+    result = cli("run", "--source", str(fgdb), "--dataset", "sample", "--out", str(out), "--layers", "test_area")
+    assert result.exit_code == 1
+    assert "no layer 'test_area'" in result.output and "did you mean test_areas" in result.output
+    assert files_under(out) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--source", "nowhere.gpkg", "--dataset", "x"], "does not exist"),
+    (["--source", "{gdb}", "--dataset", "Bad-Name"], "name: String should match pattern"),
+    (["--source", "{gdb}", "--dataset", "x", "--resolution", "8", "--parents", "9"], "coarser than resolution 8"),
+])
+def test_bad_arguments_stop_before_any_run(cli, fgdb, tmp_path, args, message):
+    out = tmp_path / "out"
+    result = cli("run", *[a.replace("{gdb}", str(fgdb)) for a in args], "--out", str(out))
+    assert result.exit_code == 2 and message in result.output
+    assert not out.exists() and not (tmp_path / "home").exists()

@@ -1,0 +1,186 @@
+"""GeoParquet products checked with readers other than the writer: pyarrow's footer, geopandas, DuckDB."""
+
+import json
+
+import duckdb
+import geopandas as gpd
+import numpy as np
+import pyarrow.parquet as pq
+import pyogrio
+import pytest
+import shapely
+
+from cng_assets.errors import CngInputError
+from cng_assets.transforms.geoparquet import write_geoparquet
+from cng_assets.transforms.hilbert import hilbert_keys
+from tests.conftest import FIXTURES, shared
+
+
+def geo_metadata(path) -> dict:
+    return json.loads(pq.ParquetFile(path).metadata.metadata[b"geo"])
+
+
+def test_natural_earth_as_geoparquet_1_1(tmp_path):
+    src = shared("naturalearth_lowres") / "naturalearth_lowres.shp"
+    out = tmp_path / "ne.parquet"
+    stats = write_geoparquet(str(src), "naturalearth_lowres", out, kind="polygon")
+    assert (stats.features_read, stats.rows_written, stats.dropped) == (177, 177, 0)
+
+    geo = geo_metadata(out)
+    col = geo["columns"]["geometry"]
+    assert (geo["version"], geo["primary_column"], col["encoding"]) == ("1.1.0", "geometry", "WKB")
+    assert col["geometry_types"] == ["MultiPolygon"] and col["orientation"] == "counterclockwise"
+    assert col["crs"]["id"] == {"authority": "EPSG", "code": 4326}
+    assert col["covering"]["bbox"]["xmin"] == ["bbox", "xmin"]
+    meta = pq.ParquetFile(out).metadata
+    assert {meta.row_group(0).column(i).compression for i in range(meta.num_columns)} == {"ZSTD"}
+
+    df = gpd.read_parquet(out)
+    assert df.crs.to_epsg() == 4326 and len(df) == 177
+    assert set(df.geom_type) == {"MultiPolygon"} and df.is_valid.all()
+    assert sorted(df["_cng_fid"]) == list(range(1, 178))
+    source = pyogrio.read_dataframe(src)
+    fiji = df.loc[df.name == "Fiji"].geometry.iloc[0]
+    assert fiji.equals(source.loc[source.name == "Fiji"].geometry.iloc[0])  # already split at ±180 in the source
+    assert df.loc[df.name == "Antarctica"].geometry.iloc[0].bounds[1] == pytest.approx(-90)
+
+    bbox = duckdb.sql(f"SELECT min(bbox.xmin), max(bbox.xmax), min(bbox.ymin), max(bbox.ymax), "
+                      f"count(DISTINCT _cng_fid) FROM '{out}'").fetchone()
+    assert bbox[:4] == pytest.approx((-180, 180, -90, 83.6451), abs=1e-3) and bbox[4] == 177
+
+
+def test_coordinates_are_lon_lat(tmp_path):
+    out = tmp_path / "w.parquet"
+    write_geoparquet(str(shared("coutwildrnp") / "coutwildrnp.shp"), "coutwildrnp", out, kind="polygon")
+    xmin, ymin, xmax, ymax = gpd.read_parquet(out).total_bounds
+    assert -114 < xmin < xmax < -104 and 37 < ymin < ymax < 42  # Colorado/Utah in lon, lat
+
+
+def test_fgdb_layer_reprojected_to_4326_without_z(fgdb, tmp_path):
+    out = tmp_path / "a.parquet"
+    stats = write_geoparquet(str(fgdb), "test_areas", out, kind="polygon")
+    assert stats.source_crs == "EPSG:4269"
+    df = gpd.read_parquet(out)
+    reference = pyogrio.read_dataframe(fgdb, layer="test_areas").to_crs(4326)
+    assert not df.has_z.any()
+    assert df.total_bounds == pytest.approx(reference.total_bounds, abs=1e-6)
+    assert {"PROTECT_ID", "FEATURE_NA", "_cng_fid", "geometry"} <= set(df.columns)
+
+
+def test_points_layer_keeps_points(fgdb, tmp_path):
+    out = tmp_path / "p.parquet"
+    write_geoparquet(str(fgdb), "test_points", out, kind="other")
+    df = gpd.read_parquet(out)
+    assert set(df.geom_type) == {"Point"} and not df.has_z.any() and len(df) == 2
+    assert geo_metadata(out)["columns"]["geometry"]["geometry_types"] == ["Point"]
+
+
+@pytest.mark.parametrize("fixture", ["curvepolygon.gpkg", "multisurface.gpkg"])
+def test_curved_polygons_are_linearised(tmp_path, fixture):
+    src = FIXTURES / fixture
+    layer = pyogrio.list_layers(src)[0][0]
+    out = tmp_path / "c.parquet"
+    stats = write_geoparquet(str(src), layer, out, kind="polygon")
+    assert stats.curved_linearised == 1 and stats.rows_written == 1
+    g = gpd.read_parquet(out).geometry.iloc[0]
+    gdal_linear = pyogrio.read_dataframe(src).geometry.iloc[0]  # GDAL's own linearisation
+    assert g.geom_type == "MultiPolygon" and g.is_valid and g.equals(gdal_linear)
+
+
+def test_measured_lines_lose_z_and_m(tmp_path):
+    out = tmp_path / "zm.parquet"
+    write_geoparquet(str(FIXTURES / "line_zm.gpkg"), "line_zm", out, kind="other")
+    df = gpd.read_parquet(out)
+    assert set(df.geom_type) == {"MultiLineString"} and not df.has_z.any()
+    assert shapely.get_coordinate_dimension(df.geometry.values).tolist() == [2]
+
+
+def test_invalid_rings_repaired_and_unrepairable_dropped_and_counted(bad_gpkg, tmp_path):
+    out = tmp_path / "i.parquet"
+    stats = write_geoparquet(str(bad_gpkg), "invalid rings", out, kind="polygon")
+    assert (stats.counts.repaired, stats.counts.dropped_unrepairable, stats.dropped_fids) == (1, 1, [3])
+    df = gpd.read_parquet(out)
+    assert sorted(df._cng_fid) == [1, 2] and df.is_valid.all() and set(df.geom_type) == {"MultiPolygon"}
+    assert df.loc[df._cng_fid == 1].geometry.iloc[0].area == pytest.approx(0.5)  # the bow-tie's two triangles
+
+
+def test_layer_of_only_null_geometries_is_refused(bad_gpkg, tmp_path):
+    with pytest.raises(CngInputError, match="all 2 features have null, empty or unrepairable geometry"):
+        write_geoparquet(str(bad_gpkg), "only_nulls", tmp_path / "n.parquet", kind="polygon")
+
+
+def test_layer_without_crs_needs_catalog_crs(bad_gpkg, tmp_path):
+    with pytest.raises(CngInputError, match="declares no CRS.*set `crs:`"):
+        write_geoparquet(str(bad_gpkg), "no_crs", tmp_path / "x.parquet", kind="polygon")
+    stats = write_geoparquet(str(bad_gpkg), "no_crs", tmp_path / "x.parquet", kind="polygon", crs="EPSG:4326")
+    assert stats.rows_written == 1
+
+
+def test_empty_layer_gives_empty_product_with_schema(bad_gpkg, tmp_path):
+    out = tmp_path / "e.parquet"
+    stats = write_geoparquet(str(bad_gpkg), "empty layer", out, kind="polygon")
+    assert stats.rows_written == 0
+    t = pq.read_table(out)
+    assert t.num_rows == 0 and {"_cng_fid", "name", "geometry", "bbox"} <= set(t.column_names)
+    assert geo_metadata(out)["version"] == "1.1.0"
+
+
+def test_antimeridian_polygon_from_projected_source_is_split(tmp_path):
+    src = tmp_path / "pacific.gpkg"
+    square = shapely.Polygon([(175, -20), (185, -20), (185, -10), (175, -10)])  # 10° x 10° across 180°
+    pacific = gpd.GeoSeries([shapely.segmentize(square, 0.5)], crs=4326).to_crs("EPSG:3832")  # PDC Mercator
+    pyogrio.write_dataframe(gpd.GeoDataFrame({"name": ["monument"]}, geometry=pacific), src, layer="m")
+    out = tmp_path / "m.parquet"
+    stats = write_geoparquet(str(src), "m", out, kind="polygon")
+    g = gpd.read_parquet(out).geometry.iloc[0]
+    assert stats.counts.split_antimeridian == 1
+    assert len(g.geoms) == 2 and g.area == pytest.approx(100, rel=1e-3)  # a band around the globe would be 3500
+    assert sorted(round(p.bounds[0]) for p in g.geoms) == [-180, 175]
+
+
+def test_source_column_named_like_ours_is_renamed(tmp_path):
+    src = tmp_path / "clash.gpkg"
+    pyogrio.write_dataframe(gpd.GeoDataFrame({"bbox": ["x"]}, geometry=[shapely.box(0, 0, 1, 1)], crs=4326), src)
+    out = tmp_path / "clash.parquet"
+    stats = write_geoparquet(str(src), "clash", out, kind="polygon")
+    assert stats.renamed_columns == {"bbox": "bbox_src"}
+    assert pq.read_table(out).column("bbox_src").to_pylist() == ["x"]
+
+
+def test_row_groups_are_spatially_compact(tmp_path):
+    """Hilbert order makes each row group cover a small area, so bbox filters skip most of the file."""
+    rng = np.random.default_rng(7)
+    x, y = rng.uniform(-170, 170, 60_000), rng.uniform(-80, 80, 60_000)
+    src = tmp_path / "scatter.gpkg"
+    pyogrio.write_dataframe(gpd.GeoDataFrame({"i": np.arange(len(x))},
+                                             geometry=shapely.box(x, y, x + 0.01, y + 0.01), crs=4326), src)
+    out = tmp_path / "scatter.parquet"
+    write_geoparquet(str(src), "scatter", out, kind="polygon")
+    meta = pq.ParquetFile(out).metadata
+    names = [meta.schema.column(i).path for i in range(meta.num_columns)]
+    assert meta.num_row_groups >= 3
+
+    def extent(rg):
+        s = {n: meta.row_group(rg).column(names.index(n)).statistics for n in
+             ("bbox.xmin", "bbox.ymin", "bbox.xmax", "bbox.ymax")}
+        return (s["bbox.xmax"].max - s["bbox.xmin"].min) * (s["bbox.ymax"].max - s["bbox.ymin"].min)
+
+    mean_area = np.mean([extent(i) for i in range(meta.num_row_groups)])
+    assert mean_area < 0.5 * 340 * 160  # unsorted, every row group would span the whole extent
+    # DuckDB's bbox filter: a query on one small window returns exactly the boxes inside it
+    hits = duckdb.sql(f"SELECT count(*) FROM '{out}' WHERE bbox.xmin > 10 AND bbox.xmax < 20 "
+                      f"AND bbox.ymin > 10 AND bbox.ymax < 20").fetchone()[0]
+    assert hits == int(((x > 10) & (x + 0.01 < 20) & (y > 10) & (y + 0.01 < 20)).sum())
+
+
+def test_hilbert_keys_walk_the_grid_one_step_at_a_time():
+    order = 4
+    n = 1 << order
+    gx, gy = np.meshgrid(np.arange(n), np.arange(n))
+    lon = (gx.ravel() + 0.5) / n * 360 - 180
+    lat = (gy.ravel() + 0.5) / n * 180 - 90
+    d = hilbert_keys(lon, lat, order=order)
+    assert sorted(d.tolist()) == list(range(n * n))  # a permutation of the cells
+    by_d = np.argsort(d)
+    steps = np.abs(np.diff(gx.ravel()[by_d])) + np.abs(np.diff(gy.ravel()[by_d]))
+    assert (steps == 1).all()  # consecutive keys are neighbouring cells

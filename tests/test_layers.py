@@ -1,0 +1,80 @@
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from cng_assets.cli import main
+from cng_assets.errors import CngInputError
+from cng_assets.transforms import layers, sources, tables
+from cng_assets.transforms.slugs import slugify, unique_slugs
+from tests.conftest import shared
+
+EXPECTED_FGDB = {  # name: (kind, features), from the sample's README
+    "basetable_2": ("table", 3), "basetable": ("table", 2), "base_table1": ("table", 14),
+    "another_relationship": ("table", 0), "test_areas": ("polygon", 2), "test_lines": ("other", 2),
+    "more_test_lines": ("other", 2), "test_points": ("other", 2),
+}
+
+
+def test_fgdb_layers_each_with_its_own_count(fgdb):
+    inv = layers.discover(sources.gdal_path(str(fgdb)))
+    assert {x.name: (x.kind, x.features) for x in inv.layers} == EXPECTED_FGDB
+    areas = inv.layer("test_areas")
+    assert areas.crs == "EPSG:4269" and areas.geometry_type == "MultiPolygon Z"
+    assert ("PROTECT_ID", "OFTReal") in areas.fields
+
+
+def test_fgdb_coded_value_domains_become_lookup_tables(fgdb, tmp_path):
+    inv = layers.discover(sources.gdal_path(str(fgdb)))
+    assert len(inv.domains) == 38
+    bormethod = next(d for d in inv.domains if d.name == "d_bormethod")
+    assert ("1", "Auger Boring") in bormethod.codes
+    assert inv.layer("more_test_lines").domains["COORDCAP_I"] == "d_coordcap"
+    assert "domain-d_bormethod" in inv.table_keys()
+    out = tmp_path / "d.parquet"
+    tables.write_domain(bormethod, out)
+    t = pq.read_table(out)
+    assert t.column_names == ["code", "label"] and t.num_rows == len(bormethod.codes)
+
+
+def test_layer_selection_keeps_only_used_domains(fgdb):
+    inv = layers.discover(sources.gdal_path(str(fgdb)), include=["more_test_lines"])
+    assert [x.name for x in inv.layers] == ["more_test_lines"]
+    assert {d.name for d in inv.domains} == set(inv.layer("more_test_lines").domains.values())
+
+
+def test_unknown_layer_suggests_closest_names(fgdb):
+    with pytest.raises(CngInputError, match="no layer 'test_area'.*did you mean test_areas"):
+        layers.discover(sources.gdal_path(str(fgdb)), include=["test_area"])
+
+
+def test_shapefiles_and_odd_names(bad_gpkg):
+    assert layers.discover(str(shared("coutwildrnp") / "coutwildrnp.shp")).layers[0].features == 67
+    slugs = {x.name: x.slug for x in layers.discover(str(bad_gpkg)).layers}
+    assert slugs["Áreas protegidas"] == "areas_protegidas" and slugs["empty layer"] == "empty_layer"
+
+
+def test_slugs_are_keys_and_unique():
+    assert slugify("PADUS4_1Fee") == "padus4_1fee"
+    assert slugify("Ünïcode Layer (v2)") == "unicode_layer_v2"
+    assert slugify("東京") == "layer"
+    assert unique_slugs(["A b", "a-b", "a_b"]) == ["a_b", "a_b_2", "a_b_3"]
+
+
+def test_cli_layers_prints_all_eight(fgdb):
+    result = CliRunner().invoke(main, ["layers", str(fgdb)])
+    assert result.exit_code == 0, result.output
+    for name, (kind, count) in EXPECTED_FGDB.items():
+        row = next(line for line in result.output.splitlines() if f" {name} " in line)
+        assert f" {kind} " in row and f" {count} " in row
+    assert "38 coded-value domains" in result.output
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d / "missing.gdb.zip", "does not exist"),
+    (lambda d: (d / "bad.zip").write_bytes(b"PK\x03\x04 truncated") and d / "bad.zip", "not a readable zip"),
+    (lambda d: (d / "x.gpkg").write_text("not a geopackage") and d / "x.gpkg", "GDAL cannot open"),
+])
+def test_unreadable_sources_give_clear_errors(tmp_path, make, message):
+    result = CliRunner().invoke(main, ["layers", str(make(tmp_path))])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert "What to do" in result.output
