@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
 SHARED = ROOT.parent / "shared" / "data"
-SYNTH_VERSION = 1  # bump when the generator changes: cached inputs are keyed by it
+SYNTH_VERSION = 2  # bump when the generator changes: cached inputs are keyed by it
 sys.path.insert(0, str(ROOT))  # spawned children inherit sys.path
 
 
@@ -92,7 +92,9 @@ def make_synthetic(n: int, seed: int) -> tuple[str, str, str]:
     rng = np.random.default_rng(seed)
     nparts = np.where(rng.random(n) < 0.15, rng.integers(2, 5, n), 1)  # ~15% multipart
     feat_of_part = np.repeat(np.arange(n), nparts)
+    first = np.r_[True, feat_of_part[1:] != feat_of_part[:-1]]
     n_parts = len(feat_of_part)
+    bowtie_parts = np.flatnonzero(first)[rng.random(n) < 0.01]  # ~1% of features: their first part
     area = 10 ** rng.uniform(-3, 2, n) * 1e6  # m², log-uniform 0.001-100 km²
     share = rng.uniform(0.2, 1.0, n_parts)
     part_area = area[feat_of_part] * share / np.bincount(feat_of_part, share)[feat_of_part]
@@ -104,6 +106,7 @@ def make_synthetic(n: int, seed: int) -> tuple[str, str, str]:
     k = np.arange(nv.sum()) - start[part_of_v]
     theta = 2 * np.pi * (k + rng.uniform(0, 0.8, len(k))) / nv[part_of_v]
     radius = rng.uniform(0.5, 1.5, len(k))
+    radius[np.isin(part_of_v, bowtie_parts)] = 1.0  # convex, so the bow-tie below surely self-intersects
     x, y = radius * np.cos(theta), radius * np.sin(theta)
     nxt = np.arange(len(k)) + 1
     nxt[start + nv - 1] = start
@@ -112,7 +115,6 @@ def make_synthetic(n: int, seed: int) -> tuple[str, str, str]:
     extent = scale * np.maximum.reduceat(radius, start)
 
     # Parts of one feature sit side by side along a random direction, far enough apart not to overlap.
-    first = np.r_[True, feat_of_part[1:] != feat_of_part[:-1]]
     gaps = np.where(first, 0.0, (extent + np.roll(extent, 1)) * 1.05)
     offset = np.cumsum(gaps)
     offset -= offset[np.flatnonzero(first)][feat_of_part]
@@ -123,8 +125,7 @@ def make_synthetic(n: int, seed: int) -> tuple[str, str, str]:
     px = cx[pf] + (offset * np.cos(phi[feat_of_part]))[part_of_v] + scale[part_of_v] * x
     py = cy[pf] + (offset * np.sin(phi[feat_of_part]))[part_of_v] + scale[part_of_v] * y
 
-    # ~1% bow-ties: reversing vertices 1..nv/2 of the first part makes two edges cross near its centre.
-    bowtie_parts = np.flatnonzero(first)[rng.random(n) < 0.01]
+    # Bow-ties: reversing vertices 1..nv/2 of a convex ring makes exactly two edges cross, near its centre.
     order = np.arange(len(k))
     for p in bowtie_parts:
         s, half = start[p], nv[p] // 2

@@ -86,7 +86,7 @@ def _split_at_antimeridian(geom):
     east = shapely.intersection(shifted, shapely.box(0, -90, 180, 90))
     west = shapely.transform(shapely.intersection(shifted, shapely.box(180, -90, 360, 90)),
                              lambda c: c - np.array([360.0, 0.0]))
-    return shapely.union(east, west) if geom.geom_type in POLYGONAL else shapely.union_all([east, west])
+    return shapely.union(east, west)
 
 
 def _crosses_antimeridian(geom) -> bool:
@@ -109,12 +109,15 @@ def _crosses_antimeridian(geom) -> bool:
 
 def _promote(geoms: np.ndarray, family: set[str]) -> np.ndarray:
     """Single parts to their multi type, so a layer has one geometry type (polygon layers: MultiPolygon)."""
-    types = shapely.get_type_id(geoms)
-    for single, make in ((3, shapely.multipolygons), (1, shapely.multilinestrings)):
-        if (single == 3 and family == POLYGONAL) or (single == 1 and family == LINEAL):
-            idx = np.flatnonzero(types == single)
-            if len(idx):
-                geoms[idx] = make(geoms[idx], indices=np.arange(len(idx)))
+    if family == POLYGONAL:
+        single, make = TYPE_IDS["Polygon"], shapely.multipolygons
+    elif family == LINEAL:
+        single, make = TYPE_IDS["LineString"], shapely.multilinestrings
+    else:
+        return geoms
+    idx = np.flatnonzero(shapely.get_type_id(geoms) == single)
+    if len(idx):
+        geoms[idx] = make(geoms[idx], indices=np.arange(len(idx)))
     return geoms
 
 
@@ -130,7 +133,8 @@ def clean(geoms: np.ndarray, *, kind: str, geometry_type: str | None, transforme
     g = shapely.force_2d(geoms[present])
     if transformer is not None:
         g = shapely.transform(g, lambda c: np.column_stack(transformer.transform(c[:, 0], c[:, 1])))
-        wide = np.flatnonzero((shapely.bounds(g)[:, 2] - shapely.bounds(g)[:, 0]) > 180)
+        bounds = shapely.bounds(g)
+        wide = np.flatnonzero(bounds[:, 2] - bounds[:, 0] > 180)
         for i in wide:
             if _crosses_antimeridian(g[i]):
                 g[i] = _split_at_antimeridian(g[i])
