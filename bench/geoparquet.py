@@ -167,7 +167,7 @@ def make_synthetic(n: int, seed: int) -> tuple[str, str, str]:
     raise RuntimeError("could not write the synthetic input as OpenFileGDB or GPKG")
 
 
-def inspect(out: str) -> dict:
+def describe_output(out: str) -> dict:
     """What a GeoParquet file holds: rows, size, CRS, invalid geometries, version, compression."""
     import pyarrow.parquet as pq
     import shapely
@@ -201,7 +201,7 @@ def bench(name: str, src: str, layer: str, repeat: int) -> dict:
     for path in ("old", "new"):
         res[path] = {"seconds": min(r["seconds"] for r in runs[path]),
                      "peak_mib": max(r["peak_mib"] for r in runs[path]),
-                     "baseline_mib": max(r["baseline_mib"] for r in runs[path]), **inspect(outs[path])}
+                     "baseline_mib": max(r["baseline_mib"] for r in runs[path]), **describe_output(outs[path])}
     print(f"  {name}: old {res['old']['seconds']:.2f}s, new {res['new']['seconds']:.2f}s")
     return res
 

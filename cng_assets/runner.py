@@ -12,11 +12,10 @@ from pathlib import Path
 import dagster as dg
 
 from cng_assets.catalog import Dataset
-from cng_assets.defs import products
 from cng_assets.definitions import build_definitions
+from cng_assets.defs import products
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms.layers import OTHER, POLYGON
-
 
 # Step logs and stack traces stay in the instance (the UI shows them); the terminal gets the report instead.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}

@@ -23,6 +23,10 @@ class CleanCounts:
     dropped_null_or_empty: int = 0
     dropped_unrepairable: int = 0  # invalid, and repair left nothing of the layer's geometry family
 
+    def add(self, other: CleanCounts) -> None:
+        for k, v in vars(other).items():
+            setattr(self, k, getattr(self, k) + v)
+
 
 def parse_wkb(wkb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Shapely geometries, and the positions of curved ones GEOS cannot read (left None for GDAL to linearise)."""

@@ -7,9 +7,13 @@ while writing the final file with ZSTD, small row groups and the `geo` metadata.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import warnings
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import duckdb
@@ -60,54 +64,85 @@ def _output_names(source_fields: list[str]) -> dict[str, str]:
     return {f: (f"{f}_src" if f in ours else f) for f in source_fields}
 
 
+@dataclass
+class _Converted:
+    table: pa.Table
+    counts: CleanCounts
+    curved: int
+    dropped_fids: list[int]
+    bounds: np.ndarray  # xmin, ymin, xmax, ymax of the kept rows (inf when none)
+    types: set[int]
+
+
+def _convert_batch(batch: pa.RecordBatch, first_fid: int, *, path: str, layer: str, meta: dict, kind: str,
+                   geometry_type: str | None, transformer, names: dict[str, str]) -> _Converted:
+    fids = np.arange(first_fid, first_fid + batch.num_rows, dtype=np.int64)
+    geoms, curved = parse_wkb(batch.column(meta["geometry_name"] or "wkb_geometry").to_numpy(zero_copy_only=False))
+    if len(curved):  # GDAL linearises curves on its non-Arrow path; re-read just those features
+        src_fids = batch.column(meta["fid_column"] or 0).to_numpy()[curved]
+        geoms[curved] = pyogrio.read_dataframe(path, layer=layer, fids=src_fids, columns=[]).geometry.values
+    counts = CleanCounts()
+    cleaned = clean(geoms, kind=kind, geometry_type=geometry_type, transformer=transformer, counts=counts)
+    keep = ~shapely.is_missing(cleaned)
+    kept = cleaned[keep]
+    bounds = np.array([np.inf, np.inf, -np.inf, -np.inf])
+    if len(kept):
+        b = shapely.bounds(kept)
+        bounds = np.concatenate([b[:, :2].min(0), b[:, 2:].max(0)])
+    return _Converted(table=_output_batch(batch, names, fids[keep], kept, keep), counts=counts, curved=len(curved),
+                      dropped_fids=fids[~keep][:1000].tolist(), bounds=bounds,
+                      types=set(shapely.get_type_id(kept).tolist()))
+
+
 def write_geoparquet(path: str, layer: str, out_path: str | Path, *, kind: str, crs: str | None = None,
-                     batch_size: int = 10_000, scratch_dir: str | None = None,
-                     memory_limit: str = "1GB") -> GeoParquetStats:
+                     batch_size: int = 10_000, scratch_dir: str | None = None, memory_limit: str = "1GB",
+                     workers: int | None = None) -> GeoParquetStats:
     """Convert one spatial layer of `path` (a GDAL path) to GeoParquet at `out_path` (a local file).
 
     `crs` is used only when the source declares none. `_cng_fid` is the feature's 1-based position in the
-    source layer, so it stays stable when cleaning rules change; dropped features leave gaps.
+    source layer, so it stays stable when cleaning rules change; dropped features leave gaps. Batches are
+    cleaned on `workers` threads (GEOS and PROJ release the GIL), at most `workers + 1` batches in memory.
     """
     info = sources.read_info(path, layer)
     src_crs = info["crs"] or crs
     if src_crs is None:
         raise CngInputError("the layer declares no CRS", layer=layer,
                             hint="set `crs:` (e.g. EPSG:4269) in the dataset's catalog entry if you know it")
-    transformer = to_wgs84(src_crs)
     stats = GeoParquetStats(source_crs=src_crs)
     names = _output_names([str(f) for f in info["fields"]])
     stats.renamed_columns = {k: v for k, v in names.items() if k != v}
-    types: set[str] = set()
+    types: set[int] = set()
     bounds = np.array([np.inf, np.inf, -np.inf, -np.inf])
+    workers = workers or min(4, os.cpu_count() or 1)
 
     with tempfile.TemporaryDirectory(prefix="cng-geoparquet-", dir=scratch_dir) as tmp:
         unsorted = Path(tmp) / "unsorted.parquet"
         writer = None
-        with warnings.catch_warnings():
+
+        def consume(done: _Converted) -> None:
+            nonlocal writer, bounds
+            stats.counts.add(done.counts)
+            stats.curved_linearised += done.curved
+            stats.dropped_fids.extend(done.dropped_fids[: max(0, 1000 - len(stats.dropped_fids))])
+            bounds = np.concatenate([np.minimum(bounds[:2], done.bounds[:2]), np.maximum(bounds[2:], done.bounds[2:])])
+            types.update(done.types)
+            if writer is None:
+                writer = pq.ParquetWriter(unsorted, done.table.schema, compression="lz4")
+            writer.write_table(done.table)
+
+        with warnings.catch_warnings(), ThreadPoolExecutor(workers) as pool:
             warnings.simplefilter("ignore", UserWarning)
             with open_arrow(path, layer=layer, batch_size=batch_size, use_pyarrow=True, return_fids=True) as (meta, reader):
-                geom_col = meta["geometry_name"] or "wkb_geometry"
+                convert = partial(_convert_batch, path=path, layer=layer, meta=meta, kind=kind,
+                                  geometry_type=info["geometry_type"], transformer=to_wgs84(src_crs), names=names)
+                pending: deque = deque()
                 for batch in reader:
-                    n = batch.num_rows
-                    fids = np.arange(stats.features_read + 1, stats.features_read + n + 1, dtype=np.int64)
-                    stats.features_read += n
-                    geoms, curved = parse_wkb(batch.column(geom_col).to_numpy(zero_copy_only=False))
-                    if len(curved):  # GDAL linearises curves on its non-Arrow path; re-read just those features
-                        src_fids = batch.column(0).to_numpy()[curved]
-                        geoms[curved] = pyogrio.read_dataframe(path, layer=layer, fids=src_fids, columns=[]).geometry.values
-                        stats.curved_linearised += len(curved)
-                    cleaned = clean(geoms, kind=kind, geometry_type=info["geometry_type"], transformer=transformer,
-                                    counts=stats.counts)
-                    keep = ~shapely.is_missing(cleaned)
-                    stats.dropped_fids.extend(fids[~keep][: max(0, 1000 - len(stats.dropped_fids))].tolist())
-                    table = _output_batch(batch, names, fids[keep], cleaned[keep], keep)
-                    if len(table):
-                        b = shapely.bounds(cleaned[keep])
-                        bounds = np.concatenate([np.minimum(bounds[:2], b[:, :2].min(0)), np.maximum(bounds[2:], b[:, 2:].max(0))])
-                        types.update(shapely.get_type_id(cleaned[keep]).tolist())
-                    if writer is None:
-                        writer = pq.ParquetWriter(unsorted, table.schema, compression="lz4")
-                    writer.write_table(table)
+                    pending.append(pool.submit(convert, batch, stats.features_read + 1))
+                    stats.features_read += batch.num_rows
+                    if len(pending) > workers:
+                        consume(pending.popleft().result())
+                while pending:
+                    consume(pending.popleft().result())
         if writer is None:  # a layer with no features at all: write its schema only
             writer = pq.ParquetWriter(unsorted, _empty_schema(info, names))
         writer.close()

@@ -12,7 +12,6 @@ from pyogrio.raw import open_arrow
 
 from cng_assets.transforms.domains import Domain, domain_table
 
-
 VERSION = "1"  # bump when the product changes: products made before become stale
 
 
