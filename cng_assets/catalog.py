@@ -22,6 +22,8 @@ class H3Settings(BaseModel):
     containment: str = Field("center", pattern="^(center|overlap)$")
     # Layer columns carried into the hex output: "all", "none", or a list of names.
     attributes: str | list[str] = "all"
+    max_chunks: int = Field(200, ge=1, le=200, description="chunk partitions per layer; 200 is the cluster's cap")
+    target_cells_per_chunk: int = Field(20_000_000, ge=1000, description="planned work per chunk, in output cells")
 
     @model_validator(mode="after")
     def _parents_coarser(self) -> H3Settings:

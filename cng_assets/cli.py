@@ -82,16 +82,25 @@ def _materialize(ds: Dataset, out: str) -> None:
         console.print(f"\n[red]{len(report.failed)} of {len(report.failed) + len(report.succeeded)} steps failed:[/red]")
         for step, message in report.failed:
             console.print(escape(f"  {step}: {message}"))
+        if report.skipped:
+            console.print(f"{len(report.skipped)} later steps of those layers were skipped.")
         sys.exit(1)
     console.print(f"{len(report.succeeded)} steps succeeded.")
 
 
 def _print_products(ds: Dataset, data_dir: str) -> None:
+    """One row per product; a partitioned product (a folder of h0=<cell>/ files) is one row."""
     root = Path(data_dir) / (ds.bucket or "") / ds.prefix
-    table = Table("product", "bytes")
+    sizes: dict[str, list[int]] = {}
     for p in sorted(root.rglob("*")):
         if p.is_file():
-            table.add_row(str(p.relative_to(root)), f"{p.stat().st_size:,}")
+            rel = p.relative_to(root)
+            parts = [x for x in rel.parts if x.startswith("h0=")]
+            name = str(rel).split(f"/{parts[0]}/")[0] + "/" if parts else str(rel)
+            sizes.setdefault(name, []).append(p.stat().st_size)
+    table = Table("product", "files", "bytes")
+    for name, files in sizes.items():
+        table.add_row(name, str(len(files)), f"{sum(files):,}")
     console.print(table)
 
 
@@ -120,6 +129,55 @@ def run(source: str, name: str, out: str, only: str | None, resolution: int | No
     except ValidationError as e:
         _fail("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
     _materialize(ds, out)
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT.parquet")
+@click.argument("out_dir", metavar="OUTDIR")
+@click.option("--resolution", type=click.IntRange(0, 15), default=10, show_default=True)
+@click.option("--parents", default="9,8,0", show_default=True, help="Parent resolutions (comma-separated).")
+@click.option("--containment", type=click.Choice(["center", "overlap"]), default="center", show_default=True)
+@click.option("--attributes", default="all", show_default=True, help="Layer columns to carry: all, none, or a,b,c.")
+def hex(input_path: str, out_dir: str, resolution: int, parents: str, containment: str, attributes: str):
+    """H3 cells of every feature of a GeoParquet file, into OUTDIR/h0=<cell>/*.parquet."""
+    from pydantic import ValidationError
+
+    from cng_assets.storage import LocalStorage
+    from cng_assets.transforms.hex.fill import HexSettings
+    from cng_assets.transforms.hex.layer import hex_layer
+
+    try:
+        h3 = H3Settings(resolution=resolution, parents=_csv_ints(parents) or [], containment=containment,
+                        attributes=attributes if attributes in ("all", "none") else attributes.split(","))
+    except ValidationError as e:
+        _fail("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
+    source = Path(input_path)
+    if not source.exists() or b"geo" not in (_parquet_metadata(source) or {}):
+        _fail(f"{input_path} is not a GeoParquet file (make one with `cng-assets run`)")
+    out = Path(out_dir).resolve()
+    storage = LocalStorage(root=str(out.parent))
+    settings = HexSettings(h3.resolution, tuple(h3.parents), h3.containment)
+    with storage.publish_dir(None, out.name) as staged:
+        try:
+            result = hex_layer(str(source.resolve()), staged, settings, attributes=h3.attributes,
+                               on_chunk=lambda k, n, st: console.print(f"chunk {k + 1}/{n}: {st.cells:,} cells"))
+        except ValueError as e:
+            _fail(str(e))
+        failed = [c for c in result.checks if not c.passed]
+        if failed:
+            _fail("checks failed, OUTDIR left as it was: " + "; ".join(f"{c.name} {c.detail}" for c in failed), 1)
+    rows = sum(result.rows_per_h0.values())
+    console.print(f"{rows:,} cells in {len(result.rows_per_h0)} h0 partitions under {out}; "
+                  f"checks passed: {', '.join(c.name for c in result.checks)}")
+
+
+def _parquet_metadata(path: Path) -> dict | None:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_metadata(path).metadata
+    except Exception:  # not parquet at all
+        return None
 
 
 @main.command()

@@ -14,6 +14,7 @@ import dagster as dg
 from cng_assets.catalog import Dataset
 from cng_assets.definitions import build_definitions
 from cng_assets.defs import products
+from cng_assets.defs.partitions import chunk_partitions
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms.layers import OTHER, POLYGON
 
@@ -25,16 +26,23 @@ NOTED = ("repaired", "curved_linearised", "split_at_antimeridian", "dropped_null
 @dataclass
 class Step:
     asset: str  # asset name within the dataset, e.g. "geoparquet"
-    partition: str | None = None
+    partition: str | dg.MultiPartitionKey | None = None
 
     def __str__(self) -> str:
         return f"{self.asset}[{self.partition}]" if self.partition else self.asset
+
+
+    @property
+    def layer(self) -> str | None:
+        p = self.partition
+        return p.keys_by_dimension["layer"] if isinstance(p, dg.MultiPartitionKey) else p
 
 
 @dataclass
 class Report:
     succeeded: list[Step] = field(default_factory=list)
     failed: list[tuple[Step, str]] = field(default_factory=list)
+    skipped: list[Step] = field(default_factory=list)  # a layer's later stages, after one of its steps failed
     notes: dict[str, str] = field(default_factory=dict)  # step -> what was repaired or dropped
 
 
@@ -99,7 +107,21 @@ def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str
         if not run(step, i + 1, None):  # the total is known once the layers are
             return report
     inv = products.load_inventory(storage, ds)
-    steps = [Step("table", k) for k in inv.table_keys()] + [Step("geoparquet", k) for k in inv.keys(POLYGON, OTHER)]
-    for i, step in enumerate(steps):
-        run(step, len(head) + i + 1, len(head) + len(steps))
+    polygons = inv.keys(POLYGON)
+    done = len(head)
+    failed_layers: set[str] = set()
+    # Each stage needs the one before; the chunk keys exist only once the plans are made.
+    for stage in ([Step("table", k) for k in inv.table_keys()] + [Step("geoparquet", k) for k in inv.keys(POLYGON, OTHER)],
+                  [Step("hex_plan", k) for k in polygons],
+                  lambda: [Step("hex_chunk", dg.MultiPartitionKey({"chunk": c, "layer": k})) for k in polygons
+                           for c in instance.get_dynamic_partitions(chunk_partitions(ds).name)],
+                  [Step("hex", k) for k in polygons]):
+        steps = stage() if callable(stage) else stage
+        for step in steps:
+            if step.layer in failed_layers:
+                report.skipped.append(step)
+                continue
+            done += 1
+            if not run(step, done, None):
+                failed_layers.add(step.layer)
     return report

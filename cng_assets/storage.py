@@ -29,6 +29,26 @@ class ProductStorage(dg.ConfigurableResource):
         raise NotImplementedError
         yield  # pragma: no cover
 
+    @contextmanager
+    def publish_dir(self, bucket: str | None, key: str) -> Iterator[Path]:
+        """Like `publish`, for a folder of files (a partitioned product): all of it replaces the old one at once."""
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    @contextmanager
+    def local_path(self, bucket: str | None, key: str) -> Iterator[Path]:
+        """A local path to read a product (file or folder) from; local storage hands out the product itself."""
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    def list_dirs(self, bucket: str | None, prefix: str) -> list[str]:
+        """Keys of the immediate sub-folders under `prefix`."""
+        raise NotImplementedError
+
+    def delete(self, bucket: str | None, key: str) -> None:
+        """Remove a product or a folder of products (missing is fine)."""
+        raise NotImplementedError
+
     def open(self, bucket: str | None, key: str) -> BinaryIO:
         raise NotImplementedError
 
@@ -61,19 +81,51 @@ class LocalStorage(ProductStorage):
     @contextmanager
     def publish(self, bucket: str | None, key: str) -> Iterator[Path]:
         final = self.path(bucket, key)
-        # Staging sits under the root (same filesystem, so the rename is atomic) but outside the product folders,
-        # so even a process killed mid-write leaves nothing half-written beside the products.
-        staging = self.root_path / ".staging" / uuid.uuid4().hex
-        staging.mkdir(parents=True)
-        tmp = staging / final.name
-        try:
+        with self._staging() as staging:
+            tmp = staging / final.name
             yield tmp
             if not tmp.exists():
                 raise RuntimeError(f"nothing was written for {key}")
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)
+
+    @contextmanager
+    def _staging(self) -> Iterator[Path]:
+        # Under the root (same filesystem, so renames are atomic) but outside the product folders, so even a
+        # process killed mid-write leaves nothing half-written beside the products.
+        staging = self.root_path / ".staging" / uuid.uuid4().hex
+        staging.mkdir(parents=True)
+        try:
+            yield staging
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    @contextmanager
+    def publish_dir(self, bucket: str | None, key: str) -> Iterator[Path]:
+        final = self.path(bucket, key)
+        with self._staging() as staging:
+            new = staging / "new"
+            new.mkdir()
+            yield new
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if final.exists():  # two renames: readers see the old set or the new one, never a mix
+                os.replace(final, staging / "old")
+            os.replace(new, final)
+
+    @contextmanager
+    def local_path(self, bucket: str | None, key: str) -> Iterator[Path]:
+        yield self.path(bucket, key)
+
+    def list_dirs(self, bucket: str | None, prefix: str) -> list[str]:
+        base = self.path(bucket, prefix)
+        return sorted(f"{prefix.rstrip('/')}/{p.name}" for p in base.iterdir() if p.is_dir()) if base.exists() else []
+
+    def delete(self, bucket: str | None, key: str) -> None:
+        path = self.path(bucket, key)
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
     def open(self, bucket: str | None, key: str) -> BinaryIO:
         return open(self.path(bucket, key), "rb")

@@ -4,10 +4,12 @@ import subprocess
 import sys
 
 import dagster as dg
+import duckdb
 import geopandas as gpd
 import pytest
 
 from cng_assets.catalog import load_catalog
+from cng_assets.defs.hex import HEX_CHECKS
 from cng_assets.definitions import defs
 from cng_assets.runner import materialize_dataset
 from tests.conftest import REPO
@@ -17,7 +19,7 @@ def test_every_definition_loads():
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     for name in load_catalog():
-        for asset in ("source", "layers", "table", "geoparquet"):
+        for asset in ("source", "layers", "table", "geoparquet", "hex_plan", "hex_chunk", "hex"):
             assert dg.AssetKey([name, asset]) in graph.get_all_asset_keys()
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
@@ -40,32 +42,51 @@ def instance(tmp_path):
         yield inst
 
 
+def latest(instance, asset: str, partition: str):
+    return instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(["demo", asset]), asset_partitions=[partition]),
+        limit=1).records[0].asset_materialization
+
+
+def check_statuses(instance, asset: str, names) -> set[str]:
+    keys = [dg.AssetCheckKey(dg.AssetKey(["demo", asset]), n) for n in names]
+    return {r.status.value for r in instance.event_log_storage.get_latest_asset_check_execution_by_key(keys).values()}
+
+
 def test_demo_materializes_every_layer_with_checks(instance, tmp_path):
     ds = load_catalog()["demo"]
     data = tmp_path / "data"
     report = materialize_dataset(ds, instance, str(data))
-    assert report.failed == []
-    assert {str(s) for s in report.succeeded} == {
-        "source", "layers", "table[continent_lookup]", "geoparquet[countries]", "geoparquet[continents]",
-        "geoparquet[country_labels]"}
+    assert report.failed == [] and report.skipped == []
 
-    parts = instance.get_dynamic_partitions("demo__features")
-    assert sorted(parts) == ["continents", "countries", "country_labels"]
+    assert sorted(instance.get_dynamic_partitions("demo__features")) == ["continents", "countries", "country_labels"]
+    assert sorted(instance.get_dynamic_partitions("demo__polygons")) == ["continents", "countries"]
     assert instance.get_dynamic_partitions("demo__tables") == ["continent_lookup"]
-    for slug in parts:
-        event = instance.get_latest_materialization_event(dg.AssetKey(["demo", "geoparquet"]))
-        assert event is not None
+    chunks = instance.get_dynamic_partitions("demo__chunks")
+    assert len(chunks) > 1  # the demo's small chunk target makes several
+    ran = {str(s) for s in report.succeeded}
+    assert {f"hex_chunk[{c}|{layer}]" for c in chunks for layer in ("continents", "countries")} <= ran
+    assert {"hex_plan[countries]", "hex[countries]", "hex[continents]", "table[continent_lookup]"} <= ran
+
+    for slug in ("continents", "countries", "country_labels"):
         df = gpd.read_parquet(data / "demo" / f"{slug}.parquet")
         assert df.crs.to_epsg() == 4326 and df.is_valid.all()
-    countries = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(["demo", "geoparquet"]), asset_partitions=["countries"]),
-        limit=1).records[0].asset_materialization
-    assert countries.metadata["dagster/row_count"].value == 177
-    assert countries.metadata["source_features"].value == 177
-    checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-        [dg.AssetCheckKey(dg.AssetKey(["demo", "geoparquet"]), "counts_reconcile")])
-    assert all(r.status.value == "SUCCEEDED" for r in checks.values())
+    countries = latest(instance, "geoparquet", "countries")
+    assert countries.metadata["dagster/row_count"].value == countries.metadata["source_features"].value == 177
+    assert check_statuses(instance, "geoparquet", ["counts_reconcile"]) == {"SUCCEEDED"}
 
-    # re-running replaces products, it never appends
+    hexed = latest(instance, "hex", "countries")
+    assert hexed.metadata["dagster/row_count"].value > 3_000_000 and hexed.metadata["columns"].value == ["h6", "h5", "h4", "h0"]
+    assert check_statuses(instance, "hex", HEX_CHECKS) == {"SUCCEEDED"}
+    h0_dirs = list((data / "demo" / "hex" / "countries").glob("h0=*"))
+    assert len(h0_dirs) == hexed.metadata["h0_partitions"].value
+    assert not (data / "demo" / "hex" / "_chunks" / "countries").exists() or \
+        not any((data / "demo" / "hex" / "_chunks" / "countries").iterdir())  # intermediates removed
+    rows = duckdb.sql(f"SELECT count(*), count(DISTINCT _cng_fid), min(name) FROM "
+                      f"read_parquet('{data}/demo/hex/countries/*/*.parquet')").fetchone()
+    assert rows[0] == hexed.metadata["dagster/row_count"].value and rows[1] == 177 and rows[2] is not None
+
+    # re-running everything replaces products, it never appends
     again = materialize_dataset(ds, instance, str(data))
     assert again.failed == [] and len(gpd.read_parquet(data / "demo" / "countries.parquet")) == 177
+    assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{data}/demo/hex/countries/*/*.parquet')").fetchone()[0] == rows[0]

@@ -16,3 +16,17 @@ def table_partitions(ds: Dataset) -> dg.DynamicPartitionsDefinition:
 def feature_partitions(ds: Dataset) -> dg.DynamicPartitionsDefinition:
     """Spatial layers (polygons and other geometries) -> GeoParquet."""
     return dg.DynamicPartitionsDefinition(name=f"{ds.name}__features")
+
+
+def polygon_partitions(ds: Dataset) -> dg.DynamicPartitionsDefinition:
+    """Polygon layers -> H3 hex (lines and points are not hexed)."""
+    return dg.DynamicPartitionsDefinition(name=f"{ds.name}__polygons")
+
+
+def chunk_partitions(ds: Dataset) -> dg.DynamicPartitionsDefinition:
+    """Chunk numbers 000..N-1, shared by every polygon layer of the dataset (N: the most any layer needs)."""
+    return dg.DynamicPartitionsDefinition(name=f"{ds.name}__chunks")
+
+
+def chunk_key(k: int) -> str:
+    return f"{k:03d}"

@@ -26,6 +26,19 @@ def geoparquet_key(ds: Dataset, slug: str) -> str:
     return f"{ds.prefix}/{slug}.parquet"
 
 
+def hex_plan_key(ds: Dataset, slug: str) -> str:
+    return f"{ds.prefix}/hex/_plan/{slug}.parquet"
+
+
+def hex_chunk_key(ds: Dataset, slug: str, chunk: int) -> str:
+    return f"{ds.prefix}/hex/_chunks/{slug}/chunk={chunk:03d}"
+
+
+def hex_key(ds: Dataset, slug: str) -> str:
+    """A folder of `h0=<cell>/part-0.parquet` files."""
+    return f"{ds.prefix}/hex/{slug}"
+
+
 def load_inventory(storage: ProductStorage, ds: Dataset) -> Inventory:
     if not storage.exists(ds.bucket, inventory_key(ds)):
         raise dg.Failure(f"dataset {ds.name!r} has no layer inventory yet",

@@ -8,7 +8,7 @@ import dagster as dg
 
 from cng_assets.catalog import Dataset
 from cng_assets.defs import products
-from cng_assets.defs.partitions import feature_partitions, table_partitions
+from cng_assets.defs.partitions import feature_partitions, polygon_partitions, table_partitions
 from cng_assets.storage import LocalStorage, ProductStorage
 from cng_assets.transforms import geoparquet, layers, tables
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX, OTHER, POLYGON
@@ -37,7 +37,7 @@ def source_asset(ds: Dataset) -> dg.AssetSpec | dg.AssetsDefinition:
 def vector_assets(ds: Dataset) -> list:
     source = source_asset(ds)
     source_key = source.key
-    table_parts, feature_parts = table_partitions(ds), feature_partitions(ds)
+    table_parts, feature_parts, polygon_parts = table_partitions(ds), feature_partitions(ds), polygon_partitions(ds)
 
     @dg.asset(key=[ds.name, "layers"], deps=[source_key], group_name=ds.name, kinds={"gdal", "json"},
               code_version=layers.VERSION,
@@ -49,7 +49,8 @@ def vector_assets(ds: Dataset) -> list:
         with storage.publish(ds.bucket, products.inventory_key(ds)) as tmp:
             tmp.write_text(json.dumps(inv.to_json(), indent=1))
         added, gone = {}, {}
-        for parts, keys in ((table_parts, inv.table_keys()), (feature_parts, inv.keys(POLYGON, OTHER))):
+        for parts, keys in ((table_parts, inv.table_keys()), (feature_parts, inv.keys(POLYGON, OTHER)),
+                            (polygon_parts, inv.keys(POLYGON))):
             existing = set(context.instance.get_dynamic_partitions(parts.name))
             new = [k for k in keys if k not in existing]
             if new:

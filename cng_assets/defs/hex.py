@@ -1,0 +1,142 @@
+"""H3 hex assets of one dataset: hex_plan (per polygon layer) -> hex_chunk (per chunk x layer) -> hex (per layer).
+
+Partition design (docs/hex-partitions.md): chunk keys 000..N-1 are one dynamic dimension shared by every polygon
+layer of the dataset, N being the most chunks any layer's plan needs. A layer planned with fewer chunks
+materializes its extra chunk partitions as empty (cheap), so every (chunk, layer) key that exists is real.
+"""
+
+import tempfile
+import warnings
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+from cng_assets.catalog import Dataset
+from cng_assets.defs import products
+from cng_assets.defs.partitions import chunk_key, chunk_partitions, polygon_partitions
+from cng_assets.storage import ProductStorage
+from cng_assets.transforms.hex import chunk, consolidate, plan
+from cng_assets.transforms.hex.fill import HexSettings
+from cng_assets.transforms.hex.layer import chunk_count, chunk_units
+
+HEX_CHECKS = {
+    "every_feature_has_cells": "every _cng_fid of the GeoParquet has at least one cell",
+    "no_duplicate_cells": "no (_cng_fid, cell) pair twice",
+    "parents_consistent": "parent columns and the h0 folder agree with the cell (bit arithmetic in SQL)",
+    "rows_match_chunks": "rows over all h0 partitions = rows written by the chunks",
+    "cell_ids_valid": "every id is a valid H3 cell at its column's resolution",
+}
+CHUNK_POOL = "hex_chunks"  # a Dagster concurrency pool: the cluster runs at most ~50 chunk pods at once
+
+
+def hex_settings(ds: Dataset) -> HexSettings:
+    return HexSettings(ds.h3.resolution, tuple(ds.h3.parents), ds.h3.containment)
+
+
+def _read_plan(storage: ProductStorage, ds: Dataset, slug: str):
+    key = products.hex_plan_key(ds, slug)
+    if not storage.exists(ds.bucket, key):
+        raise dg.Failure(f"{ds.name}/{slug}: no hex plan yet", metadata={"what to do": f"materialize hex_plan[{slug}]"})
+    with storage.local_path(ds.bucket, key) as path:
+        return pq.read_table(path)
+
+
+def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
+    layers, chunks = polygon_partitions(ds), chunk_partitions(ds)
+    settings = hex_settings(ds)
+    with warnings.catch_warnings():  # beta, and the mapping the daemon supports for this shape (see module doc)
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        by_layer = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="layer")
+
+    @dg.asset(key=[ds.name, "hex_plan"], partitions_def=layers, group_name=ds.name, kinds={"parquet"},
+              deps=[dg.AssetDep(geoparquet_key, partition_mapping=dg.IdentityPartitionMapping())],
+              code_version=plan.VERSION,
+              description="Chunks for the layer's hex work, balanced by estimated cells and vertices "
+                          f"(at most {ds.h3.max_chunks}); huge features are split by coarse H3 cells.")
+    def hex_plan(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
+        slug = context.partition_key
+        if not storage.exists(ds.bucket, products.geoparquet_key(ds, slug)):
+            raise dg.Failure(f"{ds.name}/{slug}: no GeoParquet for this layer yet",
+                             metadata={"what to do": f"materialize geoparquet[{slug}] first"})
+        with storage.local_path(ds.bucket, products.geoparquet_key(ds, slug)) as gp:
+            table = plan.plan_layer(str(gp), settings.resolution, max_chunks=ds.h3.max_chunks,
+                                    target_cells=ds.h3.target_cells_per_chunk)
+        with storage.publish(ds.bucket, products.hex_plan_key(ds, slug)) as tmp:
+            pq.write_table(table, tmp)
+        n = chunk_count(table)
+        existing = set(context.instance.get_dynamic_partitions(chunks.name))
+        new = [chunk_key(k) for k in range(n) if chunk_key(k) not in existing]
+        if new:
+            context.instance.add_dynamic_partitions(chunks.name, new)
+        per_chunk = table.group_by("chunk").aggregate([("est_cells", "sum")]).column("est_cells_sum").to_pylist()
+        return dg.MaterializeResult(metadata={
+            "chunks": n, "units": table.num_rows, "estimated_cells": round(sum(per_chunk)),
+            "largest_chunk_estimate": round(max(per_chunk, default=0)),
+            "smallest_chunk_estimate": round(min(per_chunk, default=0)),
+            "features_split": len(set(table.filter(table.column("roots").is_valid()).column("_cng_fid").to_pylist())),
+            "plan_digest": plan.plan_digest(table),
+            "uri": dg.MetadataValue.path(storage.uri(ds.bucket, products.hex_plan_key(ds, slug))),
+        })
+
+    @dg.asset(key=[ds.name, "hex_chunk"], partitions_def=dg.MultiPartitionsDefinition({"chunk": chunks, "layer": layers}),
+              group_name=ds.name, kinds={"parquet", "h3"}, pool=CHUNK_POOL, code_version=chunk.VERSION,
+              deps=[dg.AssetDep(hex_plan, partition_mapping=by_layer)],
+              description="The cells of one chunk of a layer's plan (with parents), by h0. A chunk number beyond "
+                          "the layer's plan materializes as empty.")
+    def hex_chunk(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
+        keys = context.partition_key.keys_by_dimension
+        slug, k = keys["layer"], int(keys["chunk"])
+        table = _read_plan(storage, ds, slug)
+        units = chunk_units(table, k)
+        with storage.publish_dir(ds.bucket, products.hex_chunk_key(ds, slug, k)) as out:
+            with storage.local_path(ds.bucket, products.geoparquet_key(ds, slug)) as gp:
+                stats = chunk.run_chunk(str(gp), units, settings, out, plan.plan_digest(table))
+        return dg.MaterializeResult(metadata={
+            **stats.to_dict(), "empty": units.num_rows == 0, "units": units.num_rows,
+            "estimated_cells": round(sum(units.column("est_cells").to_pylist())),
+        })
+
+    @dg.asset(key=[ds.name, "hex"], partitions_def=layers, group_name=ds.name, kinds={"parquet", "h3"},
+              deps=[dg.AssetDep(hex_chunk, partition_mapping=by_layer)],
+              code_version=consolidate.VERSION,
+              description=f"H3 cells (h{settings.resolution}, parents {list(settings.parents)}, {settings.containment} "
+                          "containment) of every feature, with the layer's attributes, as h0=<cell>/ partitions sorted "
+                          "by cell. Written as a new version and switched in only when every check passes.",
+              check_specs=[dg.AssetCheckSpec(name, asset=[ds.name, "hex"], description=d, blocking=True)
+                           for name, d in HEX_CHECKS.items()])
+    def hex_layer(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
+        slug = context.partition_key
+        table = _read_plan(storage, ds, slug)
+        digest, n = plan.plan_digest(table), chunk_count(table)
+        chunk_keys = [products.hex_chunk_key(ds, slug, k) for k in range(n)]
+        with storage.local_path(ds.bucket, products.geoparquet_key(ds, slug)) as gp, \
+                tempfile.TemporaryDirectory(prefix="cng-hex-") as scratch:
+            chunk_dirs, chunk_rows = [], 0
+            for key in chunk_keys:
+                with storage.local_path(ds.bucket, key) as d:
+                    marker = chunk.read_marker(d)
+                    if marker is None or marker["plan"] != digest:
+                        raise dg.Failure(f"{ds.name}/{slug}: {key} is missing or was made from another plan",
+                                         metadata={"what to do": f"materialize hex_chunk for layer {slug}, then hex"})
+                    chunk_dirs.append(Path(d))
+                    chunk_rows += marker["cells"]
+            with storage.publish_dir(ds.bucket, products.hex_key(ds, slug)) as staged:
+                rows = consolidate.consolidate(chunk_dirs, str(gp), staged, settings, attributes=ds.h3.attributes,
+                                               scratch=Path(scratch))
+                checks = consolidate.check_hex(staged, str(gp), settings, chunk_rows, scratch=Path(scratch))
+                failed = [c for c in checks if not c.passed]
+                if failed:  # raising here leaves the previous version in place
+                    raise dg.Failure(f"{ds.name}/{slug}: hex checks failed; the previous version is kept",
+                                     metadata={c.name: c.detail for c in failed})
+        for key in chunk_keys:  # intermediates go only once the new version is in place
+            storage.delete(ds.bucket, key)
+        return dg.MaterializeResult(
+            metadata={"dagster/row_count": sum(rows.values()), "h0_partitions": len(rows), "chunks": n,
+                      "resolution": settings.resolution, "parents": list(settings.parents),
+                      "containment": settings.containment, "columns": [f"h{r}" for r in (settings.resolution, *settings.parents)],
+                      "uri": dg.MetadataValue.path(storage.uri(ds.bucket, products.hex_key(ds, slug)))},
+            check_results=[dg.AssetCheckResult(check_name=c.name, passed=c.passed, metadata=c.detail) for c in checks],
+        )
+
+    return [hex_plan, hex_chunk, hex_layer]

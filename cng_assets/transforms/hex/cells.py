@@ -1,0 +1,104 @@
+"""Vectorised H3 index arithmetic on uint64 arrays (the bit layout is H3's public spec), plus the few geometric
+primitives the fill needs, from h3ronpy.
+
+Layout: bits 59-62 mode (1 = cell), 52-55 resolution, 45-51 base cell, then 15 three-bit digits (digit of
+resolution i at bits 3*(15-i)); digits finer than the resolution are 7.
+"""
+
+from __future__ import annotations
+
+import h3
+import numpy as np
+import pyarrow as pa
+import shapely
+from h3ronpy.vector import cells_to_coordinates, cells_to_wkb_polygons
+
+U = np.uint64
+RES_SHIFT, RES_MASK = U(52), U(0xF) << U(52)
+BASE_SHIFT = U(45)
+MODE_SHIFT = U(59)
+PENTAGON_BASE_CELLS = np.array([4, 14, 24, 38, 49, 58, 63, 72, 83, 97, 107, 117], dtype=np.uint64)
+
+
+def _digit_bits(res: int) -> U:
+    """Mask of all digits finer than `res`."""
+    return U((1 << (3 * (15 - res))) - 1)
+
+
+def resolution(cells: np.ndarray) -> np.ndarray:
+    return ((cells & RES_MASK) >> RES_SHIFT).astype(np.int8)
+
+
+def parent(cells: np.ndarray, res: int) -> np.ndarray:
+    """Parent at `res` (cells must be at res or finer): set the resolution, fill the finer digits with 7."""
+    return (cells & ~RES_MASK) | (U(res) << RES_SHIFT) | _digit_bits(res)
+
+
+def is_pentagon(cells: np.ndarray, res: int) -> np.ndarray:
+    """For cells all at `res`: a pentagon has a pentagon base cell and only zero digits."""
+    base = (cells >> BASE_SHIFT) & U(0x7F)
+    digits = (cells >> U(3 * (15 - res))) & U((1 << (3 * res)) - 1)
+    return np.isin(base, PENTAGON_BASE_CELLS) & (digits == U(0))
+
+
+_OFFSETS: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _offsets(res: int, child_res: int) -> np.ndarray:
+    """Every digit combination for resolutions res+1..child_res, as values to add to a cleared index."""
+    key = (res, child_res)
+    if key not in _OFFSETS:
+        out = np.zeros(1, dtype=np.uint64)
+        for r in range(res + 1, child_res + 1):
+            out = (out[:, None] + (np.arange(7, dtype=np.uint64) << U(3 * (15 - r)))[None, :]).ravel()
+        _OFFSETS[key] = out
+    return _OFFSETS[key]
+
+
+def children(cells: np.ndarray, res: int, child_res: int) -> np.ndarray:
+    """All descendants at `child_res` of `cells` (all at `res`), in order. Pentagons skip their deleted digit."""
+    if child_res == res or len(cells) == 0:
+        return cells.copy()
+    cleared = (cells & ~RES_MASK & ~(_digit_bits(res) ^ _digit_bits(child_res))) | (U(child_res) << RES_SHIFT)
+    penta = is_pentagon(cells, res)
+    out = (cleared[~penta, None] + _offsets(res, child_res)[None, :]).ravel()
+    if penta.any():  # 12 per resolution: let h3 handle the deleted K-axis subsequence
+        pent_kids = [h3.cell_to_children(h3.int_to_str(int(c)), child_res) for c in cells[penta]]
+        out = np.concatenate([out, np.array([h3.str_to_int(k) for ks in pent_kids for k in ks], dtype=np.uint64)])
+    return out
+
+
+def centres(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lng, lat) of each cell centre, in degrees."""
+    coords = cells_to_coordinates(pa.array(cells, pa.uint64()))
+    return np.asarray(coords.column("lng").to_numpy()), np.asarray(coords.column("lat").to_numpy())
+
+
+def hexagons(cells: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Cell boundary polygons in lon/lat, unwrapped around each centre (so they may pass ±180) and scaled about
+    the centre; and a mask of cells whose lon/lat shape is unreliable (around a pole)."""
+    lng, lat = centres(cells)
+    polys = shapely.from_wkb(np.asarray(cells_to_wkb_polygons(pa.array(cells, pa.uint64())).to_pylist(), dtype=object))
+    coords, index = shapely.get_coordinates(polys, return_index=True)
+    x = coords[:, 0] - lng[index]
+    x = np.where(x > 180, x - 360, np.where(x < -180, x + 360, x))
+    y = coords[:, 1] - lat[index]
+    span = np.zeros(len(cells))
+    np.maximum.at(span, index, np.abs(x))
+    coords = np.column_stack([lng[index] + scale * x, lat[index] + scale * y])
+    rings = shapely.linearrings(coords, indices=index)
+    unreliable = (span > 45) | (np.abs(lat) > 85)
+    return shapely.polygons(rings), unreliable
+
+
+def valid_at(cells: np.ndarray, res: int) -> np.ndarray:
+    """True where a uint64 is an H3 cell index at `res` (mode, resolution, base cell, digits)."""
+    ok = ((cells >> MODE_SHIFT) & U(0xF)) == U(1)
+    ok &= (cells >> U(63)) == U(0)
+    ok &= ((cells >> U(56)) & U(0x7)) == U(0)
+    ok &= resolution(cells) == res
+    ok &= ((cells >> BASE_SHIFT) & U(0x7F)) < U(122)
+    ok &= (cells & _digit_bits(res)) == _digit_bits(res)
+    for r in range(1, res + 1):
+        ok &= ((cells >> U(3 * (15 - r))) & U(7)) != U(7)
+    return ok

@@ -1,0 +1,103 @@
+"""Chunk planning: split a layer's hex work into at most `max_chunks` balanced, spatially compact chunks.
+
+Work is estimated per feature (cells at the target resolution + vertices), not by row ranges. Features are taken
+in file order, which the GeoParquet writer made spatial (Hilbert), so a chunk reads a contiguous run of rows and
+writes few h0 partitions. A part too big for one chunk is split by the coarse H3 cells it descends from: every
+cell has exactly one ancestor, so the pieces never overlap. The plan is deterministic for the same input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import shapely
+
+from cng_assets.transforms.hex import fill
+
+VERSION = "1"  # bump when plans change: chunks made from older plans become stale
+MAX_CHUNKS = 200  # the cluster's limit on pods per layer; never above it
+VERTEX_WEIGHT = 2.0  # one vertex costs about as much as two output cells
+
+PLAN_SCHEMA = pa.schema([
+    ("chunk", pa.int32()), ("row", pa.int64()), ("_cng_fid", pa.int64()),
+    ("parts", pa.list_(pa.int32())),  # null: every part of the feature
+    ("roots", pa.list_(pa.uint64())),  # null: no restriction; else only descendants of these cells
+    ("est_cells", pa.float64()), ("vertices", pa.int64()),
+])
+
+
+def _batches(geoparquet: str):
+    """(first row, fids, parts, part -> feature index) per batch of the layer, in file order."""
+    row = 0
+    for batch in pq.ParquetFile(geoparquet).iter_batches(columns=["_cng_fid", "geometry"], batch_size=8192):
+        geoms = shapely.from_wkb(batch.column("geometry").to_numpy(zero_copy_only=False))
+        parts, index = shapely.get_parts(geoms, return_index=True)
+        yield row, batch.column("_cng_fid").to_numpy(), parts, index
+        row += len(geoms)
+
+
+def plan_layer(geoparquet: str, res: int, *, max_chunks: int = MAX_CHUNKS,
+               target_cells: float = 20_000_000) -> pa.Table:
+    """One row per unit of work, each assigned to a chunk 0..n-1. Two streaming passes: estimates, then splits."""
+    if not 1 <= max_chunks <= MAX_CHUNKS:
+        raise ValueError(f"max_chunks must be 1..{MAX_CHUNKS}, got {max_chunks}")
+    fids, cells, vertices = [], [], []
+    for _, batch_fids, parts, index in _batches(geoparquet):
+        n_features = len(batch_fids)
+        fids.append(batch_fids)
+        cells.append(np.bincount(index, fill.estimate_cells(parts, res), minlength=n_features))
+        vertices.append(np.bincount(index, shapely.get_num_coordinates(parts), minlength=n_features).astype(np.int64))
+    fids, cells, vertices = (np.concatenate(x) if x else np.zeros(0) for x in (fids, cells, vertices))
+    work = cells + VERTEX_WEIGHT * vertices
+    n = int(min(max_chunks, max(1, np.ceil(work.sum() / target_cells))))
+    per = max(work.sum() / n, 1.0)
+
+    units = {i: [{"row": i, "_cng_fid": int(fids[i]), "parts": None, "roots": None, "est_cells": float(cells[i]),
+                  "vertices": int(vertices[i])}] for i in range(len(fids))}
+    heavy = set(np.flatnonzero(work > per).tolist())
+    if heavy:
+        for first, _, parts, index in _batches(geoparquet):
+            for i in heavy & set(range(first, first + int(index.max(initial=-1)) + 1)):
+                units[i] = _split(units[i][0], parts[index == i - first], res, per)
+    planned = [u for i in range(len(fids)) for u in units[i]]
+    work = np.array([u["est_cells"] + VERTEX_WEIGHT * u["vertices"] for u in planned])
+    starts = np.concatenate([[0.0], np.cumsum(work)[:-1]]) if len(work) else work
+    chunks = np.minimum(n - 1, (starts // per).astype(np.int64))
+    return pa.table({"chunk": pa.array(chunks, pa.int32()),
+                     **{k: pa.array([u[k] for u in planned], PLAN_SCHEMA.field(k).type) for k in PLAN_SCHEMA.names[1:]}},
+                    schema=PLAN_SCHEMA)
+
+
+def _split(unit: dict, parts: np.ndarray, res: int, per: float) -> list[dict]:
+    """A feature heavier than one chunk: each heavy part becomes pieces by root cells; the rest stay together."""
+    part_cells = fill.estimate_cells(parts, res)
+    part_work = part_cells + VERTEX_WEIGHT * shapely.get_num_coordinates(parts)
+    heavy = np.flatnonzero(part_work > per / 2)
+    out = []
+    for i in heavy:
+        pieces = int(np.ceil(part_work[i] / per))
+        root_res = fill.root_resolution(parts[i], res)
+        roots = fill.cover(parts[i], root_res)
+        while len(roots) < 4 * pieces and root_res < res:  # enough roots to balance the pieces
+            root_res += 1
+            roots = fill.cover(parts[i], root_res)
+        for group in np.array_split(roots, min(pieces, len(roots))):
+            share = len(group) / len(roots)
+            out.append({**unit, "parts": [int(i)], "roots": group.tolist(), "est_cells": float(part_cells[i] * share),
+                        "vertices": int(shapely.get_num_coordinates(parts[i]) * share)})
+    rest = np.setdiff1d(np.arange(len(parts)), heavy)
+    if len(rest):
+        out.append({**unit, "parts": rest.tolist(), "roots": None, "est_cells": float(part_cells[rest].sum()),
+                    "vertices": int(shapely.get_num_coordinates(parts[rest]).sum())})
+    return out
+
+
+def plan_digest(plan: pa.Table) -> str:
+    """Identifies a plan, so consolidation can refuse chunk outputs made from another one."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, plan.schema) as writer:
+        writer.write_table(plan)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()[:16]
