@@ -28,6 +28,7 @@ validate: $(STAMP)
 
 bench: $(STAMP)  ## side-by-side benchmarks (prints ratios; not part of the tests)
 	$(BIN)/python bench/geoparquet.py
+	$(BIN)/python bench/hex.py
 
 clean:
 	rm -rf data .dagster

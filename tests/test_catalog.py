@@ -28,6 +28,7 @@ def test_defaults_are_the_lab_conventions(tmp_path):
     ("name: x\ntitle: X\nsource: a\nprefix: x\nh3: {resolution: 16}\n", "h3.resolution"),
     ("name: x\ntitle: X\nsource: a\nprefix: x\nh3: {resolution: 8, parents: [9]}\n", "coarser than resolution 8"),
     ("name: x\ntitle: X\nsource: a\nprefix: x\nsource_url: y\n", "source_url"),
+    ("name: x\ntitle: X\nsource: a\nprefix: x\nh3: {max_chunks: 201}\n", "h3.max_chunks"),
     ("name: X-1\ntitle: X\nsource: a\nprefix: x\n", "name"),
     ("name: x\ntitle: X\nsource: a\nprefix: x\ndoi: https://doi.org/10.5066/P96WBCHS\n", "is not a DOI"),
     ("name: x\ntitle: X\nprefix: x\n", "source"),

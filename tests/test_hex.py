@@ -1,0 +1,239 @@
+"""The hex engine against h3-py (the reference implementation), on real and awkward polygons."""
+
+import json
+import subprocess
+import sys
+
+import geopandas as gpd
+import h3
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import shapely
+from click.testing import CliRunner
+
+from cng_assets.cli import main
+from cng_assets.transforms.geoparquet import write_geoparquet
+from cng_assets.transforms.hex import cells as C
+from cng_assets.transforms.hex.chunk import run_chunk
+from cng_assets.transforms.hex.consolidate import check_hex, consolidate
+from cng_assets.transforms.hex.fill import HexSettings, kernel_fill, large_fill
+from cng_assets.transforms.hex.layer import chunk_units, hex_layer
+from cng_assets.transforms.hex.plan import plan_digest, plan_layer
+from tests.conftest import shared
+
+
+def h3py_cells(part, res) -> set[int]:
+    """The reference: h3-py's centre-containment fill of one polygon."""
+    shape = h3.LatLngPoly([(y, x) for x, y in part.exterior.coords],
+                          *[[(y, x) for x, y in ring.coords] for ring in part.interiors])
+    return {h3.str_to_int(c) for c in h3.polygon_to_cells(shape, res)}
+
+
+def large(part, res, mode="center", roots=None) -> np.ndarray:
+    return np.concatenate(list(large_fill(part, res, mode, roots)) or [np.empty(0, np.uint64)])
+
+
+def test_bit_arithmetic_matches_h3():
+    rng = np.random.default_rng(3)
+    lat, lng = np.degrees(np.arcsin(rng.uniform(-1, 1, 300))), rng.uniform(-180, 180, 300)
+    cells = np.array([h3.str_to_int(h3.latlng_to_cell(a, b, 10)) for a, b in zip(lat, lng)], dtype=np.uint64)
+    for p in (9, 8, 5, 0):
+        expected = [h3.str_to_int(h3.cell_to_parent(h3.int_to_str(int(c)), p)) for c in cells]
+        assert C.parent(cells, p).tolist() == expected
+    assert C.valid_at(cells, 10).all() and not C.valid_at(cells, 9).any()
+    assert not C.valid_at(cells ^ np.uint64(7), 10).all()  # a digit of 7 inside the resolution is not a cell
+    coarse = C.parent(cells[:5], 6)
+    expected = sorted(h3.str_to_int(k) for c in coarse for k in h3.cell_to_children(h3.int_to_str(int(c)), 9))
+    assert sorted(C.children(coarse, 6, 9).tolist()) == expected
+    pentagons = np.array([h3.str_to_int(p) for p in h3.get_pentagons(5)], dtype=np.uint64)
+    expected = sorted(h3.str_to_int(k) for c in pentagons for k in h3.cell_to_children(h3.int_to_str(int(c)), 7))
+    assert sorted(C.children(pentagons, 5, 7).tolist()) == expected  # the deleted K-axis subsequence is skipped
+
+
+@pytest.mark.parametrize("sample, res, step", [("coutwildrnp", 10, 4), ("naturalearth_lowres", 5, 9)])
+def test_exactly_centre_containment_on_real_polygons(sample, res, step):
+    parts = shapely.get_parts(gpd.read_file(shared(sample) / f"{sample}.shp").geometry.values)
+    parts = parts[(shapely.bounds(parts)[:, 2] - shapely.bounds(parts)[:, 0]) < 180][::step]  # h3-py misreads wider ones
+    index, kernel = kernel_fill(parts, res, "center")
+    for i, part in enumerate(parts):
+        reference = h3py_cells(part, res)
+        coarse_to_fine = large(part, res)
+        assert len(coarse_to_fine) == len(set(coarse_to_fine.tolist()))  # no duplicates
+        assert set(coarse_to_fine.tolist()) == reference, f"part {i}"
+        assert set(kernel[index == i].tolist()) == reference, f"part {i}"
+
+
+def test_overlap_containment_is_the_cells_touching_the_polygon():
+    part = shapely.get_parts(gpd.read_file(shared("coutwildrnp") / "coutwildrnp.shp").geometry.values)[0]
+    cells = large(part, 9, "overlap")
+    assert h3py_cells(part, 9) < set(cells.tolist())  # a superset of the centre cells
+    assert shapely.intersects(part, C.hexagons(cells)[0]).all()
+    neighbours = {h3.str_to_int(n) for c in cells for n in h3.grid_ring(h3.int_to_str(int(c)), 1)}
+    left_out = np.array(sorted(neighbours - set(cells.tolist())), dtype=np.uint64)
+    assert not shapely.intersects(part, C.hexagons(left_out)[0]).any()  # the neighbours left out really miss it
+
+
+def test_antimeridian_polygons_get_local_cells(tmp_path):
+    df = gpd.read_file(shared("naturalearth_lowres") / "naturalearth_lowres.shp")
+    fiji = df.loc[df.name == "Fiji"].geometry.iloc[0]
+    cells = np.concatenate([large(p, 7) for p in shapely.get_parts(fiji)])
+    lng, _ = C.centres(cells)
+    assert len(cells) > 100 and (np.abs(lng) > 176).all()  # both sides of ±180 near Fiji, no band around the globe
+    assert set(cells.tolist()) == set().union(*(h3py_cells(p, 7) for p in shapely.get_parts(fiji)))
+
+    russia = shapely.get_parts(df.loc[df.name == "Russia"].geometry.iloc[0])
+    chukotka = russia[np.argmin(shapely.bounds(russia)[:, 0])]  # the part west of -180
+    assert set(large(chukotka, 5).tolist()) == h3py_cells(chukotka, 5)
+
+
+def test_polygon_around_a_pole_is_filled_by_its_centres():
+    df = gpd.read_file(shared("naturalearth_lowres") / "naturalearth_lowres.shp")
+    antarctica = max(shapely.get_parts(df.loc[df.name == "Antarctica"].geometry.iloc[0]), key=lambda p: p.area)
+    cells = large(antarctica, 3)
+    lng, lat = C.centres(cells)
+    assert shapely.contains_xy(antarctica, lng, lat).all() and lat.max() < -60
+    world = C.children(np.array([h3.str_to_int(c) for c in h3.get_res0_cells()], np.uint64), 0, 3)
+    wlng, wlat = C.centres(world)
+    assert set(cells.tolist()) == set(world[shapely.contains_xy(antarctica, wlng, wlat)].tolist())  # brute force
+
+
+def write_layer(tmp_path, geoms, crs=4326):
+    src = tmp_path / "src.gpkg"
+    gdf = gpd.GeoDataFrame({"name": [f"f{i}" for i in range(len(geoms))]}, geometry=list(geoms), crs=crs)
+    gdf.to_file(src, layer="l")
+    gp = tmp_path / "l.parquet"
+    write_geoparquet(str(src), "l", gp, kind="polygon")
+    return str(gp)
+
+
+def read_hex(out) -> pd.DataFrame:
+    return pq.read_table(out, partitioning=None).to_pandas()
+
+
+def test_tiny_parts_are_never_lost(tmp_path):
+    # "Manhattan" with islands of ~25 m² (a res-10 cell is ~15,000 m²), an island alone, and a tiny square
+    mainland = shapely.box(-74.02, 40.70, -73.97, 40.75)
+    islands = [shapely.box(-74.05 + i * 0.004, 40.69, -74.05 + i * 0.004 + 0.00005, 40.69005) for i in range(5)]
+    gp = write_layer(tmp_path, [shapely.MultiPolygon([mainland, *islands]), islands[0],
+                                shapely.box(-73.99, 40.72, -73.98995, 40.72005)])
+    out = tmp_path / "hex"
+    result = hex_layer(gp, out, HexSettings(10, (9, 8, 0)))
+    assert result.passed, [(c.name, c.detail) for c in result.checks]
+    hexed = read_hex(out)
+    assert set(hexed._cng_fid) == {1, 2, 3}
+    island_cells = {h3.str_to_int(h3.latlng_to_cell(p.y, p.x, 10)) for p in shapely.point_on_surface(islands)}
+    assert island_cells <= set(hexed.loc[hexed._cng_fid == 1, "h10"])
+    assert set(h3py_cells(mainland, 10)) | island_cells == set(hexed.loc[hexed._cng_fid == 1, "h10"])
+    assert len(hexed.loc[hexed._cng_fid == 2]) == 1 and len(hexed.loc[hexed._cng_fid == 3]) == 1
+    assert sum(c.representative_cells for c in result.chunks) == 7
+
+
+def test_tiny_part_inside_another_parts_cell_adds_no_duplicate(tmp_path):
+    cell = h3.latlng_to_cell(40.0, -105.0, 10)
+    hexagon = shapely.Polygon([(x, y) for y, x in h3.cell_to_boundary(cell)])
+    corner = shapely.Point(hexagon.exterior.coords[0]).buffer(0.0002)  # a notch at one corner
+    notch_island = shapely.Point(hexagon.exterior.coords[0]).buffer(0.00003)  # inside the notch, outside the part
+    feature = shapely.MultiPolygon([hexagon.difference(corner), notch_island.intersection(hexagon)])
+    out = tmp_path / "hex"
+    result = hex_layer(write_layer(tmp_path, [feature]), out, HexSettings(10, (9, 0)))
+    assert result.passed
+    assert read_hex(out).h10.tolist() == [h3.str_to_int(cell)]  # the island's cell is the main part's cell
+    assert sum(c.representative_cells for c in result.chunks) == 0
+
+
+def test_giant_feature_split_across_chunks_gives_the_same_cells(tmp_path):
+    t = np.linspace(0, 2 * np.pi, 2000, endpoint=False)
+    blob = shapely.Polygon(np.column_stack([-105 + 1.2 * np.cos(t) * (1 + 0.05 * np.sin(17 * t)),
+                                            40 + 0.9 * np.sin(t) * (1 + 0.05 * np.sin(17 * t))]))
+    small = [shapely.box(-100 + i * 0.1, 40, -100 + i * 0.1 + 0.05, 40.05) for i in range(30)]
+    gp = write_layer(tmp_path, [blob, *small])
+    plan = plan_layer(gp, 8, max_chunks=6, target_cells=5_000)  # ~48k cells of work would want 10 chunks
+    assert plan.column("chunk").to_numpy().max() == 5  # capped at 6
+    split = plan.filter(plan.column("roots").is_valid())
+    assert len(set(split.column("chunk").to_pylist())) > 1  # the blob spans several chunks
+    assert plan_layer(gp, 8, max_chunks=6, target_cells=5_000).equals(plan)  # deterministic
+    rows = []
+    for k in range(6):
+        run_chunk(gp, chunk_units(plan, k), HexSettings(8, (7, 0)), tmp_path / f"c{k}", plan_digest(plan))
+        rows += [pq.read_table(f).to_pandas() for f in (tmp_path / f"c{k}").glob("h0=*/*.parquet")]
+    cells = gpd.pd.concat(rows)
+    blob_cells = cells.loc[cells._cng_fid == 1, "h8"]
+    assert blob_cells.is_unique and set(blob_cells) == h3py_cells(blob, 8)
+    with pytest.raises(ValueError, match="max_chunks must be 1..200"):
+        plan_layer(gp, 8, max_chunks=201)
+
+
+def test_rerun_chunk_and_consolidation_are_idempotent(tmp_path):
+    gp = write_layer(tmp_path, [shapely.box(-105, 40, -104.9, 40.1), shapely.box(10, 50, 10.1, 50.1)])
+    settings = HexSettings(9, (8, 0))
+    plan = plan_layer(gp, 9)
+    totals = []
+    for _ in range(2):
+        run_chunk(gp, chunk_units(plan, 0), settings, tmp_path / "c0", plan_digest(plan))  # same folder again
+        out = tmp_path / f"out{len(totals)}"
+        rows = consolidate([tmp_path / "c0"], gp, out, settings, scratch=tmp_path)
+        checks = check_hex(out, gp, settings, sum(rows.values()), scratch=tmp_path)
+        assert all(c.passed for c in checks)
+        totals.append(rows)
+    assert totals[0] == totals[1]
+
+
+def test_checks_catch_bad_products(tmp_path):
+    gp = write_layer(tmp_path, [shapely.box(-105, 40, -104.9, 40.1), shapely.box(10, 50, 10.1, 50.1)])
+    settings = HexSettings(9, (8, 0))
+    assert hex_layer(gp, tmp_path / "ok", settings).passed
+    rows = pq.read_table(next((tmp_path / "ok").glob("h0=*/*.parquet"))).to_pandas()
+    broken = pd.concat([rows, rows.head(1)], ignore_index=True)  # a duplicate row ...
+    broken.loc[len(broken) - 1, "h8"] = np.uint64(7)  # ... with a parent that is no cell
+    (tmp_path / "bad" / "h0=0").mkdir(parents=True)  # ... in the wrong h0 folder, and feature 2 is missing
+    broken.to_parquet(tmp_path / "bad" / "h0=0" / "part-0.parquet")
+    checks = check_hex(tmp_path / "bad", gp, settings, len(broken) - 1, scratch=tmp_path)
+    assert {c.name for c in checks if not c.passed} == {
+        "every_feature_has_cells", "no_duplicate_cells", "parents_consistent", "rows_match_chunks", "cell_ids_valid"}
+
+
+def test_fill_memory_stays_bounded_on_a_100_million_cell_polygon():
+    """One ~1.5 million km² polygon (the size of Papahānaumokuākea) at res 10, in a fresh process."""
+    script = """
+import resource, numpy as np, shapely
+from cng_assets.transforms.hex.fill import large_fill
+t = np.linspace(0, 2 * np.pi, 20000, endpoint=False)
+r = 1 + 0.03 * np.sin(37 * t) + 0.01 * np.sin(301 * t)
+poly = shapely.Polygon(np.column_stack([-170 + 7.4 * r * np.cos(t), 25 + 6.0 * r * np.sin(t)]))
+n = sum(len(b) for b in large_fill(poly, 10, "center"))
+print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    cells, peak_mib = int(out[0]), int(out[1])
+    assert cells >= 100_000_000 and peak_mib < 1024
+
+
+def test_cli_hex_writes_h0_partitions_with_attributes(tmp_path):
+    gp = tmp_path / "w.parquet"
+    write_geoparquet(str(shared("coutwildrnp") / "coutwildrnp.shp"), "coutwildrnp", gp, kind="polygon")
+    out = tmp_path / "hex"
+    result = CliRunner().invoke(main, ["hex", str(gp), str(out), "--resolution", "8", "--parents", "7,0"])
+    assert result.exit_code == 0, result.output
+    files = sorted(out.glob("h0=*/*.parquet"))
+    assert files and all(f.parent.name == f"h0={int(pq.read_table(f).column('h0')[0].as_py())}" for f in files)
+    t = pq.read_table(files[0])
+    assert t.schema.field("h8").type == "uint64" and {"_cng_fid", "h8", "h7", "h0", "NAME"} <= set(t.column_names)
+    assert t.column("h8").to_pylist() == sorted(t.column("h8").to_pylist())
+    again = CliRunner().invoke(main, ["hex", str(gp), str(out), "--resolution", "8", "--parents", "9"])
+    assert again.exit_code == 2 and "coarser than resolution 8" in again.output and files == sorted(out.glob("h0=*/*.parquet"))
+
+
+def test_chunk_killed_mid_write_leaves_no_visible_output(tmp_path):
+    script = f"""
+import os, signal
+from cng_assets.storage import LocalStorage
+with LocalStorage(root={str(tmp_path)!r}).publish_dir("b", "ds/hex/_chunks/l/chunk=000") as d:
+    (d / "h0=1").mkdir()
+    (d / "h0=1" / "part.parquet").write_bytes(b"PAR1 half")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+    assert subprocess.run([sys.executable, "-c", script]).returncode < 0
+    assert not (tmp_path / "b" / "ds").exists()
+    assert json.dumps(sorted(p.name for p in tmp_path.iterdir())) == '[".staging"]'
