@@ -9,8 +9,8 @@ import geopandas as gpd
 import pytest
 
 from cng_assets.catalog import load_catalog
-from cng_assets.defs.hex import HEX_CHECKS
 from cng_assets.definitions import defs
+from cng_assets.defs.hex import HEX_CHECKS
 from cng_assets.runner import materialize_dataset
 from tests.conftest import REPO
 

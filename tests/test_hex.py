@@ -17,7 +17,7 @@ from cng_assets.cli import main
 from cng_assets.transforms.geoparquet import write_geoparquet
 from cng_assets.transforms.hex import cells as C
 from cng_assets.transforms.hex.chunk import run_chunk
-from cng_assets.transforms.hex.consolidate import check_hex, consolidate
+from cng_assets.transforms.hex.consolidate import consolidate, read_back_checks
 from cng_assets.transforms.hex.fill import HexSettings, kernel_fill, large_fill
 from cng_assets.transforms.hex.layer import chunk_units, hex_layer
 from cng_assets.transforms.hex.plan import plan_digest, plan_layer
@@ -157,9 +157,9 @@ def test_giant_feature_split_across_chunks_gives_the_same_cells(tmp_path):
     rows = []
     for k in range(6):
         run_chunk(gp, chunk_units(plan, k), HexSettings(8, (7, 0)), tmp_path / f"c{k}", plan_digest(plan))
-        rows += [pq.read_table(f).to_pandas() for f in (tmp_path / f"c{k}").glob("h0=*/*.parquet")]
-    cells = gpd.pd.concat(rows)
-    blob_cells = cells.loc[cells._cng_fid == 1, "h8"]
+        rows += [pq.read_table(f).to_pandas() for f in (tmp_path / f"c{k}").glob("g=*.parquet")]
+    cells = pd.concat(rows)
+    blob_cells = cells.loc[cells._cng_fid == 1, "cell"]
     assert blob_cells.is_unique and set(blob_cells) == h3py_cells(blob, 8)
     with pytest.raises(ValueError, match="max_chunks must be 1..200"):
         plan_layer(gp, 8, max_chunks=201)
@@ -169,29 +169,37 @@ def test_rerun_chunk_and_consolidation_are_idempotent(tmp_path):
     gp = write_layer(tmp_path, [shapely.box(-105, 40, -104.9, 40.1), shapely.box(10, 50, 10.1, 50.1)])
     settings = HexSettings(9, (8, 0))
     plan = plan_layer(gp, 9)
-    totals = []
+    results = []
     for _ in range(2):
-        run_chunk(gp, chunk_units(plan, 0), settings, tmp_path / "c0", plan_digest(plan))  # same folder again
-        out = tmp_path / f"out{len(totals)}"
-        rows = consolidate([tmp_path / "c0"], gp, out, settings, scratch=tmp_path)
-        checks = check_hex(out, gp, settings, sum(rows.values()), scratch=tmp_path)
-        assert all(c.passed for c in checks)
-        totals.append(rows)
-    assert totals[0] == totals[1]
+        stats = run_chunk(gp, chunk_units(plan, 0), settings, tmp_path / "c0", plan_digest(plan))  # same folder again
+        done = consolidate([tmp_path / "c0"], gp, tmp_path / f"out{len(results)}", settings, chunk_rows=stats.cells)
+        assert done.passed, [(c.name, c.detail) for c in done.checks]
+        results.append(done.rows_per_h0)
+    assert results[0] == results[1]
 
 
-def test_checks_catch_bad_products(tmp_path):
+def test_checks_catch_bad_chunks_and_bad_files(tmp_path):
     gp = write_layer(tmp_path, [shapely.box(-105, 40, -104.9, 40.1), shapely.box(10, 50, 10.1, 50.1)])
     settings = HexSettings(9, (8, 0))
-    assert hex_layer(gp, tmp_path / "ok", settings).passed
-    rows = pq.read_table(next((tmp_path / "ok").glob("h0=*/*.parquet"))).to_pandas()
-    broken = pd.concat([rows, rows.head(1)], ignore_index=True)  # a duplicate row ...
-    broken.loc[len(broken) - 1, "h8"] = np.uint64(7)  # ... with a parent that is no cell
-    (tmp_path / "bad" / "h0=0").mkdir(parents=True)  # ... in the wrong h0 folder, and feature 2 is missing
-    broken.to_parquet(tmp_path / "bad" / "h0=0" / "part-0.parquet")
-    checks = check_hex(tmp_path / "bad", gp, settings, len(broken) - 1, scratch=tmp_path)
-    assert {c.name for c in checks if not c.passed} == {
-        "every_feature_has_cells", "no_duplicate_cells", "parents_consistent", "rows_match_chunks", "cell_ids_valid"}
+    plan = plan_layer(gp, 9)
+    good = run_chunk(gp, chunk_units(plan, 0), settings, tmp_path / "good", plan_digest(plan))
+    # a broken chunk: feature 2's rows lost, one row twice, one id that is no cell
+    rows = pd.concat([pq.read_table(f).to_pandas() for f in (tmp_path / "good").glob("g=*.parquet")])
+    rows = rows[rows._cng_fid == 1]
+    bad = pd.concat([rows, rows.head(1), rows.head(1).assign(cell=rows.cell.iloc[0] | np.uint64(7 << 3 * 6))])
+    (tmp_path / "bad").mkdir()
+    bad.to_parquet(tmp_path / "bad" / (next((tmp_path / "good").glob("g=*.parquet")).name))
+    done = consolidate([tmp_path / "bad"], gp, tmp_path / "out", settings, chunk_rows=good.cells)
+    assert {c.name for c in done.checks if not c.passed} == {  # the bad id also has no parents
+        "every_feature_has_cells", "no_duplicate_cells", "cell_ids_valid", "rows_match_chunks", "parents_consistent"}
+    # a written file whose parent column was tampered with after consolidation
+    assert consolidate([tmp_path / "good"], gp, tmp_path / "ok", settings, chunk_rows=good.cells).passed
+    f = next((tmp_path / "ok").glob("h0=*/*.parquet"))
+    table = pq.read_table(f).to_pandas()
+    table.loc[0, "h8"] = table.loc[len(table) - 1, "h8"] ^ np.uint64(1 << 3 * 7)
+    table.to_parquet(f)
+    assert {c.name for c in read_back_checks(tmp_path / "ok", settings, good.cells) if not c.passed} == {
+        "parents_consistent"}
 
 
 def test_fill_memory_stays_bounded_on_a_100_million_cell_polygon():
@@ -217,7 +225,7 @@ def test_cli_hex_writes_h0_partitions_with_attributes(tmp_path):
     result = CliRunner().invoke(main, ["hex", str(gp), str(out), "--resolution", "8", "--parents", "7,0"])
     assert result.exit_code == 0, result.output
     files = sorted(out.glob("h0=*/*.parquet"))
-    assert files and all(f.parent.name == f"h0={int(pq.read_table(f).column('h0')[0].as_py())}" for f in files)
+    assert files and all(f.parent.name == f"h0={pq.read_table(f).column('h0')[0].as_py()}" for f in files)
     t = pq.read_table(files[0])
     assert t.schema.field("h8").type == "uint64" and {"_cng_fid", "h8", "h7", "h0", "NAME"} <= set(t.column_names)
     assert t.column("h8").to_pylist() == sorted(t.column("h8").to_pylist())

@@ -5,7 +5,6 @@ layer of the dataset, N being the most chunks any layer's plan needs. A layer pl
 materializes its extra chunk partitions as empty (cheap), so every (chunk, layer) key that exists is real.
 """
 
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from cng_assets.transforms.hex.layer import chunk_count, chunk_units
 HEX_CHECKS = {
     "every_feature_has_cells": "every _cng_fid of the GeoParquet has at least one cell",
     "no_duplicate_cells": "no (_cng_fid, cell) pair twice",
-    "parents_consistent": "parent columns and the h0 folder agree with the cell (bit arithmetic in SQL)",
+    "parents_consistent": "parent columns and h0 folder agree with h3-py's cell_to_parent (a sample of each file)",
     "rows_match_chunks": "rows over all h0 partitions = rows written by the chunks",
     "cell_ids_valid": "every id is a valid H3 cell at its column's resolution",
 }
@@ -110,8 +109,7 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
         table = _read_plan(storage, ds, slug)
         digest, n = plan.plan_digest(table), chunk_count(table)
         chunk_keys = [products.hex_chunk_key(ds, slug, k) for k in range(n)]
-        with storage.local_path(ds.bucket, products.geoparquet_key(ds, slug)) as gp, \
-                tempfile.TemporaryDirectory(prefix="cng-hex-") as scratch:
+        with storage.local_path(ds.bucket, products.geoparquet_key(ds, slug)) as gp:
             chunk_dirs, chunk_rows = [], 0
             for key in chunk_keys:
                 with storage.local_path(ds.bucket, key) as d:
@@ -122,9 +120,9 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
                     chunk_dirs.append(Path(d))
                     chunk_rows += marker["cells"]
             with storage.publish_dir(ds.bucket, products.hex_key(ds, slug)) as staged:
-                rows = consolidate.consolidate(chunk_dirs, str(gp), staged, settings, attributes=ds.h3.attributes,
-                                               scratch=Path(scratch))
-                checks = consolidate.check_hex(staged, str(gp), settings, chunk_rows, scratch=Path(scratch))
+                done = consolidate.consolidate(chunk_dirs, str(gp), staged, settings, attributes=ds.h3.attributes,
+                                               chunk_rows=chunk_rows)
+                rows, checks = done.rows_per_h0, done.checks
                 failed = [c for c in checks if not c.passed]
                 if failed:  # raising here leaves the previous version in place
                     raise dg.Failure(f"{ds.name}/{slug}: hex checks failed; the previous version is kept",

@@ -93,12 +93,12 @@ def hexagons(cells: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, np.ndar
 
 def valid_at(cells: np.ndarray, res: int) -> np.ndarray:
     """True where a uint64 is an H3 cell index at `res` (mode, resolution, base cell, digits)."""
-    ok = ((cells >> MODE_SHIFT) & U(0xF)) == U(1)
-    ok &= (cells >> U(63)) == U(0)
-    ok &= ((cells >> U(56)) & U(0x7)) == U(0)
+    ok = (cells >> U(56)) == U(0x08 | 0)  # reserved bit 0, mode 1, reserved edge bits 0
     ok &= resolution(cells) == res
     ok &= ((cells >> BASE_SHIFT) & U(0x7F)) < U(122)
     ok &= (cells & _digit_bits(res)) == _digit_bits(res)
-    for r in range(1, res + 1):
-        ok &= ((cells >> U(3 * (15 - r))) & U(7)) != U(7)
+    if res:  # no digit of 7 (all three bits set) within the resolution
+        digits = cells >> U(3 * (15 - res))
+        lowest = U(int("001" * res, 2))
+        ok &= (digits & (digits >> U(1)) & (digits >> U(2)) & lowest) == U(0)
     return ok

@@ -1,7 +1,8 @@
-"""Run one chunk of a hex plan: its features' cells with parents, written as `h0=<cell>/part.parquet` files.
+"""Run one chunk of a hex plan: its features' cells, written as `(_cng_fid, cell)` rows in `g=<cell>.parquet`
+files, one per group cell (a coarse ancestor), for consolidation to sort group by group.
 
 Memory stays bounded: the chunk reads only the row groups it needs, cells come from the fill in batches, and
-each batch is written out before the next is made.
+at most `batch_cells` rows are buffered before they are written.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import resource
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import shapely
+from h3ronpy.vector import coordinates_to_cells
 
 from cng_assets.transforms.hex import cells as C
 from cng_assets.transforms.hex import fill
@@ -26,8 +29,12 @@ FID = "_cng_fid"
 MARKER = "_chunk.json"  # written last: which plan the chunk was made from, and its stats
 
 
-def hex_schema(settings: HexSettings) -> pa.Schema:
-    return pa.schema([(FID, pa.int64())] + [(f"h{r}", pa.uint64()) for r in (settings.resolution, *settings.parents)])
+GROUP_SPAN = 7  # a group cell has at most 7**7 (823,543) descendants: what consolidation sorts at once
+CHUNK_SCHEMA = pa.schema([(FID, pa.int64()), ("cell", pa.uint64())])
+
+
+def group_resolution(settings: HexSettings) -> int:
+    return max(0, settings.resolution - GROUP_SPAN)
 
 
 @dataclass
@@ -36,7 +43,7 @@ class ChunkStats:
     parts: int = 0
     cells: int = 0
     representative_cells: int = 0  # parts with no cell centre inside, given the cell of a point on them
-    h0_partitions: int = 0
+    groups: int = 0
     seconds: float = 0.0
     peak_rss_mib: float = 0.0
 
@@ -44,33 +51,54 @@ class ChunkStats:
         return asdict(self)
 
 
-class _H0Writers:
-    """One open Parquet writer per h0 cell; rows get their parents here."""
+class _GroupWriters:
+    """Buffers (fid, cell) rows and writes them by group cell as `g=<cell>.<n>.parquet` files. At most MAX_OPEN
+    writers stay open (each holds buffers); a group written again after its writer was closed gets a new file."""
+
+    MAX_OPEN = 64
 
     def __init__(self, out_dir: Path, settings: HexSettings):
-        self.out_dir, self.settings, self.schema = out_dir, settings, hex_schema(settings)
-        self.writers: dict[int, pq.ParquetWriter] = {}
-        self.rows = 0
+        self.out_dir, self.group_res, self.flush_rows = out_dir, group_resolution(settings), settings.batch_cells
+        self.writers: OrderedDict[int, pq.ParquetWriter] = OrderedDict()
+        self.files: dict[int, int] = {}
+        self.pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self.buffered = self.rows = 0
 
     def write(self, fids: np.ndarray, cells: np.ndarray) -> None:
-        if len(cells) == 0:
+        self.pending.append((np.broadcast_to(np.asarray(fids, np.int64), cells.shape), cells))
+        self.buffered += len(cells)
+        if self.buffered >= self.flush_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffered:
             return
-        cols = [fids.astype(np.int64), cells] + [C.parent(cells, p) for p in self.settings.parents]
-        h0 = C.parent(cells, 0)
-        order = np.argsort(h0, kind="stable")
-        h0 = h0[order]
-        bounds = np.flatnonzero(np.diff(h0)) + 1
-        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(h0)]):
-            key = int(h0[lo])
-            if key not in self.writers:
-                path = self.out_dir / f"h0={key}" / "part.parquet"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self.writers[key] = pq.ParquetWriter(path, self.schema, compression="zstd")
+        fids = np.concatenate([f for f, _ in self.pending])
+        cells = np.concatenate([c for _, c in self.pending])
+        self.pending, self.buffered = [], 0
+        groups = C.parent(cells, self.group_res)
+        order = np.argsort(groups, kind="stable")
+        groups = groups[order]
+        cut = np.flatnonzero(np.diff(groups)) + 1
+        for lo, hi in zip(np.r_[0, cut], np.r_[cut, len(groups)]):
             idx = order[lo:hi]
-            self.writers[key].write_table(pa.table([pa.array(c[idx]) for c in cols], schema=self.schema))
+            self._writer(int(groups[lo])).write_table(pa.table([fids[idx], cells[idx]], schema=CHUNK_SCHEMA))
         self.rows += len(cells)
 
+    def _writer(self, key: int) -> pq.ParquetWriter:
+        if key in self.writers:
+            self.writers.move_to_end(key)
+            return self.writers[key]
+        if len(self.writers) >= self.MAX_OPEN:
+            self.writers.popitem(last=False)[1].close()
+        n = self.files[key] = self.files.get(key, -1) + 1
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.writers[key] = pq.ParquetWriter(self.out_dir / f"g={key}.{n}.parquet", CHUNK_SCHEMA, compression="lz4",
+                                             use_dictionary=False)
+        return self.writers[key]
+
     def close(self) -> None:
+        self.flush()
         for w in self.writers.values():
             w.close()
 
@@ -98,38 +126,46 @@ def run_chunk(geoparquet: str, units: pa.Table, settings: HexSettings, out_dir: 
     out_dir = Path(out_dir)
     res, mode = settings.resolution, settings.containment
     stats = ChunkStats(features=len(set(units.column(FID).to_pylist())))
-    writers = _H0Writers(out_dir, settings)
-    geoms = _read_rows(geoparquet, np.asarray(units.column("row").to_numpy()))
-    small_parts, small_fids, small_units = [], [], []
-    empty_checks = []  # (fid, feature geometry, part) for parts that may hold no cell centre
-    for u in units.to_pylist():
-        feature = geoms[u["row"]]
-        parts = shapely.get_parts(feature)
-        parts = parts[u["parts"]] if u["parts"] is not None else parts
-        stats.parts += len(parts)
-        if u["roots"] is not None:  # a piece of a huge part: only the descendants of its roots
-            for batch in fill.large_fill(parts[0], res, mode, np.array(u["roots"], np.uint64), settings.batch_cells):
-                writers.write(np.full(len(batch), u[FID]), batch)
-            continue
-        est = fill.estimate_cells(parts, res)
-        wide = (shapely.bounds(parts)[:, 2] - shapely.bounds(parts)[:, 0]) > 180
-        for part, e, w in zip(parts, est, wide):
-            if e > fill.KERNEL_MAX_CELLS or w:
-                n = 0
-                for batch in fill.large_fill(part, res, mode, batch=settings.batch_cells):
-                    writers.write(np.full(len(batch), u[FID]), batch)
-                    n += len(batch)
-                if n == 0:
-                    empty_checks.append((u[FID], feature, part))
-            else:
-                small_parts.append(part)
-                small_fids.append(u[FID])
-                small_units.append(feature)
-    _write_small(small_parts, small_fids, small_units, settings, writers, empty_checks)
+    writers = _GroupWriters(out_dir, settings)
+    rows = np.asarray(units.column("row").to_numpy())
+    fids = np.asarray(units.column(FID).to_numpy())
+    by_row = _read_rows(geoparquet, rows)
+    features = np.array([by_row[r] for r in rows], dtype=object)
+    has_roots = np.asarray(units.column("roots").is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    part_lists = units.column("parts").to_pylist()
+
+    for i in np.flatnonzero(has_roots):  # a piece of a huge part: only the descendants of its roots
+        part = shapely.get_parts(features[i])[part_lists[i][0]]
+        roots = np.array(units.column("roots")[int(i)].as_py(), np.uint64)
+        for batch in fill.large_fill(part, res, mode, roots, settings.batch_cells):
+            writers.write(fids[i], batch)
+        stats.parts += 1
+
+    whole = np.flatnonzero(~has_roots)
+    parts, index = shapely.get_parts(features[whole], return_index=True)
+    part_no = np.arange(len(index)) - np.searchsorted(index, index)
+    listed = np.ones(len(index), dtype=bool)
+    for j in [j for j in range(len(whole)) if part_lists[whole[j]] is not None]:  # the rest of a split feature
+        mine = index == j
+        listed[mine] = np.isin(part_no[mine], part_lists[whole[j]])
+    parts, owner = parts[listed], whole[index[listed]]  # owner: the unit each part belongs to
+    stats.parts += len(parts)
+    bounds = shapely.bounds(parts) if len(parts) else np.zeros((0, 4))
+    large = (fill.estimate_cells(parts, res) > fill.KERNEL_MAX_CELLS) | (bounds[:, 2] - bounds[:, 0] > 180)
+    empty_checks = []  # (fid, feature, part) for parts that may hold no cell centre
+    for k in np.flatnonzero(large):
+        n = 0
+        for batch in fill.large_fill(parts[k], res, mode, batch=settings.batch_cells):
+            writers.write(fids[owner[k]], batch)
+            n += len(batch)
+        if n == 0:
+            empty_checks.append((fids[owner[k]], features[owner[k]], parts[k]))
+    small = np.flatnonzero(~large)
+    _write_small(parts[small], fids[owner[small]], features[owner[small]], settings, writers, empty_checks)
     stats.representative_cells = _write_representatives(empty_checks, settings, writers)
     writers.close()
     stats.cells = writers.rows
-    stats.h0_partitions = len(writers.writers)
+    stats.groups = len(writers.files)
     stats.seconds = round(time.time() - start, 3)
     stats.peak_rss_mib = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -142,11 +178,11 @@ def read_marker(chunk_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _write_small(parts, fids, features, settings: HexSettings, writers: _H0Writers, empty_checks: list) -> None:
+def _write_small(parts: np.ndarray, fids: np.ndarray, features: np.ndarray, settings: HexSettings,
+                 writers: _GroupWriters, empty_checks: list) -> None:
     """Kernel fill in groups whose estimated output fits one batch."""
-    if not parts:
+    if not len(parts):
         return
-    parts, fids = np.array(parts, dtype=object), np.array(fids, dtype=np.int64)
     est = np.maximum(fill.estimate_cells(parts, settings.resolution), 1)
     group = np.floor(np.cumsum(est) / settings.batch_cells).astype(np.int64)
     for g in np.unique(group):
@@ -161,15 +197,18 @@ def _write_small(parts, fids, features, settings: HexSettings, writers: _H0Write
             empty_checks.append((fids[idx[i]], features[idx[i]], parts[idx[i]]))
 
 
-def _write_representatives(empty_checks: list, settings: HexSettings, writers: _H0Writers) -> int:
+def _write_representatives(empty_checks: list, settings: HexSettings, writers: _GroupWriters) -> int:
     """No part is lost: a part with no cell centre inside gets the cell of a point on its surface, unless that
     cell's centre lies in another part of the feature (then that part already produced it)."""
-    seen: set[tuple[int, int]] = set()
-    for fid, feature, part in empty_checks:
-        cell = fill.representative_cell(part, settings.resolution)
-        lng, lat = C.centres(np.array([cell], np.uint64))
-        if (fid, cell) in seen or shapely.contains_xy(feature, lng[0], lat[0]):
-            continue
-        seen.add((fid, cell))
-        writers.write(np.array([fid]), np.array([cell], np.uint64))
-    return len(seen)
+    if not empty_checks:
+        return 0
+    fids = np.array([f for f, _, _ in empty_checks], np.int64)
+    features = np.array([g for _, g, _ in empty_checks], dtype=object)
+    points = shapely.point_on_surface(np.array([p for _, _, p in empty_checks], dtype=object))
+    cells = np.asarray(pa.array(coordinates_to_cells(shapely.get_y(points), shapely.get_x(points),
+                                                     settings.resolution)).to_numpy(zero_copy_only=False), np.uint64)
+    lng, lat = C.centres(cells)
+    keep = ~shapely.contains_xy(features, lng, lat)
+    pairs = np.unique(np.column_stack([fids[keep].astype(np.uint64), cells[keep]]), axis=0)
+    writers.write(pairs[:, 0].astype(np.int64), pairs[:, 1])
+    return len(pairs)

@@ -1,19 +1,32 @@
-"""Chunk outputs -> `h0=<cell>/part-0.parquet`: rows sorted by cell, the layer's attributes joined on `_cng_fid`,
-then checked. DuckDB does the sorting with a memory limit, spilling to disk rather than running out of memory."""
+"""Chunk outputs -> `h0=<cell>/part-<group>.parquet`: one file per group cell (see chunk.GROUP_SPAN), rows sorted
+by cell, parents computed, the layer's attributes joined on `_cng_fid`; and the product's checks.
+
+Memory stays bounded: one group (at most 823,543 distinct cells, times the layer's overlap) is in memory at once.
+Cell columns are sorted, so they are delta-encoded (about 10x smaller than plain and faster to write); attributes
+are written as dictionary indices into the layer's attribute table, never copied per cell.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
+import h3
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cng_assets.transforms.hex import cells as C
+from cng_assets.transforms.hex.chunk import FID
 from cng_assets.transforms.hex.fill import HexSettings
 
-VERSION = "1"  # bump when the consolidated layout changes
-FID = "_cng_fid"
+VERSION = "2"  # bump when the consolidated layout changes
 NOT_ATTRIBUTES = {FID, "geometry", "bbox"}
+ROW_GROUP_ROWS = 131_072
+TARGET_ROWS = 2_000_000  # rows per output file, when small groups can be merged
+SAMPLE_ROWS = 1000  # rows per file whose parents are re-derived with h3-py after writing
 
 
 @dataclass
@@ -23,12 +36,14 @@ class HexCheck:
     detail: dict
 
 
-def _connect(tmp: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
-    return duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(tmp / "spill"), "threads": 2})
+@dataclass
+class Consolidated:
+    rows_per_h0: dict[int, int] = field(default_factory=dict)
+    checks: list[HexCheck] = field(default_factory=list)
 
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
 
 
 def attribute_columns(geoparquet: str, attributes: str | list[str]) -> list[str]:
@@ -43,79 +58,119 @@ def attribute_columns(geoparquet: str, attributes: str | list[str]) -> list[str]
     return list(attributes)
 
 
-def chunk_h0s(chunk_dirs: list[Path]) -> list[int]:
-    return sorted({int(p.name.split("=", 1)[1]) for d in chunk_dirs for p in Path(d).glob("h0=*")})
+def _batches(chunk_dirs: list[Path], res: int) -> list[list[Path]]:
+    """Chunk files in runs of consecutive group cells of one h0, up to TARGET_ROWS rows a run (a single bigger
+    group stays whole). Group cells in id order cover consecutive cell ids, so runs sort independently."""
+    groups = defaultdict(list)
+    for d in chunk_dirs:
+        for f in sorted(Path(d).glob("g=*.parquet")):
+            groups[int(f.name.split("=", 1)[1].split(".", 1)[0])].append(f)
+    runs, rows, h0 = [], 0, None
+    for key in sorted(groups):
+        n = sum(pq.read_metadata(f).num_rows for f in groups[key])
+        key_h0 = int(C.parent(np.array([key], np.uint64), 0)[0])
+        if not runs or key_h0 != h0 or rows + n > TARGET_ROWS:
+            runs.append([])
+            rows, h0 = 0, key_h0
+        runs[-1].extend(groups[key])
+        rows += n
+    return runs
+
+
+def _sort(fids: np.ndarray, cells: np.ndarray, res: int) -> np.ndarray:
+    """Order by (cell, fid). Packs both into one uint64 key when they fit (one sort instead of two)."""
+    cell_bits = 7 + 3 * res  # base cell + digits: everything else in an index at one resolution is constant
+    fid_bits = 64 - cell_bits
+    if len(fids) and fids.max() < (1 << fid_bits):
+        key = ((cells >> np.uint64(3 * (15 - res))) & np.uint64((1 << cell_bits) - 1)) << np.uint64(fid_bits)
+        return np.argsort(key | fids.astype(np.uint64))
+    return np.lexsort((fids, cells))
+
+
+def _attribute(values: pa.Array, used: pa.Array, inverse: pa.Array) -> pa.Array:
+    """Per-cell attribute values as indices into the values of the features present (no per-cell copy of the
+    values); Arrow cannot write a dictionary holding nulls, so such columns are copied instead."""
+    present = values.take(used)
+    return present.take(inverse) if present.null_count else pa.DictionaryArray.from_arrays(inverse, present)
 
 
 def consolidate(chunk_dirs: list[Path], geoparquet: str, out_dir: Path, settings: HexSettings, *,
-                attributes: str | list[str] = "all", scratch: Path, memory_limit: str = "1GB") -> dict[int, int]:
-    """Write one sorted file per h0 into `out_dir`; returns rows per h0."""
-    h = f"h{settings.resolution}"
-    cols = attribute_columns(geoparquet, attributes)
-    hex_cols = ", ".join(_quote(c) for c in [FID, h, *(f"h{p}" for p in settings.parents)])
-    attr_select = "".join(f", a.{_quote(c)}" for c in cols)
-    distinct = "DISTINCT" if settings.containment == "overlap" else ""  # parts of one feature may share a cell
-    rows = {}
-    con = _connect(scratch, memory_limit)
-    try:
-        for h0 in chunk_h0s(chunk_dirs):
-            files = [str(f) for d in chunk_dirs for f in sorted((Path(d) / f"h0={h0}").glob("*.parquet"))]
-            target = out_dir / f"h0={h0}" / "part-0.parquet"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            join = f"LEFT JOIN read_parquet('{geoparquet}') a USING ({FID})" if cols else ""
-            con.execute(
-                f"COPY (SELECT {', '.join('x.' + c for c in hex_cols.split(', '))}{attr_select} "
-                f"FROM (SELECT {distinct} {hex_cols} FROM read_parquet({files!r})) x {join} ORDER BY x.{h}, x.{FID}) "
-                f"TO '{target}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)")
-            rows[h0] = pq.ParquetFile(target).metadata.num_rows
-    finally:
-        con.close()
-    return rows
-
-
-def _parent_sql(col: str, r: int) -> str:
-    """H3's parent by the spec's bit layout, written independently of cells.py."""
-    return f"(({col} & ~(15::UBIGINT << 52)) | ({r}::UBIGINT << 52) | ((1::UBIGINT << {3 * (15 - r)}) - 1))"
-
-
-def _valid_sql(col: str, r: int) -> str:
-    digits = "".join(f" AND (({col} >> {3 * (15 - d)}) & 7) <> 7" for d in range(1, r + 1))
-    unused = f"((1::UBIGINT << {3 * (15 - r)}) - 1)"
-    return (f"((({col} >> 59) & 15) = 1 AND (({col} >> 52) & 15) = {r} AND (({col} >> 45) & 127) < 122 "
-            f"AND ({col} & {unused}) = {unused}{digits})")
-
-
-def check_hex(out_dir: Path, geoparquet: str, settings: HexSettings, chunk_rows: int, *, scratch: Path,
-              memory_limit: str = "1GB") -> list[HexCheck]:
-    """The consolidated product's checks, in SQL over the written files (not the engine's own arrays)."""
-    h, res = f"h{settings.resolution}", settings.resolution
-    files = sorted(str(f) for f in out_dir.glob("h0=*/*.parquet"))
-    con = _connect(scratch, memory_limit)
-    try:
-        if files:
-            x = f"read_parquet({files!r}, filename = true)"
-            in_dir = "regexp_extract(filename, 'h0=([0-9]+)', 1)::UBIGINT"
-            total, dups, bad_parents, invalid = con.execute(
-                f"SELECT (SELECT count(*) FROM {x}), "
-                f"(SELECT count(*) FROM (SELECT {FID}, {h} FROM {x} GROUP BY ALL HAVING count(*) > 1)), "
-                f"(SELECT count(*) FROM {x} WHERE {in_dir} <> {_parent_sql(h, 0)}"
-                + "".join(f" OR h{p} <> {_parent_sql(h, p)}" for p in settings.parents) + "), "
-                f"(SELECT count(*) FROM {x} WHERE NOT {_valid_sql(h, res)}"
-                + "".join(f" OR NOT {_valid_sql(f'h{p}', p)}" for p in settings.parents) + ")").fetchone()
-            covered = f"SELECT DISTINCT {FID} FROM {x}"
+                attributes: str | list[str] = "all", chunk_rows: int) -> Consolidated:
+    """Write every group into `out_dir`, then check the product: exact checks on the rows as they are written,
+    and a read-back of the written files (footer row counts; parents of a sample, re-derived with h3-py)."""
+    res, parents = settings.resolution, settings.parents
+    names = [f"h{r}" for r in (res, *parents)]
+    attrs = pq.read_table(geoparquet, columns=[FID, *attribute_columns(geoparquet, attributes)])
+    attrs = attrs.take(pc.sort_indices(attrs.column(FID)))
+    attr_fids = np.asarray(attrs.column(FID).to_numpy())
+    attr_names = attrs.column_names[1:]
+    attr_values = [attrs.column(n).combine_chunks() for n in attr_names]
+    seen = np.zeros(len(attr_fids), dtype=bool)
+    dups = invalid = unknown_fids = 0
+    result = Consolidated()
+    for files in _batches(chunk_dirs, res):
+        t = pa.concat_tables([pq.read_table(f) for f in files])
+        fids, cells = np.asarray(t.column(FID).to_numpy()), np.asarray(t.column("cell").to_numpy())
+        order = _sort(fids, cells, res)
+        fids, cells = fids[order], cells[order]
+        same = (fids[1:] == fids[:-1]) & (cells[1:] == cells[:-1])
+        if settings.containment == "overlap":  # two parts of one feature may share a cell: keep it once
+            keep = np.r_[True, ~same]
+            fids, cells = fids[keep], cells[keep]
         else:
-            total = dups = bad_parents = invalid = 0
-            covered = f"SELECT NULL::BIGINT AS {FID} WHERE false"
-        missing = con.execute(f"SELECT count(*) FROM read_parquet('{geoparquet}') "
-                              f"WHERE {FID} NOT IN ({covered})").fetchone()[0]
-    finally:
-        con.close()
-    # overlap mode removes cells two parts of one feature share, so it may end with fewer rows than the chunks
-    rows_ok = total == chunk_rows if settings.containment == "center" else total <= chunk_rows
-    return [
-        HexCheck("every_feature_has_cells", missing == 0, {"features_without_cells": missing}),
+            dups += int(same.sum())
+        invalid += int((~C.valid_at(cells, res)).sum())
+        at = np.searchsorted(attr_fids, fids)
+        known = (at < len(attr_fids)) & (attr_fids[np.minimum(at, len(attr_fids) - 1)] == fids)
+        unknown_fids += int((~known).sum())
+        seen[at[known]] = True
+        h0 = int(C.parent(cells[:1], 0)[0])
+        used, inverse = np.unique(np.minimum(at, len(attr_fids) - 1), return_inverse=True)
+        used, inverse = pa.array(used), pa.array(inverse.astype(np.int32))
+        table = pa.table([pa.array(fids), pa.array(cells), *(pa.array(C.parent(cells, p)) for p in parents),
+                          *(_attribute(values, used, inverse) for values in attr_values)],
+                         names=[FID, *names, *attr_names])
+        target = out_dir / f"h0={h0}" / f"part-{cells[0]}.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, target, compression="zstd", row_group_size=ROW_GROUP_ROWS, store_schema=False,
+                       use_dictionary=[FID, *attr_names], column_encoding={n: "DELTA_BINARY_PACKED" for n in names})
+        result.rows_per_h0[h0] = result.rows_per_h0.get(h0, 0) + len(cells)
+    result.checks = [
+        HexCheck("every_feature_has_cells", bool(seen.all()) and unknown_fids == 0,
+                 {"features_without_cells": int((~seen).sum()), "rows_with_unknown_fid": unknown_fids,
+                  "first_missing": attr_fids[~seen][:20].tolist()}),
         HexCheck("no_duplicate_cells", dups == 0, {"duplicate_fid_cell_pairs": dups}),
-        HexCheck("parents_consistent", bad_parents == 0, {"rows_with_wrong_parent_or_h0_partition": bad_parents}),
-        HexCheck("rows_match_chunks", rows_ok, {"consolidated_rows": total, "chunk_rows": chunk_rows}),
         HexCheck("cell_ids_valid", invalid == 0, {"invalid_rows": invalid}),
+        *read_back_checks(out_dir, settings, chunk_rows),
+    ]
+    return result
+
+
+def read_back_checks(out_dir: Path, settings: HexSettings, chunk_rows: int) -> list[HexCheck]:
+    """Checks on the files as written: row counts from the footers, and a sample of rows whose parent columns
+    and h0 folder are compared with h3-py's cell_to_parent."""
+    res, written, wrong = settings.resolution, 0, []
+    for f in sorted(out_dir.glob("h0=*/*.parquet")):
+        pf = pq.ParquetFile(f)
+        written += pf.metadata.num_rows
+        sample = pf.read_row_group(0).slice(0, SAMPLE_ROWS) if pf.metadata.num_row_groups else None
+        if sample is None:
+            continue
+        folder_h0 = int(f.parent.name.split("=", 1)[1])
+        for row in sample.to_pylist():
+            try:
+                cell = h3.int_to_str(row[f"h{res}"])
+                expected = {f"h{p}": h3.str_to_int(h3.cell_to_parent(cell, p)) for p in (*settings.parents, 0)}
+                expected["h0"] = folder_h0 if expected.pop("h0") == folder_h0 else -1
+                ok = all(row.get(k, v) == v for k, v in expected.items()) and expected["h0"] != -1
+            except (h3.H3BaseException, ValueError):  # not a cell at all
+                ok = False
+            if not ok:
+                wrong.append(row[f"h{res}"])
+    # overlap mode removes cells two parts of one feature share, so it may end with fewer rows than the chunks
+    rows_ok = written == chunk_rows if settings.containment == "center" else written <= chunk_rows
+    return [
+        HexCheck("parents_consistent", not wrong, {"sampled_rows_with_wrong_parent_or_h0_folder": len(wrong),
+                                                   "first": wrong[:10]}),
+        HexCheck("rows_match_chunks", rows_ok, {"written_rows": written, "chunk_rows": chunk_rows}),
     ]

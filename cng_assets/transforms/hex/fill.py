@@ -136,8 +136,3 @@ def large_fill(part, res: int, containment: str, roots: np.ndarray | None = None
         yield from _descendants(cells[inside], r, res, batch)
         if boundary.any():
             stack.append((C.children(cells[boundary], r, r + 1), r + 1))
-
-
-def representative_cell(part, res: int) -> int:
-    p = shapely.point_on_surface(part)
-    return h3.str_to_int(h3.latlng_to_cell(p.y, p.x, res))

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cng_assets.transforms.hex.chunk import ChunkStats, run_chunk
-from cng_assets.transforms.hex.consolidate import HexCheck, check_hex, consolidate
+from cng_assets.transforms.hex.consolidate import HexCheck, consolidate
 from cng_assets.transforms.hex.fill import HexSettings
 from cng_assets.transforms.hex.plan import MAX_CHUNKS, plan_digest, plan_layer
 
@@ -52,6 +52,6 @@ def hex_layer(geoparquet: str, out_dir: str | Path, settings: HexSettings, *, at
             stats.append(run_chunk(geoparquet, chunk_units(plan, k), settings, chunk_dirs[-1], plan_digest(plan)))
             if on_chunk:
                 on_chunk(k, n, stats[-1])
-        rows = consolidate(chunk_dirs, geoparquet, out_dir, settings, attributes=attributes, scratch=tmp)
-        checks = check_hex(out_dir, geoparquet, settings, sum(s.cells for s in stats), scratch=tmp)
-    return HexLayerResult(plan=plan, chunks=stats, rows_per_h0=rows, checks=checks)
+        done = consolidate(chunk_dirs, geoparquet, out_dir, settings, attributes=attributes,
+                           chunk_rows=sum(s.cells for s in stats))
+    return HexLayerResult(plan=plan, chunks=stats, rows_per_h0=done.rows_per_h0, checks=done.checks)
