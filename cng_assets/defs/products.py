@@ -35,7 +35,7 @@ def hex_chunk_key(ds: Dataset, slug: str, chunk: int) -> str:
 
 
 def hex_key(ds: Dataset, slug: str) -> str:
-    """A folder of `h0=<cell>/part-0.parquet` files."""
+    """A folder of `h0=<cell>/part-<first cell>.parquet` files."""
     return f"{ds.prefix}/hex/{slug}"
 
 

@@ -40,7 +40,7 @@ def chunk_count(plan: pa.Table) -> int:
 def hex_layer(geoparquet: str, out_dir: str | Path, settings: HexSettings, *, attributes: str | list[str] = "all",
               max_chunks: int = MAX_CHUNKS, target_cells: float = 20_000_000, scratch_dir: str | None = None,
               on_chunk: Callable[[int, int, ChunkStats], None] | None = None) -> HexLayerResult:
-    """Hex one GeoParquet layer into `out_dir/h0=<cell>/part-0.parquet` (out_dir should be new and empty)."""
+    """Hex one GeoParquet layer into `out_dir/h0=<cell>/part-<first cell>.parquet` (out_dir should be new and empty)."""
     out_dir = Path(out_dir)
     plan = plan_layer(geoparquet, settings.resolution, max_chunks=max_chunks, target_cells=target_cells)
     n = chunk_count(plan)
