@@ -43,6 +43,14 @@ class H3Settings(BaseModel):
         return v
 
 
+class Provider(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    roles: list[str] = Field(default_factory=list, description="licensor, producer, processor, host")
+    url: str | None = None
+
+
 class Dataset(BaseModel):
     """One catalog entry. Free text (title, description, column descriptions) is what the docs are made from."""
 
@@ -65,6 +73,12 @@ class Dataset(BaseModel):
     citation: str | None = None
     doi: str | None = None
     columns: dict[str, str] = Field(default_factory=dict, description="column descriptions, shared by all layers")
+    # When the data describe (STAC needs a datetime or a range); ISO 8601 dates or datetimes.
+    datetime: str | None = None
+    start_datetime: str | None = None
+    end_datetime: str | None = None
+    providers: list[Provider] = Field(default_factory=list)
+    keywords: list[str] = Field(default_factory=list)
 
     @field_validator("doi")
     @classmethod

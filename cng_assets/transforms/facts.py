@@ -1,0 +1,157 @@
+"""What the pipeline knows about a dataset's products, read from the products themselves (footers, schemas,
+files on disk), so that STAC and the docs describe facts, not hopes. Pure: takes a local folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from cng_assets.catalog import Dataset
+from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX, Inventory
+
+MEDIA_TYPES = {
+    "geoparquet": "application/vnd.apache.parquet",
+    "parquet": "application/vnd.apache.parquet",
+    "pmtiles": "application/vnd.pmtiles",
+    "png": "image/png",
+    "markdown": "text/markdown",
+}
+
+
+@dataclass
+class FileFacts:
+    key: str  # relative to the dataset prefix, e.g. "countries.parquet", "hex/countries/" (a folder)
+    href: str  # href_base + key
+    media_type: str
+    roles: list[str]
+    size: int  # bytes (a folder: all its files)
+    checksum: str | None  # multihash (sha2-256, hex) of a single file; None for folders
+    title: str
+
+
+@dataclass
+class ColumnFacts:
+    name: str
+    type: str  # Arrow type as text
+    description: str | None = None
+    domain: str | None = None  # FileGDB coded-value domain name, when the source field has one
+
+
+@dataclass
+class HexFacts:
+    resolution: int
+    parents: list[int]
+    containment: str
+    rows: int
+    h0_partitions: int
+    columns: list[str]  # e.g. ["h10", "h9", "h8", "h0"]
+
+
+@dataclass
+class LayerFacts:
+    slug: str
+    name: str  # as in the source
+    kind: str  # polygon | other | table
+    geometry_type: str | None
+    source_features: int
+    rows: int  # rows in the main product (GeoParquet or table)
+    bbox: list[float] | None  # lon/lat
+    columns: list[ColumnFacts]
+    files: dict[str, FileFacts] = field(default_factory=dict)  # geoparquet | pmtiles | hex | table | thumbnail
+    hex: HexFacts | None = None
+
+
+@dataclass
+class DatasetFacts:
+    dataset: Dataset
+    layers: list[LayerFacts]  # spatial layers
+    tables: list[LayerFacts]  # non-spatial layers and coded-value domains
+    created: str  # ISO 8601, UTC
+    code_versions: dict[str, str] = field(default_factory=dict)
+
+    def layer(self, slug: str) -> LayerFacts:
+        return next(x for x in [*self.layers, *self.tables] if x.slug == slug)
+
+
+def multihash_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "1220" + h.hexdigest()
+
+
+def _file(root: Path, key: str, href_base: str, kind: str, roles: list[str], title: str) -> FileFacts | None:
+    path = root / key.rstrip("/")
+    if not path.exists():
+        return None
+    if path.is_dir():
+        files = [p for p in path.rglob("*") if p.is_file()]
+        return FileFacts(key, href_base + key, MEDIA_TYPES[kind], roles, sum(p.stat().st_size for p in files), None, title)
+    return FileFacts(key, href_base + key, MEDIA_TYPES[kind], roles, path.stat().st_size, multihash_sha256(path), title)
+
+
+def _columns(path: Path, ds: Dataset, domains: dict[str, str]) -> list[ColumnFacts]:
+    schema = pq.read_schema(path)
+    own = {"_cng_fid": "Row id: the feature's 1-based position in the source layer",
+           "geometry": "Geometry (WKB, EPSG:4326 lon/lat)", "bbox": "Bounding box of the geometry (covering column)"}
+    return [ColumnFacts(f.name, "WKB" if f.name == "geometry" else str(f.type),
+                        ds.columns.get(f.name) or own.get(f.name), domains.get(f.name)) for f in schema]
+
+
+def _hex(root: Path, slug: str, ds: Dataset) -> HexFacts | None:
+    folder = root / "hex" / slug
+    files = sorted(folder.glob("h0=*/*.parquet"))
+    if not files:
+        return None
+    rows = sum(pq.read_metadata(f).num_rows for f in files)
+    cols = [f"h{r}" for r in (ds.h3.resolution, *ds.h3.parents)]
+    return HexFacts(ds.h3.resolution, list(ds.h3.parents), ds.h3.containment, rows,
+                    len({f.parent.name for f in files}), cols)
+
+
+def gather(ds: Dataset, root: Path, inventory: Inventory, href_base: str = "",
+           code_versions: dict[str, str] | None = None) -> DatasetFacts:
+    """Facts about every product of `ds` found under `root` (the dataset's prefix folder). `href_base` is what
+    hrefs start with (a public URL ending in '/', or '' for paths relative to the dataset folder)."""
+    root = Path(root)
+    layers, tables = [], []
+    for x in inventory.layers:
+        if x.kind == "table":
+            key = f"lookup/{x.slug}.parquet"
+            f = _file(root, key, href_base, "parquet", ["data"], f"{x.name} (table)")
+            if f is None:
+                continue
+            tables.append(LayerFacts(x.slug, x.name, x.kind, None, x.features, pq.read_metadata(root / key).num_rows,
+                                     None, _columns(root / key, ds, x.domains), {"table": f}))
+            continue
+        key = f"{x.slug}.parquet"
+        gp = _file(root, key, href_base, "geoparquet", ["data"], f"{x.name} (GeoParquet)")
+        if gp is None:
+            continue
+        geo = json.loads(pq.read_metadata(root / key).metadata[b"geo"])
+        files = {"geoparquet": gp}
+        for name, k, kind, roles, title in (
+                ("pmtiles", f"{x.slug}.pmtiles", "pmtiles", ["visual"], f"{x.name} (PMTiles vector tiles)"),
+                ("hex", f"hex/{x.slug}/", "parquet", ["data"], f"{x.name} (H3 cells, h0-partitioned)"),
+                ("thumbnail", f"{x.slug}.png", "png", ["thumbnail"], f"{x.name} (map)")):
+            f = _file(root, k, href_base, kind, roles, title)
+            if f is not None:
+                files[name] = f
+        layers.append(LayerFacts(x.slug, x.name, x.kind, x.geometry_type, x.features,
+                                 pq.read_metadata(root / key).num_rows, geo["columns"]["geometry"].get("bbox"),
+                                 _columns(root / key, ds, x.domains), files, _hex(root, x.slug, ds)))
+    for d in inventory.domains:
+        key = f"lookup/{DOMAIN_KEY_PREFIX}{d.slug}.parquet"
+        f = _file(root, key, href_base, "parquet", ["data"], f"{d.name} (coded-value domain)")
+        if f is not None:
+            tables.append(LayerFacts(DOMAIN_KEY_PREFIX + d.slug, d.name, "table", None, len(d.codes), len(d.codes),
+                                     None, _columns(root / key, ds, {}), {"table": f}))
+    return DatasetFacts(ds, layers, tables, datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        dict(code_versions or {}))
