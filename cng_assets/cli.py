@@ -111,8 +111,13 @@ def _print_products(ds: Dataset, data_dir: str) -> None:
 @click.option("--layers", "only", default=None, help="Comma-separated layer names or slugs (default: all).")
 @click.option("--resolution", type=int, default=None, help="H3 resolution (default 10).")
 @click.option("--parents", default=None, help="H3 parent resolutions, e.g. 9,8,0.")
-def run(source: str, name: str, out: str, only: str | None, resolution: int | None, parents: str | None):
+@click.option("--datetime", "when", default=None,
+              help="When the data describe, for STAC (ISO date). Default: a local source's modification date, else today.")
+def run(source: str, name: str, out: str, only: str | None, resolution: int | None, parents: str | None,
+        when: str | None):
     """Materialize the whole asset graph for an ad-hoc SOURCE on the embedded default."""
+    from datetime import date, datetime, timezone
+
     from pydantic import ValidationError
 
     from cng_assets.transforms.sources import gdal_path
@@ -121,8 +126,10 @@ def run(source: str, name: str, out: str, only: str | None, resolution: int | No
         if not source.startswith(("s3://", "http://", "https://", "/vsi")):
             gdal_path(source)  # fail early, before any run is made, if a local source is missing or corrupt
             source = str(Path(source).resolve())
+            when = when or datetime.fromtimestamp(Path(source).stat().st_mtime, timezone.utc).date().isoformat()
         h3 = {k: v for k, v in (("resolution", resolution), ("parents", _csv_ints(parents))) if v is not None}
         ds = Dataset(name=name, title=name, source=source, prefix=name, h3=H3Settings(**h3),
+                     datetime=when or date.today().isoformat(),
                      include=[x.strip() for x in only.split(",")] if only else ["*"])
     except CngInputError as e:
         _fail(str(e))

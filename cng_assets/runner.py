@@ -20,6 +20,8 @@ from cng_assets.transforms.layers import OTHER, POLYGON
 
 # Step logs and stack traces stay in the instance (the UI shows them); the terminal gets the report instead.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+GLOBAL_ASSETS = {"stac_catalog"}  # not under a dataset's key prefix
+FEEDS_LATER_STAGES = {"geoparquet", "hex_plan", "hex_chunk"}  # a layer's failure here skips its later steps
 NOTED = ("repaired", "curved_linearised", "split_at_antimeridian", "dropped_null_or_empty", "dropped_unrepairable")
 
 
@@ -87,7 +89,8 @@ def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str
     report = Report()
 
     def run(step: Step, done: int, total: int | None) -> bool:
-        result = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey([ds.name, step.asset])],
+        key = dg.AssetKey([step.asset] if step.asset in GLOBAL_ASSETS else [ds.name, step.asset])
+        result = job.execute_in_process(instance=instance, asset_selection=[key],
                                         partition_key=step.partition, raise_on_error=False,
                                         tags={"cng/dataset": ds.name}, run_config=QUIET)
         # A run fails when a blocking check fails too, so success here means the checks passed.
@@ -115,13 +118,15 @@ def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str
                   [Step("hex_plan", k) for k in polygons],
                   lambda: [Step("hex_chunk", dg.MultiPartitionKey({"chunk": c, "layer": k})) for k in polygons
                            for c in instance.get_dynamic_partitions(chunk_partitions(ds).name)],
-                  [Step("hex", k) for k in polygons]):
+                  [Step("hex", k) for k in polygons],
+                  [Step(a, k) for a in ("pmtiles", "thumbnail") for k in inv.keys(POLYGON, OTHER)],
+                  [Step("stac"), Step("docs"), Step("stac_catalog")]):
         steps = stage() if callable(stage) else stage
         for step in steps:
             if step.layer in failed_layers:
                 report.skipped.append(step)
                 continue
             done += 1
-            if not run(step, done, None):
+            if not run(step, done, None) and step.asset in FEEDS_LATER_STAGES:
                 failed_layers.add(step.layer)
     return report

@@ -19,6 +19,15 @@ from cng_assets.transforms.sources import gdal_path
 class ProductStorage(dg.ConfigurableResource):
     """Products are addressed by (bucket, key); bucket None means the storage's default place."""
 
+    # Where readers fetch published products (STAC and doc hrefs), e.g. https://s3-west.nrp-nautilus.io;
+    # None: hrefs relative to the dataset folder.
+    public_base_url: str | None = None
+
+    def href_base(self, bucket: str | None, prefix: str) -> str:
+        if not self.public_base_url:
+            return ""
+        return f"{self.public_base_url.rstrip('/')}/{bucket + '/' if bucket else ''}{prefix.strip('/')}/"
+
     def uri(self, bucket: str | None, key: str) -> str:
         raise NotImplementedError
 

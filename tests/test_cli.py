@@ -24,15 +24,20 @@ def test_bad_layers_fail_clearly_and_good_ones_are_written(cli, bad_gpkg, tmp_pa
     out = tmp_path / "out"
     result = cli("run", "--source", str(bad_gpkg), "--dataset", "awkward", "--out", str(out))
     assert result.exit_code == 1
-    assert "2 of 15 steps failed" in result.output and "6 later steps of those layers were skipped" in result.output
+    assert "3 of 24 steps failed" in result.output and "10 later steps of those layers were skipped" in result.output
+    assert ("pmtiles[empty_layer]: dataset 'awkward', layer 'empty_layer': the layer has no features: there is "
+            "nothing to tile") in result.output
     assert "note: geoparquet[invalid_rings]: repaired: 1, dropped unrepairable: 1" in result.output
     assert ("geoparquet[only_nulls]: dataset 'awkward', layer 'only_nulls': all 2 features have null, empty or "
             "unrepairable geometry") in result.output
     assert "geoparquet[no_crs]: dataset 'awkward', layer 'no_crs': the layer declares no CRS. What to do: set `crs:`" in result.output
     assert "Traceback" not in result.output
     products = files_under(out / "awkward")
-    assert [p for p in products if not p.startswith("hex/")] == [
-        "areas_protegidas.parquet", "empty_layer.parquet", "invalid_rings.parquet", "inventory.json"]
+    assert [p for p in products if p.endswith(".parquet") and "/" not in p] == [
+        "areas_protegidas.parquet", "empty_layer.parquet", "invalid_rings.parquet"]
+    assert {"README.md", "stac/collection.json", "invalid_rings.pmtiles", "invalid_rings.png"} <= set(products)
+    readme = (out / "awkward" / "README.md").read_text()
+    assert "invalid_rings" in readme and "only_nulls" not in readme  # the docs describe what was produced
     assert any(p.startswith("hex/invalid_rings/h0=") for p in products)
     assert not any("only_nulls" in p or "no_crs" in p or "_chunks" in p for p in products)
     assert len(gpd.read_parquet(out / "awkward" / "invalid_rings.parquet")) == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -106,14 +107,14 @@ def _columns(path: Path, ds: Dataset, domains: dict[str, str]) -> list[ColumnFac
 
 
 def _hex(root: Path, slug: str, ds: Dataset) -> HexFacts | None:
-    folder = root / "hex" / slug
-    files = sorted(folder.glob("h0=*/*.parquet"))
+    """Resolution and columns as written in the files (the catalog may have changed since)."""
+    files = sorted((root / "hex" / slug).glob("h0=*/*.parquet"))
     if not files:
         return None
+    cols = [c for c in pq.read_schema(files[0]).names if re.fullmatch(r"h\d+", c)]
     rows = sum(pq.read_metadata(f).num_rows for f in files)
-    cols = [f"h{r}" for r in (ds.h3.resolution, *ds.h3.parents)]
-    return HexFacts(ds.h3.resolution, list(ds.h3.parents), ds.h3.containment, rows,
-                    len({f.parent.name for f in files}), cols)
+    resolutions = [int(c[1:]) for c in cols]
+    return HexFacts(resolutions[0], resolutions[1:], ds.h3.containment, rows, len({f.parent.name for f in files}), cols)
 
 
 def gather(ds: Dataset, root: Path, inventory: Inventory, href_base: str = "",
@@ -144,7 +145,8 @@ def gather(ds: Dataset, root: Path, inventory: Inventory, href_base: str = "",
             f = _file(root, k, href_base, kind, roles, title)
             if f is not None:
                 files[name] = f
-        layers.append(LayerFacts(x.slug, x.name, x.kind, x.geometry_type, x.features,
+        types = geo["columns"]["geometry"].get("geometry_types") or [x.geometry_type]  # the product's, 2D
+        layers.append(LayerFacts(x.slug, x.name, x.kind, ", ".join(types), x.features,
                                  pq.read_metadata(root / key).num_rows, geo["columns"]["geometry"].get("bbox"),
                                  _columns(root / key, ds, x.domains), files, _hex(root, x.slug, ds)))
     for d in inventory.domains:

@@ -1,0 +1,104 @@
+"""Publishing assets of one dataset: pmtiles and thumbnail per spatial layer, then stac and docs (README.md) from
+facts read back from the products; and the root STAC catalog over every dataset."""
+
+import base64
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from cng_assets.catalog import Dataset
+from cng_assets.defs import products
+from cng_assets.defs.partitions import feature_partitions
+from cng_assets.storage import LocalStorage, ProductStorage
+from cng_assets.transforms import describe, facts, geoparquet, pmtiles, stac
+
+
+def _code_versions() -> dict[str, str]:
+    return {"geoparquet": geoparquet.VERSION, "pmtiles": pmtiles.VERSION, "stac": stac.VERSION,
+            "describe": describe.VERSION}
+
+
+def _facts(storage: ProductStorage, ds: Dataset, absolute: bool) -> facts.DatasetFacts:
+    """STAC needs absolute hrefs: the public base, or the local folder as a file:// URI on a laptop."""
+    inv = products.load_inventory(storage, ds)
+    with storage.local_path(ds.bucket, ds.prefix) as root:
+        base = storage.href_base(ds.bucket, ds.prefix) or (Path(root).resolve().as_uri() + "/" if absolute else "")
+        return facts.gather(ds, Path(root), inv, href_base=base, code_versions=_code_versions())
+
+
+def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.AssetKey]) -> list:
+    layers = feature_partitions(ds)
+    same_layer = [dg.AssetDep(geoparquet_key, partition_mapping=dg.IdentityPartitionMapping())]
+
+    @dg.asset(key=[ds.name, "pmtiles"], partitions_def=layers, deps=same_layer, group_name=ds.name,
+              kinds={"pmtiles"}, code_version=pmtiles.VERSION,
+              description="Vector tiles of the layer (tippecanoe), layer name = slug, zoom range from the data.")
+    def pmtiles_layer(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
+        slug = context.partition_key
+        key = f"{ds.prefix}/{slug}.pmtiles"
+        with storage.local_path(ds.bucket, products.geoparquet_key(ds, slug)) as gp, products.input_errors(ds, slug), \
+                storage.publish(ds.bucket, key) as tmp:
+            stats = pmtiles.write_pmtiles(gp, tmp, layer=slug)
+        return dg.MaterializeResult(metadata={
+            "uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)), "bytes": stats.bytes,
+            "features": stats.features, "min_zoom": stats.min_zoom, "max_zoom": stats.max_zoom,
+            "tiles": stats.tile_count, "bounds": stats.bounds, "zoom_reason": stats.zoom_reason,
+            "dropped_at_max_zoom": stats.dropped_at_max_zoom, "tippecanoe": " ".join(stats.tippecanoe_args)})
+
+    @dg.asset(key=[ds.name, "thumbnail"], partitions_def=layers, deps=same_layer, group_name=ds.name,
+              kinds={"png"}, code_version=describe.VERSION, description="A PNG map of the layer.")
+    def thumbnail(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
+        slug = context.partition_key
+        key = f"{ds.prefix}/{slug}.png"
+        with storage.local_path(ds.bucket, products.geoparquet_key(ds, slug)) as gp, \
+                storage.publish(ds.bucket, key) as tmp:
+            describe.thumbnail(gp, tmp, width_px=800)
+            png = base64.b64encode(tmp.read_bytes()).decode()
+        return dg.MaterializeResult(metadata={  # the UI shows the map itself
+            "map": dg.MetadataValue.md(f"![{slug}](data:image/png;base64,{png})"),
+            "uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)), "bytes": storage.size(ds.bucket, key)})
+
+    deps = [*upstream, pmtiles_layer.key, thumbnail.key]
+
+    @dg.asset(key=[ds.name, "stac"], deps=deps, group_name=ds.name, kinds={"stac"}, code_version=stac.VERSION,
+              description="A STAC Collection for the dataset with an Item per spatial layer (STAC 1.1).")
+    def stac_collection(storage: ProductStorage) -> dg.MaterializeResult:
+        f = _facts(storage, ds, absolute=True)
+        with products.input_errors(ds), storage.publish_dir(ds.bucket, f"{ds.prefix}/stac") as out:
+            written = stac.write_dataset_stac(f, out)
+        return dg.MaterializeResult(metadata={
+            "items": len(written) - 1, "uri": dg.MetadataValue.path(storage.uri(ds.bucket, f"{ds.prefix}/stac/collection.json"))})
+
+    @dg.asset(key=[ds.name, "docs"], deps=deps, group_name=ds.name, kinds={"markdown"}, code_version=describe.VERSION,
+              description="README.md beside the products: layers, data dictionary, H3 facts, maps, example queries.")
+    def docs(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
+        f = _facts(storage, ds, absolute=False)
+        with storage.local_path(ds.bucket, ds.prefix) as root, products.input_errors(ds):
+            text = describe.dataset_readme(f, describe.profile_products(f, root), context.run.run_id)
+        key = f"{ds.prefix}/README.md"
+        with storage.publish(ds.bucket, key) as tmp:
+            tmp.write_text(text)
+        return dg.MaterializeResult(metadata={"preview": dg.MetadataValue.md(text),
+                                              "uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)),
+                                              "layers": len(f.layers), "tables": len(f.tables)})
+
+    return [pmtiles_layer, thumbnail, stac_collection, docs]
+
+
+def stac_catalog_asset(datasets: list[Dataset]) -> dg.AssetsDefinition:
+    @dg.asset(key=["stac_catalog"], deps=[dg.AssetKey([ds.name, "stac"]) for ds in datasets], kinds={"stac"},
+              code_version=stac.VERSION, description="The root STAC catalog: one child link per dataset's Collection.")
+    def stac_catalog(storage: ProductStorage) -> dg.MaterializeResult:
+        hrefs = {}
+        for ds in datasets:
+            key = f"{ds.prefix}/stac/collection.json"
+            if storage.exists(ds.bucket, key):
+                base = storage.href_base(ds.bucket, ds.prefix)
+                hrefs[ds.name] = base + "stac/collection.json" if base else \
+                    str(Path(ds.bucket or "", key)) if isinstance(storage, LocalStorage) else key
+        with storage.publish(None, "catalog.json") as tmp:
+            stac.root_catalog(hrefs, tmp)
+        return dg.MaterializeResult(metadata={"datasets": sorted(hrefs), "links": json.dumps(hrefs)})
+
+    return stac_catalog

@@ -1,0 +1,341 @@
+"""STAC 1.1.0 metadata for a dataset's products, made from `DatasetFacts` with pystac. Pure: facts in, JSON files
+in a local folder out (no Dagster, no storage).
+
+- One Item per spatial layer: the layer's footprint and bbox, the catalog's datetime (or start/end), `table:columns`,
+  `table:row_count` and `table:primary_geometry` of its GeoParquet, `proj:code`, and one asset per product of the
+  layer (GeoParquet, PMTiles, H3 hex folder, thumbnail), each with media type, roles, `file:size` and, for single
+  files, `file:checksum` (sha2-256 multihash).
+- One Collection per dataset: extent, licence, providers, keywords, citation/DOI, its Items, `table:tables`
+  (every table it holds), and the non-spatial tables (source tables and FileGDB coded-value domains) as
+  Collection-level assets: they belong to the dataset rather than to one layer (a domain can serve several
+  layers and tables), they have no footprint to search by, and repeating them on every Item would make each
+  layer look as if it had its own copy. Columns that use a domain name its asset in their description.
+- One root Catalog that links every dataset's Collection.
+
+Footprint: the layer's bbox as a polygon (a point or line when the bbox is degenerate; a MultiPolygon of two boxes
+when the bbox crosses the antimeridian, i.e. xmin > xmax as GeoParquet allows). It is the extent, not the shape
+of the features: a layer whose features were split at ±180° has a bbox from -180 to 180 and so a footprint that
+spans the globe, which is true of its extent though coarse. Coordinates are clamped to ±180/±90 (the bbox of a
+reprojected layer can overshoot by float noise).
+
+Licence: STAC 1.1 wants an SPDX identifier or "other". A catalog licence that starts with a known SPDX id
+("CC-BY-4.0 (GreenInfo Network, ...)") gives that id and a `license` link to its SPDX page; anything else ("USGS
+public domain", "proprietary") gives "other", and the catalog's words go into the Collection description (the
+catalog has no licence URL to link to). The full catalog text is kept in the description whenever it says more
+than the id.
+
+Citation and DOI: the scientific extension's schema is not among the schemas this project validates against
+offline, so the citation goes into the description and the DOI into a `cite-as` link (https://doi.org/...).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pystac
+from pystac.extensions.file import FileExtension
+from pystac.extensions.projection import ProjectionExtension
+from pystac.extensions.table import Column, TableExtension
+
+from cng_assets.catalog import Dataset
+from cng_assets.errors import CngInputError
+from cng_assets.transforms.facts import DatasetFacts, FileFacts, LayerFacts
+from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX
+
+VERSION = "1"  # bump when the STAC output changes
+
+PROCESSING_SCHEMA = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"  # no pystac class for it
+CRS = "EPSG:4326"  # every GeoParquet product is lon/lat
+PMTILES_CRS = "EPSG:3857"  # PMTiles archives are Web Mercator tile pyramids
+PROVIDER_ROLES = {"producer", "licensor", "processor", "host"}
+
+# SPDX ids that data catalogs use, keyed by lower case; a licence text starting with one of these maps to it.
+SPDX_IDS = {x.lower(): x for x in (
+    "CC0-1.0", "CC-BY-4.0", "CC-BY-3.0", "CC-BY-SA-4.0", "CC-BY-SA-3.0", "CC-BY-NC-4.0", "CC-BY-NC-SA-4.0",
+    "CC-BY-ND-4.0", "CC-BY-NC-ND-4.0", "ODbL-1.0", "ODC-By-1.0", "PDDL-1.0", "OGL-UK-3.0", "OGL-Canada-2.0",
+    "etalab-2.0", "DL-DE-BY-2.0", "DL-DE-ZERO-2.0", "CDLA-Permissive-2.0", "MIT", "Apache-2.0")}
+SPDX_ALIASES = {"cc0": "CC0-1.0", "odbl": "ODbL-1.0", "pddl": "PDDL-1.0"}
+
+
+def stac_license(text: str) -> tuple[str, str | None]:
+    """The STAC `license` value for a catalog's free-text licence, and the text to keep in the description (None when
+    the id says it all). 'CC-BY-4.0 (GreenInfo Network)' -> ('CC-BY-4.0', 'CC-BY-4.0 (GreenInfo Network)');
+    'CC BY 4.0' -> ('CC-BY-4.0', 'CC BY 4.0'); 'USGS public domain' -> ('other', 'USGS public domain')."""
+    text = " ".join(text.split())
+    head = re.split(r"[(,;]", text, maxsplit=1)[0].strip()  # the part before any parenthesis or comma
+    for candidate in (head.split(" ")[0] if head else "", head.replace(" ", "-")):
+        key = candidate.lower()
+        spdx = SPDX_IDS.get(key) or SPDX_ALIASES.get(key)
+        if spdx:
+            return spdx, None if text == spdx else text
+    return "other", text or None
+
+
+def footprint(bbox: list[float] | None) -> tuple[dict | None, list[float] | None]:
+    """(GeoJSON geometry, STAC bbox) for a lon/lat bbox; (None, None) when the layer has no extent."""
+    if not bbox:
+        return None, None
+    if len(bbox) == 6:  # 3D bbox: the footprint is 2D
+        bbox = [bbox[0], bbox[1], bbox[3], bbox[4]]
+    xmin, ymin, xmax, ymax = bbox
+    xmin, xmax = (max(-180.0, min(180.0, float(v))) for v in (xmin, xmax))
+    ymin, ymax = (max(-90.0, min(90.0, float(v))) for v in (ymin, ymax))
+    if ymin > ymax:
+        raise ValueError(f"bbox {bbox} has ymin > ymax")
+
+    def ring(x0, x1):
+        return [[x0, ymin], [x1, ymin], [x1, ymax], [x0, ymax], [x0, ymin]]
+
+    if xmin > xmax:  # crosses the antimeridian (GeoParquet and STAC both write such a bbox with xmin > xmax)
+        geometry = {"type": "MultiPolygon", "coordinates": [[ring(xmin, 180.0)], [ring(-180.0, xmax)]]}
+    elif xmin == xmax and ymin == ymax:
+        geometry = {"type": "Point", "coordinates": [xmin, ymin]}
+    elif xmin == xmax or ymin == ymax:
+        geometry = {"type": "LineString", "coordinates": [[xmin, ymin], [xmax, ymax]]}
+    else:
+        geometry = {"type": "Polygon", "coordinates": [ring(xmin, xmax)]}
+    return geometry, [xmin, ymin, xmax, ymax]
+
+
+def _utc(value: str, field: str, ds: Dataset) -> datetime:
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise CngInputError(f"{field} {value!r} is not an ISO 8601 date or datetime", dataset=ds.name,
+                            hint=f"write {field} like 2024-01-01 or 2024-01-01T00:00:00Z") from None
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+
+def _when(ds: Dataset) -> tuple[datetime | None, datetime | None, datetime | None]:
+    """(datetime, start, end) from the catalog; STAC needs a datetime or both ends of a range."""
+    if (ds.start_datetime is None) != (ds.end_datetime is None):
+        raise CngInputError("the catalog entry gives only one of start_datetime and end_datetime", dataset=ds.name,
+                            hint="give both (STAC needs both ends of a range), or a single datetime")
+    start = _utc(ds.start_datetime, "start_datetime", ds) if ds.start_datetime else None
+    end = _utc(ds.end_datetime, "end_datetime", ds) if ds.end_datetime else None
+    when = _utc(ds.datetime, "datetime", ds) if ds.datetime else None
+    if when is None and start is None:
+        raise CngInputError("the catalog entry has no datetime, so its STAC Items would have no time", dataset=ds.name,
+                            hint="add `datetime:` (when the data describe) or `start_datetime:` and `end_datetime:`")
+    if start and end and start > end:
+        raise CngInputError(f"start_datetime {ds.start_datetime} is after end_datetime {ds.end_datetime}",
+                            dataset=ds.name, hint="swap them")
+    return when, start, end
+
+
+def _check_hrefs(facts: DatasetFacts) -> None:
+    for x in [*facts.layers, *facts.tables]:
+        for f in x.files.values():
+            if not (urlparse(f.href).scheme or f.href.startswith("/")):
+                raise ValueError(f"asset href {f.href!r} is relative: STAC files are written in their own folder, so "
+                                 "asset hrefs must be absolute (gather(..., href_base='https://<host>/<bucket>/<prefix>/'))")
+
+
+def _asset(f: FileFacts, description: str | None = None) -> pystac.Asset:
+    return pystac.Asset(href=f.href, title=f.title, description=description, media_type=f.media_type, roles=list(f.roles))
+
+
+def _add_asset(owner: pystac.Item | pystac.Collection, key: str, asset: pystac.Asset, f: FileFacts) -> pystac.Asset:
+    owner.add_asset(key, asset)
+    file = FileExtension.ext(asset, add_if_missing=True)
+    file.size = f.size
+    if f.checksum is not None:  # folders (the hex product) have no single checksum
+        file.checksum = f.checksum
+    return asset
+
+
+def _columns(x: LayerFacts, domain_assets: dict[str, str]) -> list[Column]:
+    out = []
+    for c in x.columns:
+        props = {"name": c.name, "type": c.type}
+        description = c.description
+        if c.domain:
+            key = domain_assets.get(c.domain)
+            note = (f"Coded values: FileGDB domain `{c.domain}`"
+                    + (f", in the Collection asset `{key}` (code, label)." if key else "."))
+            description = f"{description.rstrip('.')}. {note}" if description else note
+        if description:
+            props["description"] = description
+        out.append(Column(props))
+    return out
+
+
+def _hex_asset(item: pystac.Item, x: LayerFacts, f: FileFacts, ds: Dataset) -> None:
+    h = x.hex
+    asset = _asset(f, description=None)
+    _add_asset(item, "hex", asset, f)
+    if h is None:  # the folder exists but its facts are unknown: describe only the files
+        asset.description = "H3 cells of every feature, one folder per resolution-0 cell (`h0=<cell>`)."
+        return
+    cols = [Column({"name": "_cng_fid", "type": "int64", "description": "Row id of the feature in the layer's GeoParquet"})]
+    for name in h.columns:
+        r = int(name[1:])
+        what = f"H3 cell at resolution {r}" + (" (the cell itself)" if r == h.resolution else " (parent)")
+        if name == "h0":
+            what += "; also the partition folder name h0=<cell>"
+        cols.append(Column({"name": name, "type": "uint64", "description": what}))
+    attributes = {"all": ", followed by the layer's attribute columns", "none": ""}.get(
+        ds.h3.attributes if isinstance(ds.h3.attributes, str) else "",
+        f", followed by the attribute columns {', '.join(ds.h3.attributes)}")
+    asset.description = (
+        f"H3 cells (resolution {h.resolution}, parents {', '.join(map(str, h.parents))}, containment `{h.containment}`) "
+        f"of every feature{attributes}, in {h.h0_partitions} hive partitions "
+        f"`h0=<cell>/part-*.parquet`, rows sorted by cell; file:size is the total of the folder. Read it through the "
+        f"S3 API or from a copy (plain HTTP cannot list a folder), e.g. with DuckDB: "
+        f"`read_parquet('<folder>/*/*.parquet', hive_types = {{'h0': 'UBIGINT'}})`.")
+    table = TableExtension.ext(asset, add_if_missing=True)
+    table.columns = cols
+    table.row_count = h.rows
+    # Hive partitioning of the folder, as keywords for opening it (pyarrow: partitioning="hive"; DuckDB: hive_types).
+    table.storage_options = {"partitioning": "hive", "partition_columns": ["h0"], "hive_types": {"h0": "UBIGINT"}}
+
+
+def layer_item(facts: DatasetFacts, x: LayerFacts, domain_assets: dict[str, str] | None = None) -> pystac.Item:
+    """The Item of one spatial layer."""
+    ds = facts.dataset
+    when, start, end = _when(ds)
+    geometry, bbox = footprint(x.bbox)
+    dropped = x.source_features - x.rows
+    kind = (x.geometry_type or "").split(" ")[0]  # "MultiPolygon Z" in the source; the products are 2D
+    description = (f"{x.name}: {x.rows:,} {kind + ' ' if kind else ''}features"
+                   + (f" ({dropped:,} of {x.source_features:,} source features dropped: null, empty or unrepairable "
+                      "geometry)" if dropped > 0 else "")
+                   + f", from {ds.title}. GeoParquet 1.1 in EPSG:4326 (lon/lat).")
+    item = pystac.Item(id=x.slug, geometry=geometry, bbox=bbox, datetime=when, start_datetime=start,
+                       end_datetime=end, properties={"title": x.name, "description": description,
+                                                     "created": facts.created})
+    if facts.code_versions:
+        item.stac_extensions.append(PROCESSING_SCHEMA)
+        item.properties["processing:software"] = dict(facts.code_versions)
+
+    table = TableExtension.ext(item, add_if_missing=True)
+    table.columns = _columns(x, domain_assets or {})
+    table.row_count = x.rows
+    if any(c.name == "geometry" for c in x.columns):
+        table.primary_geometry = "geometry"
+    ProjectionExtension.ext(item, add_if_missing=True).code = CRS
+
+    for key, f in x.files.items():
+        if key == "hex":
+            _hex_asset(item, x, f, ds)
+        elif key == "pmtiles":
+            asset = _add_asset(item, key, _asset(f, "Vector tiles of the layer (PMTiles v3 archive)."), f)
+            ProjectionExtension.ext(asset).code = PMTILES_CRS
+        elif key == "geoparquet":
+            _add_asset(item, key, _asset(f, "The layer's features: GeoParquet 1.1, EPSG:4326, bbox covering column, "
+                                            "row groups in Hilbert order. Columns: table:columns."), f)
+        else:  # thumbnail and anything later
+            _add_asset(item, key, _asset(f), f)
+    return item
+
+
+def _providers(ds: Dataset) -> list[pystac.Provider]:
+    out = []
+    for p in ds.providers:
+        bad = sorted(set(p.roles) - PROVIDER_ROLES)
+        if bad:
+            raise CngInputError(f"provider {p.name!r} has roles {bad} that STAC does not know", dataset=ds.name,
+                                hint=f"use only {', '.join(sorted(PROVIDER_ROLES))}")
+        out.append(pystac.Provider(name=p.name, roles=list(p.roles) or None, url=p.url))
+    return out
+
+
+def _union(bboxes: list[list[float]]) -> list[float]:
+    if not bboxes:
+        return [-180.0, -90.0, 180.0, 90.0]  # STAC requires a spatial extent; no layer has one (all empty)
+    if any(b[0] > b[2] for b in bboxes):  # one crosses the antimeridian: keep the full width, honestly
+        xmin, xmax = -180.0, 180.0
+    else:
+        xmin, xmax = min(b[0] for b in bboxes), max(b[2] for b in bboxes)
+    return [xmin, min(b[1] for b in bboxes), xmax, max(b[3] for b in bboxes)]
+
+
+def dataset_collection(facts: DatasetFacts) -> pystac.Collection:
+    """The dataset's Collection, with one Item per spatial layer and the non-spatial tables as Collection assets.
+    Asset hrefs are the facts' hrefs (absolute: a public base URL)."""
+    _check_hrefs(facts)
+    ds = facts.dataset
+    when, start, end = _when(ds)
+    license_id, license_text = stac_license(ds.license)
+    domain_assets = {t.name: t.slug for t in facts.tables if t.slug.startswith(DOMAIN_KEY_PREFIX)}
+    items = [layer_item(facts, x, domain_assets) for x in facts.layers]
+
+    paragraphs = [(ds.description or "").strip() or ds.title]
+    if license_text:
+        paragraphs.append(f"Licence: {license_text}")
+    if ds.citation:
+        paragraphs.append(f"Citation: {' '.join(ds.citation.split())}")
+    if ds.doi and (not ds.citation or ds.doi not in ds.citation):
+        paragraphs.append(f"DOI: https://doi.org/{ds.doi}")
+    extent = pystac.Extent(pystac.SpatialExtent([_union([i.bbox for i in items if i.bbox])]),
+                           pystac.TemporalExtent([[start or when, end or when]]))
+    col = pystac.Collection(id=ds.name, title=ds.title, description="\n\n".join(paragraphs), extent=extent,
+                            license=license_id, keywords=list(ds.keywords) or None, providers=_providers(ds) or None,
+                            catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    if license_id != "other":
+        col.add_link(pystac.Link("license", f"https://spdx.org/licenses/{license_id}.html", pystac.MediaType.HTML,
+                                 title=license_id))
+    if ds.doi:
+        col.add_link(pystac.Link("cite-as", f"https://doi.org/{ds.doi}", pystac.MediaType.HTML, title=f"DOI {ds.doi}"))
+
+    TableExtension.ext(col, add_if_missing=True)
+    # pystac's `tables` setter writes the table:v1.0 mapping; table v1.2.0 wants a list of Table objects.
+    col.extra_fields["table:tables"] = (
+        [{"name": x.slug, "description": f"{x.name}: spatial layer, the Item `{x.slug}`"} for x in facts.layers]
+        + [{"name": t.slug, "description": f"{t.name}: " + ("coded-value domain" if t.slug.startswith(DOMAIN_KEY_PREFIX)
+                                                            else "non-spatial table") + f", the Collection asset `{t.slug}`"}
+           for t in facts.tables])
+    for t in facts.tables:
+        f = t.files["table"]
+        if t.slug.startswith(DOMAIN_KEY_PREFIX):
+            users = [f"{x.slug}.{c.name}" for x in [*facts.layers, *facts.tables] for c in x.columns if c.domain == t.name]
+            about = (f"FileGDB coded-value domain `{t.name}`: one row per code with its label."
+                     + (f" Used by {', '.join(users)}." if users else ""))
+        else:
+            about = f"Non-spatial table `{t.name}` of the source, as Parquet."
+        asset = _add_asset(col, t.slug, _asset(f, about), f)
+        table = TableExtension.ext(asset, add_if_missing=True)
+        table.columns = _columns(t, domain_assets)
+        table.row_count = t.rows
+
+    for item in items:
+        col.add_item(item)
+    return col
+
+
+def write_dataset_stac(facts: DatasetFacts, out_dir: str | Path) -> list[Path]:
+    """Write `collection.json` and one Item per spatial layer (`<slug>/<slug>.json`) under `out_dir`, with relative
+    links only (a self-contained catalog: upload the folder as is, e.g. to `<prefix>/stac/`). Returns the files
+    written, the Collection first. Write into a fresh (staging) folder: files of layers that no longer exist are
+    not removed."""
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    col = dataset_collection(facts)
+    col.normalize_hrefs(str(out))
+    col.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    return [Path(col.self_href), *(Path(i.self_href) for i in col.get_items())]
+
+
+def root_catalog(collection_hrefs: dict[str, str], out_path: str | Path, *, id: str = "cng-assets",
+                 title: str = "Cloud-native geospatial assets",
+                 description: str = "Cloud-native products (GeoParquet, PMTiles, H3 hex, Parquet tables) of "
+                                    "geospatial datasets, one Collection per dataset.") -> Path:
+    """Write the root `catalog.json` at `out_path`, linking each dataset's Collection (name -> href: absolute, or
+    relative to the catalog's folder). Returns the path written."""
+    out = Path(out_path).resolve()
+    if out.suffix != ".json":
+        out = out / "catalog.json"
+    cat = pystac.Catalog(id=id, description=description, title=title, catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    for name in sorted(collection_hrefs):
+        cat.add_link(pystac.Link(pystac.RelType.CHILD, collection_hrefs[name], pystac.MediaType.JSON, title=name))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cat.set_self_href(str(out))
+    cat.save_object(include_self_link=False)
+    return out
+
+
+__all__ = ["VERSION", "dataset_collection", "footprint", "layer_item", "root_catalog", "stac_license",
+           "write_dataset_stac"]
