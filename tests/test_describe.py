@@ -20,6 +20,8 @@ from cng_assets.catalog import Dataset, H3Settings, load_catalog
 from cng_assets.demo import build_demo_source
 from cng_assets.transforms import describe, geoparquet, tables
 from cng_assets.transforms import layers as discovery
+from cng_assets.transforms.describe import maps as describe_thumbnail
+from cng_assets.transforms.describe import readme as describe_readme
 from cng_assets.transforms.facts import gather
 from cng_assets.transforms.hex.fill import HexSettings
 from cng_assets.transforms.hex.layer import hex_layer
@@ -188,7 +190,7 @@ def test_readme_carries_catalog_text_and_facts_from_the_products(demo):
         m = re.search(rf"\| `{x.slug}` \| ([\d,]+) \| (\w+) \|", layers)
         assert m and int(m.group(1).replace(",", "")) == rows, x.slug
         for key in (f"{x.slug}.parquet", f"{x.slug}.png"):
-            assert f"]({PUBLIC}{key}) ({describe._size((root / key).stat().st_size)})" in layers
+            assert f"]({PUBLIC}{key}) ({describe_readme._size((root / key).stat().st_size)})" in layers
     assert "| `continent_lookup` | 8 | 2 |" in layers
     # the H3 facts: rows from the footers, the resolution's average area from h3 (m², within the printed rounding)
     countries = section(text, "Countries")
@@ -284,14 +286,14 @@ def test_thumbnails_are_pngs_of_the_requested_width_with_the_data_drawn(demo, sa
 def test_thumbnail_reads_in_batches_without_changing_the_map(demo, tmp_path, monkeypatch):
     _, root, _, _, _ = demo
     batches = []
-    real = describe._geometry_batches
+    real = describe_thumbnail._geometry_batches
 
     def counting(pf, max_vertices):
         for geoms in real(pf, max_vertices):
             batches.append(len(geoms))
             yield geoms
 
-    monkeypatch.setattr(describe, "_geometry_batches", counting)
+    monkeypatch.setattr(describe_thumbnail, "_geometry_batches", counting)
     one = describe.thumbnail(root / "countries.parquet", tmp_path / "one.png")
     assert batches == [177]
     batches.clear()
@@ -311,13 +313,13 @@ def test_thumbnail_of_data_across_the_antimeridian_is_not_world_wide(tmp_path):
     geoparquet.write_geoparquet(str(source), "pacific", gp, kind="polygon")
     assert json.loads(pq.read_metadata(gp).metadata[b"geo"])["columns"]["geometry"]["bbox"][2] - \
         json.loads(pq.read_metadata(gp).metadata[b"geo"])["columns"]["geometry"]["bbox"][0] > 350  # Fiji is split
-    (x0, _, x1, _), cut = describe._frame(pq.ParquetFile(gp))
+    (x0, _, x1, _), cut = describe_thumbnail._frame(pq.ParquetFile(gp))
     assert cut is not None and x0 == pytest.approx(166.5, abs=0.1) and x1 == pytest.approx(360 - 66.96, abs=0.1)
     drawn = non_background(describe.thumbnail(gp, tmp_path / "pacific.png")).any(axis=0)
     empty = np.diff(np.flatnonzero(np.concatenate([[True], drawn, [True]])))  # runs of blank columns (+1)
     assert empty.max() - 1 < 0.15 * len(drawn)  # world-wide, the middle 65% would be blank
     # a world layer keeps the world extent
-    assert describe._frame(pq.ParquetFile(shared_countries(tmp_path)))[1] is None
+    assert describe_thumbnail._frame(pq.ParquetFile(shared_countries(tmp_path)))[1] is None
 
 
 def shared_countries(tmp_path: Path) -> Path:

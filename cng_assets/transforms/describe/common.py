@@ -1,0 +1,9 @@
+"""Names shared by the describe modules."""
+
+FID, GEOMETRY, BBOX = "_cng_fid", "geometry", "bbox"
+OWN_COLUMNS = {FID, GEOMETRY, BBOX}
+HIVE = "hive_types = {'h0': 'UBIGINT'}"
+SAMPLE_ROWS = 10_000  # rows read for example values
+EXAMPLES = 3  # example values per column
+PRODUCTS = (("geoparquet", "GeoParquet"), ("pmtiles", "PMTiles"), ("hex", "H3 cells"), ("thumbnail", "map"))
+Profile = dict[str, tuple[list, float | None]]  # column -> (example values, null share)
