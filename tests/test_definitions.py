@@ -1,5 +1,6 @@
 """The code location loads, every catalog dataset has its graph, and the demo materializes end to end."""
 
+import json
 import subprocess
 import sys
 
@@ -19,7 +20,8 @@ def test_every_definition_loads():
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     for name in load_catalog():
-        for asset in ("source", "layers", "table", "geoparquet", "hex_plan", "hex_chunk", "hex"):
+        for asset in ("source", "layers", "table", "geoparquet", "hex_plan", "hex_chunk", "hex", "pmtiles", "thumbnail",
+                      "stac", "docs"):
             assert dg.AssetKey([name, asset]) in graph.get_all_asset_keys()
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
@@ -85,6 +87,17 @@ def test_demo_materializes_every_layer_with_checks(instance, tmp_path):
     rows = duckdb.sql(f"SELECT count(*), count(DISTINCT _cng_fid), min(name) FROM "
                       f"read_parquet('{data}/demo/hex/countries/*/*.parquet')").fetchone()
     assert rows[0] == hexed.metadata["dagster/row_count"].value and rows[1] == 177 and rows[2] is not None
+
+    # publishing: tiles and maps per spatial layer, STAC and a README per dataset, the root catalog
+    for slug in ("continents", "countries", "country_labels"):
+        assert (data / "demo" / f"{slug}.pmtiles").stat().st_size > 0 and (data / "demo" / f"{slug}.png").exists()
+    collection = json.loads((data / "demo" / "stac" / "collection.json").read_text())
+    assert {link["href"] for link in collection["links"] if link["rel"] == "item"} == {
+        f"./{s}/{s}.json" for s in ("continents", "countries", "country_labels")}
+    assert "## Example queries (DuckDB)" in (data / "demo" / "README.md").read_text()
+    assert json.loads((data / "catalog.json").read_text())["links"]
+    thumb = latest(instance, "thumbnail", "countries")
+    assert thumb.metadata["map"].value.startswith("![countries](data:image/png;base64,")
 
     # re-running everything replaces products, it never appends
     again = materialize_dataset(ds, instance, str(data))
