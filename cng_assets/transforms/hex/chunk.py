@@ -167,10 +167,20 @@ def run_chunk(geoparquet: str, units: pa.Table, settings: HexSettings, out_dir: 
     stats.cells = writers.rows
     stats.groups = len(writers.files)
     stats.seconds = round(time.time() - start, 3)
-    stats.peak_rss_mib = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    stats.peak_rss_mib = _peak_rss_mib()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MARKER).write_text(json.dumps({"plan": plan_digest, **stats.to_dict()}))
     return stats
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory (a chunk pod's, on the cluster). VmHWM starts afresh with the process
+    image; ru_maxrss would carry the parent's peak over through fork and exec."""
+    try:
+        with open("/proc/self/status") as f:
+            return round(int(next(x for x in f if x.startswith("VmHWM")).split()[1]) / 1024, 1)
+    except (OSError, StopIteration):
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def read_marker(chunk_dir: Path) -> dict | None:
