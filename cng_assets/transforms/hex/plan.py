@@ -32,7 +32,8 @@ PLAN_SCHEMA = pa.schema([
 def _batches(geoparquet: str):
     """(first row, fids, parts, part -> feature index) per batch of the layer, in file order."""
     row = 0
-    for batch in pq.ParquetFile(geoparquet).iter_batches(columns=["_cng_fid", "geometry"], batch_size=8192):
+    # pre_buffer off: with it, iter_batches keeps every row group read so far until the loop ends
+    for batch in pq.ParquetFile(geoparquet, pre_buffer=False).iter_batches(columns=["_cng_fid", "geometry"], batch_size=8192):
         geoms = shapely.from_wkb(batch.column("geometry").to_numpy(zero_copy_only=False))
         parts, index = shapely.get_parts(geoms, return_index=True)
         yield row, batch.column("_cng_fid").to_numpy(), parts, index
