@@ -93,6 +93,11 @@ class Dataset(BaseModel):
         return v.strip("/")
 
 
+def validation_problems(e: ValidationError) -> str:
+    """Each invalid field and why, on one line."""
+    return "; ".join(f"{'.'.join(map(str, err['loc'])) or '(top)'}: {err['msg']}" for err in e.errors())
+
+
 def load_dataset_file(path: Path) -> Dataset:
     try:
         raw = yaml.safe_load(path.read_text())
@@ -103,8 +108,7 @@ def load_dataset_file(path: Path) -> Dataset:
     try:
         ds = Dataset.model_validate(raw)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or '(top)'}: {err['msg']}" for err in e.errors())
-        raise CngInputError(f"catalog file {path} is invalid: {problems}", hint="fix those fields") from None
+        raise CngInputError(f"catalog file {path} is invalid: {validation_problems(e)}", hint="fix those fields") from None
     if path.stem.replace("-", "_") != ds.name:
         raise CngInputError(f"catalog file {path.name} holds dataset {ds.name!r}",
                             hint=f"name the file {ds.name}.yaml (or {ds.name.replace('_', '-')}.yaml)")

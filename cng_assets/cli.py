@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cng_assets.catalog import Dataset, H3Settings, load_catalog
+from cng_assets.catalog import Dataset, H3Settings, load_catalog, validation_problems
 from cng_assets.errors import CngInputError
 
 console = Console(highlight=False, soft_wrap=True)  # messages stay whole lines, for grep and logs
@@ -134,7 +134,7 @@ def run(source: str, name: str, out: str, only: str | None, resolution: int | No
     except CngInputError as e:
         _fail(str(e))
     except ValidationError as e:
-        _fail("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
+        _fail(validation_problems(e))
     _materialize(ds, out)
 
 
@@ -157,7 +157,7 @@ def hex(input_path: str, out_dir: str, resolution: int, parents: str, containmen
         h3 = H3Settings(resolution=resolution, parents=_csv_ints(parents) or [], containment=containment,
                         attributes=attributes if attributes in ("all", "none") else attributes.split(","))
     except ValidationError as e:
-        _fail("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
+        _fail(validation_problems(e))
     source = Path(input_path)
     if not source.exists() or b"geo" not in (_parquet_metadata(source) or {}):
         _fail(f"{input_path} is not a GeoParquet file (make one with `cng-assets run`)")

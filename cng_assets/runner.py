@@ -33,7 +33,6 @@ class Step:
     def __str__(self) -> str:
         return f"{self.asset}[{self.partition}]" if self.partition else self.asset
 
-
     @property
     def layer(self) -> str | None:
         p = self.partition

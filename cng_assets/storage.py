@@ -50,10 +50,6 @@ class ProductStorage(dg.ConfigurableResource):
         raise NotImplementedError
         yield  # pragma: no cover
 
-    def list_dirs(self, bucket: str | None, prefix: str) -> list[str]:
-        """Keys of the immediate sub-folders under `prefix`."""
-        raise NotImplementedError
-
     def delete(self, bucket: str | None, key: str) -> None:
         """Remove a product or a folder of products (missing is fine)."""
         raise NotImplementedError
@@ -124,10 +120,6 @@ class LocalStorage(ProductStorage):
     @contextmanager
     def local_path(self, bucket: str | None, key: str) -> Iterator[Path]:
         yield self.path(bucket, key)
-
-    def list_dirs(self, bucket: str | None, prefix: str) -> list[str]:
-        base = self.path(bucket, prefix)
-        return sorted(f"{prefix.rstrip('/')}/{p.name}" for p in base.iterdir() if p.is_dir()) if base.exists() else []
 
     def delete(self, bucket: str | None, key: str) -> None:
         path = self.path(bucket, key)

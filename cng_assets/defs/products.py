@@ -11,32 +11,52 @@ import pyarrow.parquet as pq
 from cng_assets.catalog import Dataset
 from cng_assets.errors import CngInputError
 from cng_assets.storage import ProductStorage
+from cng_assets.transforms import layout
 from cng_assets.transforms.layers import Inventory
 
 
 def inventory_key(ds: Dataset) -> str:
-    return f"{ds.prefix}/inventory.json"
+    return f"{ds.prefix}/{layout.INVENTORY}"
 
 
 def table_key(ds: Dataset, slug: str) -> str:
-    return f"{ds.prefix}/lookup/{slug}.parquet"
+    return f"{ds.prefix}/{layout.table(slug)}"
 
 
 def geoparquet_key(ds: Dataset, slug: str) -> str:
-    return f"{ds.prefix}/{slug}.parquet"
+    return f"{ds.prefix}/{layout.geoparquet(slug)}"
+
+
+def pmtiles_key(ds: Dataset, slug: str) -> str:
+    return f"{ds.prefix}/{layout.pmtiles(slug)}"
+
+
+def thumbnail_key(ds: Dataset, slug: str) -> str:
+    return f"{ds.prefix}/{layout.thumbnail(slug)}"
 
 
 def hex_plan_key(ds: Dataset, slug: str) -> str:
-    return f"{ds.prefix}/hex/_plan/{slug}.parquet"
+    return f"{ds.prefix}/{layout.hex_plan(slug)}"
 
 
 def hex_chunk_key(ds: Dataset, slug: str, chunk: int) -> str:
-    return f"{ds.prefix}/hex/_chunks/{slug}/chunk={chunk:03d}"
+    return f"{ds.prefix}/{layout.hex_chunk(slug, chunk)}"
 
 
 def hex_key(ds: Dataset, slug: str) -> str:
-    """A folder of `h0=<cell>/part-<first cell>.parquet` files."""
-    return f"{ds.prefix}/hex/{slug}"
+    return f"{ds.prefix}/{layout.hex(slug)}"
+
+
+def stac_dir_key(ds: Dataset) -> str:
+    return f"{ds.prefix}/{layout.STAC_DIR}"
+
+
+def stac_collection_key(ds: Dataset) -> str:
+    return f"{ds.prefix}/{layout.STAC_COLLECTION}"
+
+
+def readme_key(ds: Dataset) -> str:
+    return f"{ds.prefix}/{layout.README}"
 
 
 def load_inventory(storage: ProductStorage, ds: Dataset) -> Inventory:

@@ -10,8 +10,8 @@ import dagster as dg
 from cng_assets.catalog import Dataset
 from cng_assets.defs import products
 from cng_assets.defs.partitions import feature_partitions
-from cng_assets.storage import LocalStorage, ProductStorage
-from cng_assets.transforms import describe, facts, geoparquet, pmtiles, stac
+from cng_assets.storage import ProductStorage
+from cng_assets.transforms import describe, facts, geoparquet, layout, pmtiles, stac
 
 
 def _code_versions() -> dict[str, str]:
@@ -36,7 +36,7 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
               description="Vector tiles of the layer (tippecanoe), layer name = slug, zoom range from the data.")
     def pmtiles_layer(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
         slug = context.partition_key
-        key = f"{ds.prefix}/{slug}.pmtiles"
+        key = products.pmtiles_key(ds, slug)
         with storage.local_path(ds.bucket, products.geoparquet_key(ds, slug)) as gp, products.input_errors(ds, slug), \
                 storage.publish(ds.bucket, key) as tmp:
             stats = pmtiles.write_pmtiles(gp, tmp, layer=slug)
@@ -50,7 +50,7 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
               kinds={"png"}, code_version=describe.VERSION, description="A PNG map of the layer.")
     def thumbnail(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
         slug = context.partition_key
-        key = f"{ds.prefix}/{slug}.png"
+        key = products.thumbnail_key(ds, slug)
         with storage.local_path(ds.bucket, products.geoparquet_key(ds, slug)) as gp, \
                 storage.publish(ds.bucket, key) as tmp:
             describe.thumbnail(gp, tmp, width_px=800)
@@ -65,10 +65,10 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
               description="A STAC Collection for the dataset with an Item per spatial layer (STAC 1.1).")
     def stac_collection(storage: ProductStorage) -> dg.MaterializeResult:
         f = _facts(storage, ds, absolute=True)
-        with products.input_errors(ds), storage.publish_dir(ds.bucket, f"{ds.prefix}/stac") as out:
+        with products.input_errors(ds), storage.publish_dir(ds.bucket, products.stac_dir_key(ds)) as out:
             written = stac.write_dataset_stac(f, out)
         return dg.MaterializeResult(metadata={
-            "items": len(written) - 1, "uri": dg.MetadataValue.path(storage.uri(ds.bucket, f"{ds.prefix}/stac/collection.json"))})
+            "items": len(written) - 1, "uri": dg.MetadataValue.path(storage.uri(ds.bucket, products.stac_collection_key(ds)))})
 
     @dg.asset(key=[ds.name, "docs"], deps=deps, group_name=ds.name, kinds={"markdown"}, code_version=describe.VERSION,
               description="README.md beside the products: layers, data dictionary, H3 facts, maps, example queries.")
@@ -76,7 +76,7 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
         f = _facts(storage, ds, absolute=False)
         with storage.local_path(ds.bucket, ds.prefix) as root, products.input_errors(ds):
             text = describe.dataset_readme(f, describe.profile_products(f, root), context.run.run_id)
-        key = f"{ds.prefix}/README.md"
+        key = products.readme_key(ds)
         with storage.publish(ds.bucket, key) as tmp:
             tmp.write_text(text)
         return dg.MaterializeResult(metadata={"preview": dg.MetadataValue.md(text),
@@ -90,13 +90,12 @@ def stac_catalog_asset(datasets: list[Dataset]) -> dg.AssetsDefinition:
     @dg.asset(key=["stac_catalog"], deps=[dg.AssetKey([ds.name, "stac"]) for ds in datasets], kinds={"stac"},
               code_version=stac.VERSION, description="The root STAC catalog: one child link per dataset's Collection.")
     def stac_catalog(storage: ProductStorage) -> dg.MaterializeResult:
-        hrefs = {}
+        hrefs = {}  # public hrefs, else relative to the catalog at the root of the default place
         for ds in datasets:
-            key = f"{ds.prefix}/stac/collection.json"
+            key = products.stac_collection_key(ds)
             if storage.exists(ds.bucket, key):
                 base = storage.href_base(ds.bucket, ds.prefix)
-                hrefs[ds.name] = base + "stac/collection.json" if base else \
-                    str(Path(ds.bucket or "", key)) if isinstance(storage, LocalStorage) else key
+                hrefs[ds.name] = base + layout.STAC_COLLECTION if base else f"{ds.bucket + '/' if ds.bucket else ''}{key}"
         with storage.publish(None, "catalog.json") as tmp:
             stac.root_catalog(hrefs, tmp)
         return dg.MaterializeResult(metadata={"datasets": sorted(hrefs), "links": json.dumps(hrefs)})

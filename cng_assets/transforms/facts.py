@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from cng_assets.catalog import Dataset
+from cng_assets.transforms import layout
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX, Inventory
 
 MEDIA_TYPES = {
@@ -108,7 +109,7 @@ def _columns(path: Path, ds: Dataset, domains: dict[str, str]) -> list[ColumnFac
 
 def _hex(root: Path, slug: str, ds: Dataset) -> HexFacts | None:
     """Resolution and columns as written in the files (the catalog may have changed since)."""
-    files = sorted((root / "hex" / slug).glob("h0=*/*.parquet"))
+    files = sorted((root / layout.hex(slug)).glob("h0=*/*.parquet"))
     if not files:
         return None
     cols = [c for c in pq.read_schema(files[0]).names if re.fullmatch(r"h\d+", c)]
@@ -125,23 +126,23 @@ def gather(ds: Dataset, root: Path, inventory: Inventory, href_base: str = "",
     layers, tables = [], []
     for x in inventory.layers:
         if x.kind == "table":
-            key = f"lookup/{x.slug}.parquet"
+            key = layout.table(x.slug)
             f = _file(root, key, href_base, "parquet", ["data"], f"{x.name} (table)")
             if f is None:
                 continue
             tables.append(LayerFacts(x.slug, x.name, x.kind, None, x.features, pq.read_metadata(root / key).num_rows,
                                      None, _columns(root / key, ds, x.domains), {"table": f}))
             continue
-        key = f"{x.slug}.parquet"
+        key = layout.geoparquet(x.slug)
         gp = _file(root, key, href_base, "geoparquet", ["data"], f"{x.name} (GeoParquet)")
         if gp is None:
             continue
         geo = json.loads(pq.read_metadata(root / key).metadata[b"geo"])
         files = {"geoparquet": gp}
         for name, k, kind, roles, title in (
-                ("pmtiles", f"{x.slug}.pmtiles", "pmtiles", ["visual"], f"{x.name} (PMTiles vector tiles)"),
-                ("hex", f"hex/{x.slug}/", "parquet", ["data"], f"{x.name} (H3 cells, h0-partitioned)"),
-                ("thumbnail", f"{x.slug}.png", "png", ["thumbnail"], f"{x.name} (map)")):
+                ("pmtiles", layout.pmtiles(x.slug), "pmtiles", ["visual"], f"{x.name} (PMTiles vector tiles)"),
+                ("hex", layout.hex(x.slug) + "/", "parquet", ["data"], f"{x.name} (H3 cells, h0-partitioned)"),
+                ("thumbnail", layout.thumbnail(x.slug), "png", ["thumbnail"], f"{x.name} (map)")):
             f = _file(root, k, href_base, kind, roles, title)
             if f is not None:
                 files[name] = f
@@ -150,7 +151,7 @@ def gather(ds: Dataset, root: Path, inventory: Inventory, href_base: str = "",
                                  pq.read_metadata(root / key).num_rows, geo["columns"]["geometry"].get("bbox"),
                                  _columns(root / key, ds, x.domains), files, _hex(root, x.slug, ds)))
     for d in inventory.domains:
-        key = f"lookup/{DOMAIN_KEY_PREFIX}{d.slug}.parquet"
+        key = layout.table(DOMAIN_KEY_PREFIX + d.slug)
         f = _file(root, key, href_base, "parquet", ["data"], f"{d.name} (coded-value domain)")
         if f is not None:
             tables.append(LayerFacts(DOMAIN_KEY_PREFIX + d.slug, d.name, "table", None, len(d.codes), len(d.codes),
