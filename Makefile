@@ -21,9 +21,11 @@ test: $(STAMP)  ## run the test suite
 	$(BIN)/pytest
 
 ui: $(STAMP)  ## the Dagster UI on http://127.0.0.1:3000, on the same instance and products as `make demo`
+	mkdir -p $(DAGSTER_HOME)
 	$(BIN)/dagster dev -w workspace.yaml
 
 validate: $(STAMP)
+	mkdir -p $(DAGSTER_HOME)
 	$(BIN)/dagster definitions validate
 
 bench: $(STAMP)  ## side-by-side benchmarks (prints ratios; not part of the tests)

@@ -1,6 +1,7 @@
 """The code location loads, every catalog dataset has its graph, and the demo materializes end to end."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -32,9 +33,11 @@ def test_every_definition_loads():
     assert {c.name for c in geoparquet.check_keys} == {"counts_reconcile"}
 
 
-def test_dagster_cli_validates_the_workspace():
+def test_dagster_cli_validates_the_workspace(tmp_path):
+    # A fresh clone has no .dagster yet: give the CLI its own empty instance directory.
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
