@@ -58,6 +58,7 @@ def layers(source: str):
 
 
 def _materialize(ds: Dataset, out: str) -> None:
+    from cng_assets.defs.resources import storage_from_env
     from cng_assets.runner import materialize_dataset, project_instance
 
     instance = project_instance()
@@ -72,10 +73,11 @@ def _materialize(ds: Dataset, out: str) -> None:
                 console.print(escape(f"[{done}/{total or '?'}] {step} {'ok' if ok else 'FAILED'}"))
 
         report = materialize_dataset(ds, instance, data_dir, on_step)
-    _print_products(ds, data_dir)
+    storage = storage_from_env(data_dir)
+    _print_products(ds, storage)
     for step, note in report.notes.items():
         console.print(escape(f"note: {step}: {note}"))
-    console.print(f"\nProducts are in {Path(data_dir) / (ds.bucket or '') / ds.prefix}")
+    console.print(f"\nProducts are in {storage.uri(ds.bucket, ds.prefix)}")
     console.print(f"Open the UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} CNG_DATA_DIR={data_dir} "
                   f".venv/bin/dagster dev   (or `make ui`), then http://127.0.0.1:3000")
     if report.failed:
@@ -88,16 +90,13 @@ def _materialize(ds: Dataset, out: str) -> None:
     console.print(f"{len(report.succeeded)} steps succeeded.")
 
 
-def _print_products(ds: Dataset, data_dir: str) -> None:
+def _print_products(ds: Dataset, storage) -> None:
     """One row per product; a partitioned product (a folder of h0=<cell>/ files) is one row."""
-    root = Path(data_dir) / (ds.bucket or "") / ds.prefix
     sizes: dict[str, list[int]] = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            rel = p.relative_to(root)
-            parts = [x for x in rel.parts if x.startswith("h0=")]
-            name = str(rel).split(f"/{parts[0]}/")[0] + "/" if parts else str(rel)
-            sizes.setdefault(name, []).append(p.stat().st_size)
+    for o in storage.list_objects(ds.bucket, ds.prefix + "/"):
+        rel = o.key[len(ds.prefix) + 1:]
+        name = rel.split("/h0=")[0] + "/" if "/h0=" in rel else rel
+        sizes.setdefault(name, []).append(o.size)
     table = Table("product", "files", "bytes")
     for name, files in sizes.items():
         table.add_row(name, str(len(files)), f"{sum(files):,}")

@@ -43,3 +43,26 @@ def bad_gpkg(tmp_path) -> Path:
     empty = gpd.GeoDataFrame({"name": []}, geometry=gpd.GeoSeries([], crs="EPSG:4326"))
     pyogrio.write_dataframe(empty, path, layer="empty layer", geometry_type="MultiPolygon", append=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 server (SeaweedFS) on loopback for the whole session."""
+    from tests.servers import SeaweedS3
+
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch, request):
+    """This test's environment in S3 mode, with a fresh default bucket of its own; returns the bucket name."""
+    import re
+
+    bucket = "t-" + re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-")
+    client = s3_server.client()
+    client.create_bucket(Bucket=bucket)
+    for name, value in {**s3_server.env(), "CNG_S3_BUCKET": bucket}.items():
+        monkeypatch.setenv(name, value)
+    return bucket

@@ -6,6 +6,7 @@ materializes its extra chunk partitions as empty (cheap), so every (chunk, layer
 """
 
 import warnings
+from contextlib import ExitStack
 from pathlib import Path
 
 import dagster as dg
@@ -109,16 +110,17 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
         table = _read_plan(storage, ds, slug)
         digest, n = plan.plan_digest(table), chunk_count(table)
         chunk_keys = [products.hex_chunk_key(ds, slug, k) for k in range(n)]
-        with storage.local_path(ds.bucket, products.geoparquet_key(ds, slug)) as gp:
+        with ExitStack() as stack:  # every chunk stays readable (downloaded, on S3) until consolidation is done
+            gp = stack.enter_context(storage.local_path(ds.bucket, products.geoparquet_key(ds, slug)))
             chunk_dirs, chunk_rows = [], 0
             for key in chunk_keys:
-                with storage.local_path(ds.bucket, key) as d:
-                    marker = chunk.read_marker(d)
-                    if marker is None or marker["plan"] != digest:
-                        raise dg.Failure(f"{ds.name}/{slug}: {key} is missing or was made from another plan",
-                                         metadata={"what to do": f"materialize hex_chunk for layer {slug}, then hex"})
-                    chunk_dirs.append(Path(d))
-                    chunk_rows += marker["cells"]
+                d = Path(stack.enter_context(storage.local_path(ds.bucket, key)))
+                marker = chunk.read_marker(d)
+                if marker is None or marker["plan"] != digest:
+                    raise dg.Failure(f"{ds.name}/{slug}: {key} is missing or was made from another plan",
+                                     metadata={"what to do": f"materialize hex_chunk for layer {slug}, then hex"})
+                chunk_dirs.append(d)
+                chunk_rows += marker["cells"]
             with storage.publish_dir(ds.bucket, products.hex_key(ds, slug)) as staged:
                 done = consolidate.consolidate(chunk_dirs, str(gp), staged, settings, attributes=ds.h3.attributes,
                                                chunk_rows=chunk_rows)

@@ -1,7 +1,6 @@
 """The vector asset graph of one dataset: source -> layers -> (table | geoparquet), one partition per layer."""
 
 
-import importlib
 import json
 
 import dagster as dg
@@ -9,29 +8,10 @@ import dagster as dg
 from cng_assets.catalog import Dataset
 from cng_assets.defs import products
 from cng_assets.defs.partitions import feature_partitions, polygon_partitions, table_partitions
-from cng_assets.storage import LocalStorage, ProductStorage
+from cng_assets.defs.sources import source_asset
+from cng_assets.storage import ProductStorage
 from cng_assets.transforms import geoparquet, layers, tables
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX, OTHER, POLYGON
-
-
-def source_asset(ds: Dataset) -> dg.AssetSpec | dg.AssetsDefinition:
-    key = dg.AssetKey([ds.name, "source"])
-    description = f"Raw source of {ds.title}: `{ds.source}`"
-    if ds.source_builder is None:
-        return dg.AssetSpec(key=key, description=description, group_name=ds.name, kinds={"gdal"},
-                            metadata={"source": ds.source})
-
-    module, func = ds.source_builder.split(":")
-
-    @dg.asset(key=key, description=description + f" (built by `{ds.source_builder}`)", group_name=ds.name,
-              kinds={"gdal"}, code_version="1")
-    def _build(storage: ProductStorage) -> dg.MaterializeResult:
-        if not isinstance(storage, LocalStorage):
-            raise dg.Failure(f"{ds.name}: generated sources are built on local storage only")
-        path = getattr(importlib.import_module(module), func)(storage.source_path_for_writing(ds.source))
-        return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(path)), "bytes": path.stat().st_size})
-
-    return _build
 
 
 def vector_assets(ds: Dataset) -> list:

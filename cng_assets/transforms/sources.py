@@ -55,3 +55,13 @@ def read_info(path: str, layer: str) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return pyogrio.read_info(path, layer=layer, force_feature_count=True)
+
+
+def remote_version(source: str) -> str | None:
+    """ETag (or Last-Modified) of an http(s) source from a HEAD request; None when it has neither."""
+    if not source.startswith(("https://", "http://")):
+        return None
+    import urllib.request
+
+    with urllib.request.urlopen(urllib.request.Request(source, method="HEAD"), timeout=30) as r:
+        return r.headers.get("ETag", "").strip('"') or r.headers.get("Last-Modified")

@@ -1,5 +1,4 @@
-"""Where products live. One interface, chosen per environment in `defs/resources.py`: a local folder here,
-S3 later. Assets ask for keys; only this module knows paths, staging and how a product is published."""
+"""Products in a local folder: the embedded default on a laptop and in tests."""
 
 from __future__ import annotations
 
@@ -11,61 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-import dagster as dg
-
-from cng_assets.transforms.sources import gdal_path
-
-
-class ProductStorage(dg.ConfigurableResource):
-    """Products are addressed by (bucket, key); bucket None means the storage's default place."""
-
-    # Where readers fetch published products (STAC and doc hrefs), e.g. https://s3-west.nrp-nautilus.io;
-    # None: hrefs relative to the dataset folder.
-    public_base_url: str | None = None
-
-    def href_base(self, bucket: str | None, prefix: str) -> str:
-        if not self.public_base_url:
-            return ""
-        return f"{self.public_base_url.rstrip('/')}/{bucket + '/' if bucket else ''}{prefix.strip('/')}/"
-
-    def uri(self, bucket: str | None, key: str) -> str:
-        raise NotImplementedError
-
-    @contextmanager
-    def publish(self, bucket: str | None, key: str) -> Iterator[Path]:
-        """Yield a local scratch path to write; on success it becomes the product in one step, on error it
-        is removed. Readers never see a partial product."""
-        raise NotImplementedError
-        yield  # pragma: no cover
-
-    @contextmanager
-    def publish_dir(self, bucket: str | None, key: str) -> Iterator[Path]:
-        """Like `publish`, for a folder of files (a partitioned product): all of it replaces the old one at once."""
-        raise NotImplementedError
-        yield  # pragma: no cover
-
-    @contextmanager
-    def local_path(self, bucket: str | None, key: str) -> Iterator[Path]:
-        """A local path to read a product (file or folder) from; local storage hands out the product itself."""
-        raise NotImplementedError
-        yield  # pragma: no cover
-
-    def delete(self, bucket: str | None, key: str) -> None:
-        """Remove a product or a folder of products (missing is fine)."""
-        raise NotImplementedError
-
-    def open(self, bucket: str | None, key: str) -> BinaryIO:
-        raise NotImplementedError
-
-    def size(self, bucket: str | None, key: str) -> int:
-        raise NotImplementedError
-
-    def exists(self, bucket: str | None, key: str) -> bool:
-        raise NotImplementedError
-
-    def source_path(self, source: str) -> str:
-        """GDAL path for a catalog source; relative sources live in this storage."""
-        raise NotImplementedError
+from cng_assets.storage.base import ObjectInfo, ProductStorage
+from cng_assets.transforms.sources import REMOTE_PREFIXES, gdal_path
 
 
 class LocalStorage(ProductStorage):
@@ -143,3 +89,27 @@ class LocalStorage(ProductStorage):
     def source_path_for_writing(self, source: str) -> Path:
         """Where a generated source (relative `source`) is written."""
         return self.root_path / source
+
+    def list_objects(self, bucket: str | None, prefix: str) -> Iterator[ObjectInfo]:
+        base = self.path(bucket, "")
+        start = self.path(bucket, prefix)
+        top = start if start.is_dir() else start.parent
+        if not top.exists():
+            return
+        for p in sorted(top.rglob("*")):
+            key = p.relative_to(base).as_posix()
+            if p.is_file() and key.startswith(prefix) and not key.startswith(".staging/"):
+                yield _info(p, key)
+
+    def source_objects(self, source: str) -> list[ObjectInfo]:
+        if source.startswith(REMOTE_PREFIXES):
+            return []
+        path = Path(source).expanduser()
+        path = path if path.is_absolute() else self.root_path / path
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+        return [_info(p, p.relative_to(path.parent).as_posix()) for p in files]
+
+
+def _info(path: Path, key: str) -> ObjectInfo:
+    st = path.stat()
+    return ObjectInfo(key, st.st_size, f"{st.st_size}-{st.st_mtime_ns}")

@@ -1,0 +1,96 @@
+"""Where products live: one interface (`ProductStorage`), a local folder or S3 behind it, chosen per environment
+in `defs/resources.py`. Assets ask for keys; only this package knows paths, staging and how a product is published."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import dagster as dg
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str  # S3's ETag; for local files a digest of size and modification time
+
+
+class ProductStorage(dg.ConfigurableResource):
+    """Products are addressed by (bucket, key); bucket None means the storage's default place."""
+
+    # Where readers fetch published products (STAC and doc hrefs), e.g. https://s3-west.nrp-nautilus.io;
+    # None: hrefs relative to the dataset folder.
+    public_base_url: str | None = None
+
+    def href_base(self, bucket: str | None, prefix: str) -> str:
+        if not self.public_base_url:
+            return ""
+        return f"{self.public_base_url.rstrip('/')}/{bucket + '/' if bucket else ''}{prefix.strip('/')}/"
+
+    def uri(self, bucket: str | None, key: str) -> str:
+        raise NotImplementedError
+
+    @contextmanager
+    def publish(self, bucket: str | None, key: str) -> Iterator[Path]:
+        """Yield a local scratch path to write; on success it becomes the product in one step, on error it
+        is removed. Readers never see a partial product."""
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    @contextmanager
+    def publish_dir(self, bucket: str | None, key: str) -> Iterator[Path]:
+        """Like `publish`, for a folder of files (a partitioned product): all of it replaces the old one at once."""
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    @contextmanager
+    def local_path(self, bucket: str | None, key: str) -> Iterator[Path]:
+        """A local path to read a product (file or folder) from; local storage hands out the product itself."""
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    def delete(self, bucket: str | None, key: str) -> None:
+        """Remove a product or a folder of products (missing is fine)."""
+        raise NotImplementedError
+
+    def open(self, bucket: str | None, key: str) -> BinaryIO:
+        raise NotImplementedError
+
+    def size(self, bucket: str | None, key: str) -> int:
+        raise NotImplementedError
+
+    def exists(self, bucket: str | None, key: str) -> bool:
+        raise NotImplementedError
+
+    def source_path(self, source: str) -> str:
+        """GDAL path for a catalog source; relative sources live in this storage."""
+        raise NotImplementedError
+
+    def list_objects(self, bucket: str | None, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object (file) whose key starts with `prefix`, in key order."""
+        raise NotImplementedError
+
+    def source_objects(self, source: str) -> list[ObjectInfo]:
+        """The objects a source is made of: the file itself, or every file of a folder source (a `.gdb`).
+        Empty when it is missing or cannot be listed (https://, or s3:// on local storage)."""
+        raise NotImplementedError
+
+    def source_version(self, source: str) -> str | None:
+        """The source's data version: the object's ETag, or for a folder a digest over its objects' keys and ETags,
+        so a re-upload of any part changes it. None when the source is missing or cannot be listed."""
+        objects = self.source_objects(source)
+        if len(objects) == 1 and objects[0].key.rsplit("/", 1)[-1] == source.rstrip("/").rsplit("/", 1)[-1]:
+            return objects[0].etag
+        return objects_digest(objects) if objects else None
+
+
+def objects_digest(objects: list[ObjectInfo]) -> str:
+    h = hashlib.sha256()
+    for o in sorted(objects, key=lambda o: o.key):
+        h.update(f"{o.key}\t{o.etag}\n".encode())
+    return "sha256:" + h.hexdigest()[:32]
