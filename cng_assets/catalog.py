@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -91,6 +93,12 @@ class Dataset(BaseModel):
     @classmethod
     def _prefix_clean(cls, v):
         return v.strip("/")
+
+    def code_version(self, code: str, *fields: str) -> str:
+        """An asset's code version: its transform's VERSION plus a digest of the catalog fields it reads (all of
+        them when none are named), so editing the catalog makes exactly the products it changes stale."""
+        data = self.model_dump(mode="json", include=set(fields) or None)
+        return f"{code}+{hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]}"
 
 
 def validation_problems(e: ValidationError) -> str:

@@ -8,17 +8,20 @@ from cng_assets.catalog import Dataset, load_catalog
 from cng_assets.defs.hex import hex_assets
 from cng_assets.defs.publish import publish_assets, stac_catalog_asset
 from cng_assets.defs.resources import resources
+from cng_assets.defs.sensors import hex_plan_sensor, raw_upload_sensor
+from cng_assets.defs.sources import is_observed
 from cng_assets.defs.vector import vector_assets
 
 
 def build_definitions(datasets: list[Dataset], data_dir: str | None = None) -> dg.Definitions:
-    assets = []
+    assets, sensors = [], []
     for ds in datasets:
+        sensors += [raw_upload_sensor(ds)] * is_observed(ds) + [hex_plan_sensor(ds)]
         gp = dg.AssetKey([ds.name, "geoparquet"])
         vector, hexes = vector_assets(ds), hex_assets(ds, gp)
         upstream = [a.key for a in [*vector, *hexes] if a.key.path[-1] in ("table", "geoparquet", "hex")]
         assets += [*vector, *hexes, *publish_assets(ds, gp, upstream)]
-    return dg.Definitions(assets=[*assets, stac_catalog_asset(datasets)], resources=resources(data_dir))
+    return dg.Definitions(assets=[*assets, stac_catalog_asset(datasets)], sensors=sensors, resources=resources(data_dir))
 
 
 defs = build_definitions(list(load_catalog().values()))

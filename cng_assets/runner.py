@@ -15,6 +15,7 @@ from cng_assets.catalog import Dataset
 from cng_assets.definitions import build_definitions
 from cng_assets.defs import products
 from cng_assets.defs.partitions import chunk_partitions
+from cng_assets.defs.sensors import RUNNER_TAG
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms.layers import OTHER, POLYGON
 
@@ -91,7 +92,7 @@ def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str
         key = dg.AssetKey([step.asset] if step.asset in GLOBAL_ASSETS else [ds.name, step.asset])
         result = job.execute_in_process(instance=instance, asset_selection=[key],
                                         partition_key=step.partition, raise_on_error=False,
-                                        tags={"cng/dataset": ds.name}, run_config=QUIET)
+                                        tags={"cng/dataset": ds.name, RUNNER_TAG: "in-process"}, run_config=QUIET)
         # A run fails when a blocking check fails too, so success here means the checks passed.
         if result.success:
             report.succeeded.append(step)

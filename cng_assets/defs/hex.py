@@ -51,7 +51,7 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
 
     @dg.asset(key=[ds.name, "hex_plan"], partitions_def=layers, group_name=ds.name, kinds={"parquet"},
               deps=[dg.AssetDep(geoparquet_key, partition_mapping=dg.IdentityPartitionMapping())],
-              code_version=plan.VERSION,
+              code_version=ds.code_version(plan.VERSION, "h3"),
               description="Chunks for the layer's hex work, balanced by estimated cells and vertices "
                           f"(at most {ds.h3.max_chunks}); huge features are split by coarse H3 cells.")
     def hex_plan(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
@@ -80,7 +80,7 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
         })
 
     @dg.asset(key=[ds.name, "hex_chunk"], partitions_def=dg.MultiPartitionsDefinition({"chunk": chunks, "layer": layers}),
-              group_name=ds.name, kinds={"parquet", "h3"}, pool=CHUNK_POOL, code_version=chunk.VERSION,
+              group_name=ds.name, kinds={"parquet", "h3"}, pool=CHUNK_POOL, code_version=ds.code_version(chunk.VERSION, "h3"),
               deps=[dg.AssetDep(hex_plan, partition_mapping=by_layer)],
               description="The cells of one chunk of a layer's plan (with parents), by h0. A chunk number beyond "
                           "the layer's plan materializes as empty.")
@@ -99,7 +99,7 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
 
     @dg.asset(key=[ds.name, "hex"], partitions_def=layers, group_name=ds.name, kinds={"parquet", "h3"},
               deps=[dg.AssetDep(hex_chunk, partition_mapping=by_layer)],
-              code_version=consolidate.VERSION,
+              code_version=ds.code_version(consolidate.VERSION, "h3"),
               description=f"H3 cells (h{settings.resolution}, parents {list(settings.parents)}, {settings.containment} "
                           "containment) of every feature, with the layer's attributes, as h0=<cell>/ partitions sorted "
                           "by cell. Written as a new version and switched in only when every check passes.",

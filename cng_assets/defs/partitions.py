@@ -6,6 +6,7 @@ from __future__ import annotations
 import dagster as dg
 
 from cng_assets.catalog import Dataset
+from cng_assets.transforms.layers import OTHER, POLYGON, Inventory
 
 
 def table_partitions(ds: Dataset) -> dg.DynamicPartitionsDefinition:
@@ -30,3 +31,16 @@ def chunk_partitions(ds: Dataset) -> dg.DynamicPartitionsDefinition:
 
 def chunk_key(k: int) -> str:
     return f"{k:03d}"
+
+
+def source_partitions(ds: Dataset) -> dg.DynamicPartitionsDefinition:
+    """Every layer and domain of an uploaded source: its per-layer data versions, so a re-upload makes exactly
+    the changed layers' products stale."""
+    return dg.DynamicPartitionsDefinition(name=f"{ds.name}__source_layers")
+
+
+def layer_partition_keys(ds: Dataset, inv: Inventory, observed: bool) -> list[tuple[dg.DynamicPartitionsDefinition, list[str]]]:
+    """Which keys each per-layer partition set of the dataset must hold for this inventory."""
+    out = [(table_partitions(ds), inv.table_keys()), (feature_partitions(ds), inv.keys(POLYGON, OTHER)),
+           (polygon_partitions(ds), inv.keys(POLYGON))]
+    return out + [(source_partitions(ds), inv.table_keys() + inv.keys(POLYGON, OTHER))] * observed

@@ -12,6 +12,7 @@ from cng_assets.catalog import Dataset
 from cng_assets.errors import CngInputError
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms import layout
+from cng_assets.transforms import layers
 from cng_assets.transforms.layers import Inventory
 
 
@@ -65,6 +66,11 @@ def load_inventory(storage: ProductStorage, ds: Dataset) -> Inventory:
                          metadata={"what to do": f"materialize {ds.name}/layers first"})
     with storage.open(ds.bucket, inventory_key(ds)) as f:
         return Inventory.from_json(json.load(f))
+
+
+def discover(storage: ProductStorage, ds: Dataset) -> Inventory:
+    """The source's layers as the catalog selects them, read now (not from the stored inventory)."""
+    return layers.discover(storage.source_path(ds.source), ds.include, ds.exclude)
 
 
 def parquet_metadata(storage: ProductStorage, bucket: str | None, key: str) -> dict:

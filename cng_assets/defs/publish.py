@@ -61,7 +61,7 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
 
     deps = [*upstream, pmtiles_layer.key, thumbnail.key]
 
-    @dg.asset(key=[ds.name, "stac"], deps=deps, group_name=ds.name, kinds={"stac"}, code_version=stac.VERSION,
+    @dg.asset(key=[ds.name, "stac"], deps=deps, group_name=ds.name, kinds={"stac"}, code_version=ds.code_version(stac.VERSION),
               description="A STAC Collection for the dataset with an Item per spatial layer (STAC 1.1).")
     def stac_collection(storage: ProductStorage) -> dg.MaterializeResult:
         f = _facts(storage, ds, absolute=True)
@@ -70,7 +70,7 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
         return dg.MaterializeResult(metadata={
             "items": len(written) - 1, "uri": dg.MetadataValue.path(storage.uri(ds.bucket, products.stac_collection_key(ds)))})
 
-    @dg.asset(key=[ds.name, "docs"], deps=deps, group_name=ds.name, kinds={"markdown"}, code_version=describe.VERSION,
+    @dg.asset(key=[ds.name, "docs"], deps=deps, group_name=ds.name, kinds={"markdown"}, code_version=ds.code_version(describe.VERSION),
               description="README.md beside the products: layers, data dictionary, H3 facts, maps, example queries.")
     def docs(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
         f = _facts(storage, ds, absolute=False)

@@ -1,6 +1,9 @@
-"""The raw source of each dataset. A source someone uploads is an observable source asset whose data version is
-its ETag (a digest over the objects of a `.gdb` folder), so a re-upload makes exactly its products stale. A source
-the project builds (the demo) is a materialized asset whose data version is a digest of the file it wrote."""
+"""The raw source of each dataset.
+
+An uploaded source is an observable source asset partitioned by layer: each layer's data version is the source
+object's ETag, or for a `.gdb` folder a digest over that layer's own table files, so a re-upload makes exactly
+the changed layers' products stale. A source the project builds (the demo) is one materialized asset whose data
+version is a digest of the file it wrote."""
 
 from __future__ import annotations
 
@@ -11,7 +14,11 @@ import warnings
 import dagster as dg
 
 from cng_assets.catalog import Dataset
+from cng_assets.defs.partitions import source_partitions
+from cng_assets.errors import CngInputError
 from cng_assets.storage import ProductStorage
+from cng_assets.transforms import gdb
+from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX, Inventory, discover
 from cng_assets.transforms.sources import remote_version
 
 
@@ -19,24 +26,46 @@ def source_key(ds: Dataset) -> dg.AssetKey:
     return dg.AssetKey([ds.name, "source"])
 
 
-def observe_source(storage: ProductStorage, ds: Dataset) -> str | None:
-    return storage.source_version(ds.source) or remote_version(ds.source)
+def is_observed(ds: Dataset) -> bool:
+    return ds.source_builder is None
+
+
+def source_files(storage: ProductStorage, ds: Dataset) -> dict[str, str]:
+    """The source's files with their ETags ('' for a single file); empty when it is missing."""
+    files = storage.source_files(ds.source)
+    if not files and (version := remote_version(ds.source)):
+        files = {"": version}
+    return files
+
+
+def layer_versions(storage: ProductStorage, ds: Dataset, inv: Inventory, files: dict[str, str]) -> dict[str, str]:
+    return gdb.layer_versions(files, {x.name: x.slug for x in inv.layers},
+                              [DOMAIN_KEY_PREFIX + d.slug for d in inv.domains], storage.source_path(ds.source))
 
 
 def source_asset(ds: Dataset):
     description = f"Raw source of {ds.title}: `{ds.source}`"
-    if ds.source_builder is None:
+    if is_observed(ds):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", dg.BetaWarning)
 
-            @dg.observable_source_asset(key=source_key(ds), description=description, group_name=ds.name,
-                                        metadata={"source": ds.source}, required_resource_keys={"storage"})
-            def _observe(context) -> dg.DataVersion:
-                version = observe_source(context.resources.storage, ds)
-                if version is None:
+            @dg.observable_source_asset(key=source_key(ds), description=description + ". One partition per layer.",
+                                        group_name=ds.name, metadata={"source": ds.source},
+                                        partitions_def=source_partitions(ds), required_resource_keys={"storage"})
+            def _observe(context) -> dg.DataVersionsByPartition:
+                storage: ProductStorage = context.resources.storage
+                files = source_files(storage, ds)
+                if not files:
                     raise dg.Failure(f"{ds.name}: source {ds.source} was not found",
                                      metadata={"what to do": "upload it, or fix `source` in the catalog"})
-                return dg.DataVersion(version)
+                try:
+                    inv = discover(storage.source_path(ds.source), ds.include, ds.exclude)
+                except CngInputError as e:
+                    e.where(dataset=ds.name)
+                    raise dg.Failure(str(e)) from None
+                known = set(context.instance.get_dynamic_partitions(source_partitions(ds).name))
+                versions = layer_versions(storage, ds, inv, files)
+                return dg.DataVersionsByPartition({k: v for k, v in versions.items() if k in known})
 
         return _observe
 
@@ -52,3 +81,10 @@ def source_asset(ds: Dataset):
             "uri": dg.MetadataValue.path(storage.uri(None, ds.source)), "bytes": storage.size(None, ds.source)})
 
     return _build
+
+
+def source_dep(ds: Dataset) -> dg.AssetDep:
+    """A layer's products depend on their own layer of an uploaded source, or on the whole built source."""
+    if is_observed(ds):
+        return dg.AssetDep(source_key(ds), partition_mapping=dg.IdentityPartitionMapping())
+    return dg.AssetDep(source_key(ds))

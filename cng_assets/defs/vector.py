@@ -1,4 +1,6 @@
-"""The vector asset graph of one dataset: source -> layers -> (table | geoparquet), one partition per layer."""
+"""The vector asset graph of one dataset: source -> layers (discovery: the inventory and the partitions) and
+source[layer] -> table | geoparquet, one partition per layer. Each product reads its own layer's facts from the
+source, so its lineage runs to that layer alone and not through the whole inventory."""
 
 
 import json
@@ -7,8 +9,8 @@ import dagster as dg
 
 from cng_assets.catalog import Dataset
 from cng_assets.defs import products
-from cng_assets.defs.partitions import feature_partitions, polygon_partitions, table_partitions
-from cng_assets.defs.sources import source_asset
+from cng_assets.defs.partitions import feature_partitions, layer_partition_keys, polygon_partitions, table_partitions
+from cng_assets.defs.sources import is_observed, source_asset, source_dep
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms import geoparquet, layers, tables
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX, OTHER, POLYGON
@@ -20,17 +22,16 @@ def vector_assets(ds: Dataset) -> list:
     table_parts, feature_parts, polygon_parts = table_partitions(ds), feature_partitions(ds), polygon_partitions(ds)
 
     @dg.asset(key=[ds.name, "layers"], deps=[source_key], group_name=ds.name, kinds={"gdal", "json"},
-              code_version=layers.VERSION,
+              code_version=ds.code_version(layers.VERSION, "source", "include", "exclude"),
               description="Every layer of the source with kind, feature count, CRS and fields; registers one "
                           "partition per layer (and per FileGDB coded-value domain).")
     def layer_inventory(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
         with products.input_errors(ds):
-            inv = layers.discover(storage.source_path(ds.source), ds.include, ds.exclude)
+            inv = products.discover(storage, ds)
         with storage.publish(ds.bucket, products.inventory_key(ds)) as tmp:
             tmp.write_text(json.dumps(inv.to_json(), indent=1))
         added, gone = {}, {}
-        for parts, keys in ((table_parts, inv.table_keys()), (feature_parts, inv.keys(POLYGON, OTHER)),
-                            (polygon_parts, inv.keys(POLYGON))):
+        for parts, keys in layer_partition_keys(ds, inv, is_observed(ds)):
             existing = set(context.instance.get_dynamic_partitions(parts.name))
             new = [k for k in keys if k not in existing]
             if new:
@@ -48,16 +49,16 @@ def vector_assets(ds: Dataset) -> list:
             "uri": dg.MetadataValue.path(storage.uri(ds.bucket, products.inventory_key(ds))),
         })
 
-    @dg.asset(key=[ds.name, "table"], deps=[layer_inventory], partitions_def=table_parts, group_name=ds.name,
-              kinds={"parquet"}, code_version=tables.VERSION,
+    @dg.asset(key=[ds.name, "table"], deps=[source_dep(ds)], partitions_def=table_parts, group_name=ds.name,
+              kinds={"parquet"}, code_version=ds.code_version(tables.VERSION, "source"),
               description="Non-spatial layers and coded-value domains as Parquet lookup tables.",
               check_specs=[dg.AssetCheckSpec("rows_match_source", asset=[ds.name, "table"], blocking=True,
                                              description="rows in the written file = rows in the source")])
     def table(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
         slug = context.partition_key
-        inv = products.load_inventory(storage, ds)
         key = products.table_key(ds, slug)
         with products.input_errors(ds, slug):
+            inv = products.discover(storage, ds)
             if slug.startswith(DOMAIN_KEY_PREFIX):
                 domain = inv.domain(slug)
                 expected, origin = len(domain.codes), {"domain": domain.name, "description": domain.description}
@@ -76,18 +77,17 @@ def vector_assets(ds: Dataset) -> list:
                                                metadata={"source_rows": expected, "written_rows": written})],
         )
 
-    @dg.asset(key=[ds.name, "geoparquet"], deps=[layer_inventory], partitions_def=feature_parts,
-              group_name=ds.name, kinds={"parquet", "geoparquet"}, code_version=geoparquet.VERSION,
+    @dg.asset(key=[ds.name, "geoparquet"], deps=[source_dep(ds)], partitions_def=feature_parts,
+              group_name=ds.name, kinds={"parquet", "geoparquet"}, code_version=ds.code_version(geoparquet.VERSION, "source", "crs"),
               description="Spatial layers as GeoParquet 1.1: EPSG:4326 lon/lat, valid, MultiPolygon for polygon "
                           "layers, `_cng_fid` row id, `bbox` covering, ZSTD, Hilbert-ordered row groups.",
               check_specs=[dg.AssetCheckSpec("counts_reconcile", asset=[ds.name, "geoparquet"], blocking=True,
                                              description="source features = rows written + dropped and reported")])
     def geoparquet_layer(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
         slug = context.partition_key
-        inv = products.load_inventory(storage, ds)
         key = products.geoparquet_key(ds, slug)
         with products.input_errors(ds, slug):
-            layer = inv.layer(slug)
+            layer = products.discover(storage, ds).layer(slug)
             with storage.publish(ds.bucket, key) as tmp:
                 stats = geoparquet.write_geoparquet(storage.source_path(ds.source), layer.name, tmp,
                                                     kind=layer.kind, crs=ds.crs)

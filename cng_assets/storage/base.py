@@ -75,22 +75,22 @@ class ProductStorage(dg.ConfigurableResource):
         """Every object (file) whose key starts with `prefix`, in key order."""
         raise NotImplementedError
 
-    def source_objects(self, source: str) -> list[ObjectInfo]:
-        """The objects a source is made of: the file itself, or every file of a folder source (a `.gdb`).
+    def source_files(self, source: str) -> dict[str, str]:
+        """The files a source is made of, relative to it ('' for a single-file source), with their ETags.
         Empty when it is missing or cannot be listed (https://, or s3:// on local storage)."""
         raise NotImplementedError
 
     def source_version(self, source: str) -> str | None:
-        """The source's data version: the object's ETag, or for a folder a digest over its objects' keys and ETags,
-        so a re-upload of any part changes it. None when the source is missing or cannot be listed."""
-        objects = self.source_objects(source)
-        if len(objects) == 1 and objects[0].key.rsplit("/", 1)[-1] == source.rstrip("/").rsplit("/", 1)[-1]:
-            return objects[0].etag
-        return objects_digest(objects) if objects else None
+        """The source's data version: the object's ETag, or for a folder (a `.gdb`) a digest over its files' names
+        and ETags, so a re-upload of any part changes it. None when the source is missing or cannot be listed."""
+        files = self.source_files(source)
+        if set(files) == {""}:
+            return files[""]
+        return files_digest(files) if files else None
 
 
-def objects_digest(objects: list[ObjectInfo]) -> str:
+def files_digest(files: dict[str, str]) -> str:
     h = hashlib.sha256()
-    for o in sorted(objects, key=lambda o: o.key):
-        h.update(f"{o.key}\t{o.etag}\n".encode())
+    for rel in sorted(files):
+        h.update(f"{rel}\t{files[rel]}\n".encode())
     return "sha256:" + h.hexdigest()[:32]

@@ -101,13 +101,15 @@ class LocalStorage(ProductStorage):
             if p.is_file() and key.startswith(prefix) and not key.startswith(".staging/"):
                 yield _info(p, key)
 
-    def source_objects(self, source: str) -> list[ObjectInfo]:
+    def source_files(self, source: str) -> dict[str, str]:
         if source.startswith(REMOTE_PREFIXES):
-            return []
+            return {}
         path = Path(source).expanduser()
         path = path if path.is_absolute() else self.root_path / path
-        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
-        return [_info(p, p.relative_to(path.parent).as_posix()) for p in files]
+        if path.is_file():
+            return {"": _info(path, "").etag}
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+        return {p.relative_to(path).as_posix(): _info(p, "").etag for p in files}
 
 
 def _info(path: Path, key: str) -> ObjectInfo:

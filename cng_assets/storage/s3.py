@@ -168,18 +168,18 @@ class S3Storage(ProductStorage):
     def _location(self, source: str) -> tuple[str, str] | None:
         if source.startswith("s3://"):
             bucket, _, key = source.removeprefix("s3://").partition("/")
-            return bucket, key
+            return bucket, key.rstrip("/")
         if source.startswith(("https://", "http://", "/vsi")) or Path(source).is_absolute():
             return None
-        return self.default_bucket, source
+        return self.default_bucket, source.rstrip("/")
 
-    def source_objects(self, source: str) -> list[ObjectInfo]:
+    def source_files(self, source: str) -> dict[str, str]:
         where = self._location(source)
         if where is None:
-            return []
+            return {}
         bucket, key = where
-        key = key.rstrip("/")
-        return [o for o in self.list_objects(bucket, key) if o.key == key or o.key.startswith(key + "/")]
+        return {("" if o.key == key else o.key[len(key) + 1:]): o.etag for o in self.list_objects(bucket, key)
+                if o.key == key or o.key.startswith(key + "/")}
 
     def source_path(self, source: str) -> str:
         self.configure_gdal()
@@ -192,4 +192,6 @@ class S3Storage(ProductStorage):
         pyogrio.set_gdal_config_options({
             "AWS_S3_ENDPOINT": url.netloc, "AWS_HTTPS": "YES" if url.scheme == "https" else "NO",
             "AWS_VIRTUAL_HOSTING": "FALSE", "AWS_REGION": self.s3.region_name or os.environ.get("AWS_REGION", "us-east-1"),
+            # A long-lived process (the sensor daemon) must see re-uploads: keep no listings or bytes after close.
+            "CPL_VSIL_CURL_NON_CACHED": "/vsis3/",
         })

@@ -1,0 +1,155 @@
+"""The raw-upload and hex-plan sensors, ticked with build_sensor_context against a real S3 server: a FileGDB
+uploaded object by object, as the lab uploads PAD-US to `public-padus/raw/`."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import dagster as dg
+import pyogrio
+import pytest
+
+from cng_assets.catalog import Dataset
+from cng_assets.definitions import build_definitions
+from cng_assets.demo import LAYERS, build_demo_source
+from cng_assets.defs.partitions import source_partitions
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # FileGDB writer notes on Integer64 and names
+
+
+def write_gdb(path: Path, frames: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for name, df in frames.items():
+            pyogrio.write_dataframe(df, path, layer=name, driver="OpenFileGDB", append=path.exists())
+    return path
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory) -> dict:
+    src = build_demo_source(tmp_path_factory.mktemp("src") / "demo.gpkg")
+    return {name.replace(" ", "_"): pyogrio.read_dataframe(src, layer=name) for name in LAYERS}
+
+
+class Uploads:
+    def __init__(self, client, bucket: str):
+        self.client, self.bucket = client, bucket
+
+    def upload(self, gdb: Path, only: set[str] | None = None) -> None:
+        for p in sorted(gdb.iterdir()):
+            if only is None or p.name in only:
+                self.client.upload_file(str(p), self.bucket, f"raw/demo.gdb/{p.name}")
+
+    def delete(self, names: list[str]) -> None:
+        for n in names:
+            self.client.delete_object(Bucket=self.bucket, Key=f"raw/demo.gdb/{n}")
+
+
+@pytest.fixture
+def world(s3_env, s3_server, tmp_path):
+    ds = Dataset(name="gdbdemo", title="demo as FileGDB", source=f"s3://{s3_env}/raw/demo.gdb", bucket=s3_env,
+                 prefix="gdbdemo", datetime="2020-01-01", h3={"resolution": 4, "parents": [0]})
+    defs = build_definitions([ds])
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        yield ds, defs, instance, Uploads(s3_server.client(), s3_env)
+
+
+def tick(defs, instance, name, cursor):
+    sensor = defs.get_repository_def().get_sensor_def(name)
+    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources) as context:
+        result = sensor(context)
+    if isinstance(result, dg.SkipReason):
+        return dg.SensorResult(skip_reason=result, cursor=cursor)
+    # what the sensor daemon does with a result, in its order: record the observations, add the partitions
+    for event in result.asset_events:
+        instance.report_runless_asset_event(event)
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return result
+
+
+def targets(result) -> set[tuple[str, str | None]]:
+    [request] = result.run_requests
+    return {(k.asset_key.path[-1], str(k.partition_key) if k.partition_key else None)
+            for k in request.asset_graph_subset.iterate_asset_partitions()}
+
+
+def test_raw_upload_sensor_new_unchanged_reupload_new_layer_deletion(world, frames, tmp_path):
+    ds, defs, instance, s3 = world
+    name = "gdbdemo__raw_uploads"
+    first = write_gdb(tmp_path / "v1" / "demo.gdb", frames)
+
+    # nothing uploaded yet
+    r = tick(defs, instance, name, None)
+    assert not r.run_requests and "missing" in str(r.skip_reason)
+
+    # new upload: every layer is new
+    s3.upload(first)
+    r = tick(defs, instance, name, r.cursor)
+    assert set(instance.get_dynamic_partitions(source_partitions(ds).name)) == {"countries", "continents", "country_labels",
+                                                                                  "continent_lookup"}
+    assert set(instance.get_dynamic_partitions("gdbdemo__polygons")) == {"countries", "continents"}
+    t = targets(r)
+    assert ("layers", None) in t and ("geoparquet", "countries") in t and ("table", "continent_lookup") in t
+    assert ("hex_plan", "continents") in t and ("pmtiles", "country_labels") in t
+    assert {e.partition for e in r.asset_events} == {"countries", "continents", "country_labels", "continent_lookup"}
+    cursor = r.cursor
+
+    # unchanged: no re-trigger
+    r = tick(defs, instance, name, cursor)
+    assert not r.run_requests and "no new or changed" in str(r.skip_reason)
+
+    # re-upload of the whole folder under the same keys, with one layer changed: only that layer
+    frames2 = {**frames, "Countries": frames["Countries"].iloc[:-1]}
+    s3.upload(write_gdb(tmp_path / "v2" / "demo.gdb", frames2))
+    r = tick(defs, instance, name, cursor)
+    assert {e.partition for e in r.asset_events} == {"countries"}
+    assert {p for a, p in targets(r)} == {None, "countries"}  # layers, stac/docs (None) and countries only
+    assert ("hex_plan", "countries") in targets(r)
+    cursor = r.cursor
+
+    # a new layer: its partitions are added and only it is requested
+    frames3 = {**frames2, "Lakes": frames["Continents"].head(3)}
+    v3 = write_gdb(tmp_path / "v3" / "demo.gdb", frames3)
+    s3.upload(v3)
+    r = tick(defs, instance, name, cursor)
+    assert "lakes" in instance.get_dynamic_partitions("gdbdemo__features")
+    assert {e.partition for e in r.asset_events} == {"lakes"}
+    assert {p for a, p in targets(r)} == {None, "lakes"}
+    cursor = r.cursor
+
+    # deleting a layer's files: reported, no run, nothing deleted downstream
+    lakes_files = [p.name for p in v3.iterdir() if p.name.startswith("a0000000d.")]
+    assert lakes_files
+    s3.delete(lakes_files)
+    s3.upload(write_gdb(tmp_path / "v4" / "demo.gdb", frames2), only={"a00000001.gdbtable", "a00000001.gdbtablx",
+                                                                        "a00000004.gdbtable", "a00000004.gdbtablx"})
+    r = tick(defs, instance, name, cursor)
+    assert not r.run_requests
+    assert "lakes" in instance.get_dynamic_partitions("gdbdemo__features")  # kept: nothing deleted automatically
+    cursor = r.cursor
+
+    # the whole source deleted
+    s3.delete([k["Key"].rsplit("/", 1)[-1] for k in s3.client.list_objects_v2(Bucket=s3.bucket, Prefix="raw/demo.gdb/")["Contents"]])
+    r = tick(defs, instance, name, cursor)
+    assert not r.run_requests and "deleted" in str(r.skip_reason)
+
+
+def test_hex_plan_sensor_requests_the_plans_chunks_and_skips_in_process_runs(world, frames, tmp_path):
+    ds, defs, instance, s3 = world
+    name = "gdbdemo__hex_plans"
+    r = tick(defs, instance, name, None)
+    assert not r.run_requests and r.cursor == "0"
+    key = dg.AssetKey(["gdbdemo", "hex_plan"])
+    instance.add_dynamic_partitions("gdbdemo__polygons", ["countries"])
+    instance.add_dynamic_partitions("gdbdemo__chunks", ["000", "001", "002"])
+    instance.report_runless_asset_event(dg.AssetMaterialization(key, partition="countries", metadata={"chunks": 2}))
+    r = tick(defs, instance, name, r.cursor)
+    t = targets(r)
+    assert {p for a, p in t if a == "hex_chunk"} == {"000|countries", "001|countries"} or \
+        {p for a, p in t if a == "hex_chunk"} == {"countries|000", "countries|001"}
+    assert ("hex", "countries") in t and ("stac", None) in t and ("stac_catalog", None) in t
+    r = tick(defs, instance, name, r.cursor)
+    assert not r.run_requests
