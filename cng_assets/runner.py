@@ -16,6 +16,7 @@ from cng_assets.definitions import build_definitions
 from cng_assets.defs import products
 from cng_assets.defs.partitions import chunk_partitions
 from cng_assets.defs.sensors import RUNNER_TAG
+from cng_assets.defs.sources import is_observed, layer_versions, observations, source_files
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms.layers import OTHER, POLYGON
 
@@ -110,6 +111,10 @@ def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str
         if not run(step, i + 1, None):  # the total is known once the layers are
             return report
     inv = products.load_inventory(storage, ds)
+    if is_observed(ds):  # record each layer's data version, so a later re-upload shows exactly what is stale
+        versions = layer_versions(storage, ds, inv, source_files(storage, ds))
+        for event in observations(ds, versions, versions):
+            instance.report_runless_asset_event(event)
     polygons = inv.keys(POLYGON)
     done = len(head)
     failed_layers: set[str] = set()

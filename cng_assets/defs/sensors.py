@@ -14,12 +14,11 @@ from __future__ import annotations
 import json
 
 import dagster as dg
-from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from cng_assets.catalog import Dataset
 from cng_assets.defs import products
 from cng_assets.defs.partitions import chunk_key, layer_partition_keys
-from cng_assets.defs.sources import is_observed, layer_versions, source_files, source_key
+from cng_assets.defs.sources import is_observed, layer_versions, observations, source_files
 from cng_assets.defs.targets import backfill_request, hex_targets, layer_targets
 from cng_assets.errors import CngInputError
 from cng_assets.storage import ProductStorage
@@ -61,8 +60,7 @@ def raw_upload_sensor(ds: Dataset) -> dg.SensorDefinition:
             new = sorted(set(keys) - set(context.instance.get_dynamic_partitions(parts.name)))
             if new:
                 adds.append(parts.build_add_request(new))
-        events = [dg.AssetObservation(asset_key=source_key(ds), partition=k, tags={DATA_VERSION_TAG: versions[k]},
-                                      metadata={"source": ds.source}) for k in changed]
+        events = observations(ds, versions, changed)
         runs = []
         if changed:
             tags = {"cng/dataset": ds.name, "cng/reason": "raw upload", "cng/layers": ",".join(changed)[:200]}

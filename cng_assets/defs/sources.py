@@ -12,6 +12,7 @@ import importlib
 import warnings
 
 import dagster as dg
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from cng_assets.catalog import Dataset
 from cng_assets.defs.partitions import source_partitions
@@ -41,6 +42,12 @@ def source_files(storage: ProductStorage, ds: Dataset) -> dict[str, str]:
 def layer_versions(storage: ProductStorage, ds: Dataset, inv: Inventory, files: dict[str, str]) -> dict[str, str]:
     return gdb.layer_versions(files, {x.name: x.slug for x in inv.layers},
                               [DOMAIN_KEY_PREFIX + d.slug for d in inv.domains], storage.source_path(ds.source))
+
+
+def observations(ds: Dataset, versions: dict[str, str], keys) -> list[dg.AssetObservation]:
+    """The events that record layers' data versions (what an observation of the source asset records)."""
+    return [dg.AssetObservation(asset_key=source_key(ds), partition=k, tags={DATA_VERSION_TAG: versions[k]},
+                                metadata={"source": ds.source}) for k in sorted(keys)]
 
 
 def source_asset(ds: Dataset):

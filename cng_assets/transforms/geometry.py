@@ -137,6 +137,12 @@ def clean(geoms: np.ndarray, *, kind: str, geometry_type: str | None, transforme
     g = shapely.force_2d(geoms[present])
     if transformer is not None:
         g = shapely.transform(g, lambda c: np.column_stack(transformer.transform(c[:, 0], c[:, 1])))
+        # Coordinates outside the source CRS's domain (e.g. a cylindrical projection's y just past the pole after
+        # a FileGDB rounded it) project to inf: such a feature cannot be placed and is dropped and counted.
+        coords, owner = shapely.get_coordinates(g, return_index=True)
+        bad = np.unique(owner[~np.isfinite(coords).all(axis=1)])
+        counts.dropped_unrepairable += len(bad)
+        g[bad] = None
         bounds = shapely.bounds(g)
         wide = np.flatnonzero(bounds[:, 2] - bounds[:, 0] > 180)
         for i in wide:
@@ -145,8 +151,9 @@ def clean(geoms: np.ndarray, *, kind: str, geometry_type: str | None, transforme
                 counts.split_antimeridian += 1
     # Repair invalid geometries; keep only the layer's family (a polygon layer drops lines and points that
     # make_valid or the source left in a collection). Nothing left means the feature is dropped and counted.
-    invalid = ~shapely.is_valid(g)
-    off_family = ~np.isin(shapely.get_type_id(g), [TYPE_IDS[t] for t in family])
+    dropped = shapely.is_missing(g)
+    invalid = ~shapely.is_valid(g) & ~dropped
+    off_family = ~np.isin(shapely.get_type_id(g), [TYPE_IDS[t] for t in family]) & ~dropped
     for i in np.flatnonzero(invalid | off_family):
         kept = _keep_family(shapely.make_valid(g[i]) if invalid[i] else g[i], family)
         if kept is None or kept.is_empty:

@@ -58,10 +58,11 @@ def kernel_fill(parts: np.ndarray, res: int, containment: str) -> tuple[np.ndarr
 def root_resolution(part, res: int) -> int:
     """The finest resolution (>= MIN_ROOT_RES) at which the part spans a few dozen cells at most."""
     est = estimate_cells(np.array([part]), res)[0]
-    for r in range(res, MIN_ROOT_RES - 1, -1):
+    floor = min(res, MIN_ROOT_RES)  # never finer than the target itself (coarse targets, e.g. resolution 2)
+    for r in range(res, floor - 1, -1):
         if est / 7 ** (res - r) <= 50:
             return r
-    return MIN_ROOT_RES
+    return floor
 
 
 def cover(part, res: int) -> np.ndarray:

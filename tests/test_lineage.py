@@ -1,0 +1,101 @@
+"""Staleness you can see: `asset_status` (what `cng-assets status` prints) names exactly the right partitions and
+causes after a code version bump and after a partial re-upload of a FileGDB source, and walks the whole
+downstream graph."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import dagster as dg
+import pyogrio
+import pytest
+
+from dagster._core.definitions.observe import observe  # not exported by dagster 1.13
+
+from cng_assets.catalog import Dataset
+from cng_assets.definitions import build_definitions
+from cng_assets.demo import LAYERS, build_demo_source
+from cng_assets.lineage import FRESH, MISSING, STALE, WILL_BE_STALE, asset_status
+from cng_assets.runner import materialize_dataset
+from cng_assets.transforms import geoparquet
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+
+def write_gdb(path: Path, frames: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for name, df in frames.items():
+            pyogrio.write_dataframe(df, path, layer=name, driver="OpenFileGDB", append=path.exists())
+    return path
+
+
+def copy_changed(new: Path, old: Path) -> list[str]:
+    """An upload that sends only files whose bytes differ (as `aws s3 sync` does)."""
+    changed = [p.name for p in sorted(new.iterdir()) if not (old / p.name).exists() or (old / p.name).read_bytes() != p.read_bytes()]
+    for name in changed:
+        shutil.copy2(new / name, old / name)
+    return changed
+
+
+@pytest.fixture
+def world(tmp_path):
+    src = build_demo_source(tmp_path / "src" / "demo.gpkg")
+    frames = {n.replace(" ", "_"): pyogrio.read_dataframe(src, layer=n) for n in LAYERS if n != "Country labels"}
+    gdb = write_gdb(tmp_path / "raw" / "demo.gdb", frames)
+    ds = Dataset(name="lin", title="lineage", source=str(gdb), prefix="lin", datetime="2020-01-01",
+                 h3={"resolution": 2, "parents": [0]})
+    data, home = tmp_path / "data", tmp_path / "home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        report = materialize_dataset(ds, instance, str(data))
+        assert not report.failed, report.failed
+        yield ds, instance, str(data), frames, gdb, tmp_path
+
+
+def by_key(rows) -> dict:
+    return {(r.asset.split("/")[-1], r.partition): r for r in rows}
+
+
+def test_everything_fresh_after_a_run(world):
+    ds, instance, data, *_ = world
+    rows = asset_status(build_definitions([ds], data), instance, ds.name)
+    assert rows and {r.status for r in rows} == {FRESH}, [r for r in rows if r.status != FRESH]
+
+
+def test_code_version_bump_is_stale_and_everything_below_will_be(world, monkeypatch):
+    ds, instance, data, *_ = world
+    monkeypatch.setattr(geoparquet, "VERSION", geoparquet.VERSION + ".bumped")
+    s = by_key(asset_status(build_definitions([ds], data), instance, ds.name))
+    for layer in ("countries", "continents"):
+        assert s[("geoparquet", layer)].status == STALE
+        assert any(c.startswith("new code version") for c in s[("geoparquet", layer)].causes)
+        for below in ("pmtiles", "thumbnail", "hex_plan", "hex"):
+            assert s[(below, layer)].status == WILL_BE_STALE, below
+        assert s[("hex", layer)].causes  # reached through every chunk, past Dagster's 100-partition limit
+    assert s[("table", "continent_lookup")].status == FRESH
+    assert s[("stac", None)].status == WILL_BE_STALE and s[("docs", None)].status == WILL_BE_STALE
+
+
+def test_partial_reupload_makes_exactly_that_layer_stale(world):
+    ds, instance, data, frames, gdb, tmp_path = world
+    v2 = write_gdb(tmp_path / "v2" / "demo.gdb", {**frames, "Countries": frames["Countries"].iloc[:-2]})
+    changed = copy_changed(v2, gdb)
+    assert changed and all(not n.startswith("a0000000a.") for n in changed)  # Continents' table untouched
+    defs = build_definitions([ds], data)
+    source = next(a for a in defs.assets if getattr(a, "key", None) == dg.AssetKey(["lin", "source"]))
+    observe([source], instance=instance, resources=defs.resources)  # the source asset's own observation
+    s = by_key(asset_status(defs, instance, ds.name))
+    assert s[("geoparquet", "countries")].status == STALE
+    assert any("new upstream data" in c and "lin/source[countries]" in c for c in s[("geoparquet", "countries")].causes)
+    assert s[("hex", "countries")].status == WILL_BE_STALE
+    assert s[("geoparquet", "continents")].status == FRESH and s[("hex", "continents")].status == FRESH
+    assert s[("table", "continent_lookup")].status == FRESH
+    # a layer added to the source: its partitions appear as missing once discovery has run
+    instance.add_dynamic_partitions("lin__features", ["lakes"])
+    s = by_key(asset_status(defs, instance, ds.name))
+    assert s[("geoparquet", "lakes")].status == MISSING and s[("pmtiles", "lakes")].status == MISSING
+    assert s[("stac", None)].status == WILL_BE_STALE  # the dataset docs will list the new layer
