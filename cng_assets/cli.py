@@ -186,6 +186,94 @@ def _parquet_metadata(path: Path) -> dict | None:
         return None
 
 
+def _catalog_and_defs(dataset: str | None):
+    from cng_assets.definitions import build_definitions
+    from cng_assets.runner import project_instance
+
+    try:
+        catalog = load_catalog()
+    except CngInputError as e:
+        _fail(str(e))
+    if dataset and dataset not in catalog:
+        _fail(f"no dataset {dataset!r} in the catalog (known: {', '.join(sorted(catalog))})")
+    return catalog, build_definitions(list(catalog.values())), project_instance()
+
+
+@main.command()
+@click.option("--dataset", default=None, help="One catalog dataset (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--all", "show_all", is_flag=True, help="List fresh partitions too.")
+def status(dataset: str | None, as_json: bool, show_all: bool):
+    """Every asset partition as fresh / stale / missing / will be stale, with the causes."""
+    import json
+
+    from cng_assets.lineage import FRESH, asset_status
+
+    _, defs, instance = _catalog_and_defs(dataset)
+    rows = asset_status(defs, instance, dataset)
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in rows], indent=1))
+        return
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    table = Table("asset", "partition", "status", "causes")
+    for r in rows:
+        if show_all or r.status != FRESH:
+            table.add_row(r.asset, r.partition or "", r.status, escape("; ".join(r.causes)))
+    Console(width=220).print(table)
+    console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no asset partitions yet")
+
+
+@main.command()
+@click.option("--bucket", default=None, help="Bucket to inspect (default: the storage's default place).")
+@click.option("--prefix", default="", help="Key prefix, e.g. padus-4-1/.")
+@click.option("--report", "report_dir", default="audit-report", show_default=True, help="Folder for the markdown and JSON report.")
+@click.option("--dry-run", is_flag=True, help="Report only; record nothing in Dagster.")
+def audit(bucket: str | None, prefix: str, report_dir: str, dry_run: bool):
+    """Find products made outside the pipeline, record them as legacy (stale) materializations, and report."""
+    from cng_assets.audit import audit as run_audit
+    from cng_assets.audit import write_report
+    from cng_assets.defs.resources import storage_from_env
+
+    catalog, _, instance = _catalog_and_defs(None)
+    report = run_audit(storage_from_env(), instance, list(catalog.values()), bucket, prefix, record=not dry_run)
+    md, js = write_report(report, report_dir)
+    for f in report.findings:
+        console.print(escape(f"{f.product.key}: {'; '.join(f.product.findings) or 'made outside the pipeline'}"
+                             + (f" -> {f.dataset}/{f.asset}[{f.partition}]" if f.asset else f" ({f.note})")))
+    console.print(f"{len(report.findings)} legacy products; report: {md} and {js}")
+
+
+@main.command()
+@click.option("--stale", "stale_only", is_flag=True, help="Only partitions that are stale, missing, or below one.")
+@click.option("--dataset", default=None, help="One catalog dataset (default: all).")
+@click.option("--layers", default=None, help="Comma-separated layer slugs (default: all).")
+@click.option("--run-now", is_flag=True, help="Run in-process here instead of submitting a backfill to the daemon.")
+def reprocess(stale_only: bool, dataset: str | None, layers: str | None, run_now: bool):
+    """Submit one backfill of the stale or missing partitions (or all partitions of the chosen layers)."""
+    from cng_assets.reprocess import run_now as execute
+    from cng_assets.reprocess import select_targets, submit_backfill
+    from cng_assets.runner import QUIET
+
+    _, defs, instance = _catalog_and_defs(dataset)
+    chosen = [x.strip() for x in layers.split(",")] if layers else None
+    targets = select_targets(defs, instance, dataset, chosen, stale_only)
+    if not targets:
+        console.print("nothing to reprocess")
+        return
+    console.print(f"{len(targets)} partitions: " + escape(", ".join(
+        f"{'/'.join(t.asset_key.path)}[{t.partition_key}]" if t.partition_key else "/".join(t.asset_key.path) for t in targets[:20]))
+        + (" ..." if len(targets) > 20 else ""))
+    if run_now:
+        results = execute(defs, instance, targets, QUIET)
+        failed = [t for t, ok in results if not ok]
+        console.print(f"{len(results) - len(failed)} succeeded, {len(failed)} failed")
+        sys.exit(1 if failed else 0)
+    backfill = submit_backfill(defs, instance, targets, "stale" if stale_only else "requested")
+    console.print(f"backfill {backfill} submitted: the daemon runs it (UI: Overview > Backfills)")
+
+
 @main.command()
 @click.option("--out", default="data", show_default=True, help="Product folder.")
 def demo(out: str):

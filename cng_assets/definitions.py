@@ -24,4 +24,10 @@ def build_definitions(datasets: list[Dataset], data_dir: str | None = None) -> d
     return dg.Definitions(assets=[*assets, stac_catalog_asset(datasets)], sensors=sensors, resources=resources(data_dir))
 
 
+def definitions_with(ds: Dataset, data_dir: str | None = None) -> dg.Definitions:
+    """The code location's graph with `ds` added (or replacing its catalog entry): what an ad-hoc run uses, so its
+    runs have the dependencies and code versions that the UI and `cng-assets status` see."""
+    return build_definitions(list({**load_catalog(), ds.name: ds}.values()), data_dir)
+
+
 defs = build_definitions(list(load_catalog().values()))

@@ -20,7 +20,8 @@ from dagster._core.definitions.partitions.context import partition_loading_conte
 from dagster._time import get_current_datetime
 
 FRESH, STALE, MISSING, WILL_BE_STALE = "fresh", "stale", "missing", "will be stale"
-LEGACY_TAG = "cng/legacy"  # on materializations the audit records for products made outside the pipeline
+LEGACY_TAG = "cng/legacy"  # on materializations the audit records for products made outside the pipeline;
+# their description says why they must be reprocessed
 
 
 @dataclass
@@ -85,4 +86,4 @@ def _legacy(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | Non
     if not records:
         return None
     m = records[0].asset_materialization
-    return m.tags.get(LEGACY_TAG) if m and m.tags else None
+    return (m.description or "made outside the pipeline") if m and m.tags and LEGACY_TAG in m.tags else None

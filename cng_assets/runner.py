@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from cng_assets.catalog import Dataset
-from cng_assets.definitions import build_definitions
+from cng_assets.definitions import definitions_with
 from cng_assets.defs import products
 from cng_assets.defs.partitions import chunk_partitions
 from cng_assets.defs.sensors import RUNNER_TAG
@@ -84,7 +84,7 @@ def _note(result: dg.ExecuteInProcessResult) -> str:
 def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str | None = None,
                         on_step: Callable[[Step, int, int | None, bool], None] | None = None) -> Report:
     """Source and layer discovery first, then every layer partition. A failed layer does not stop the others."""
-    defs = build_definitions([ds], data_dir)
+    defs = definitions_with(ds, data_dir)
     job = defs.resolve_implicit_global_asset_job_def()
     storage: ProductStorage = defs.resources["storage"]
     report = Report()

@@ -80,3 +80,26 @@ def test_bad_arguments_stop_before_any_run(cli, fgdb, tmp_path, args, message):
     result = cli("run", *[a.replace("{gdb}", str(fgdb)) for a in args], "--out", str(out))
     assert result.exit_code == 2 and message in result.output
     assert not out.exists() and not (tmp_path / "home").exists()
+
+
+def test_demo_then_status_audit_and_reprocess(cli, tmp_path):
+    import json
+
+    out = tmp_path / "data"
+    result = cli("demo", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "Products are in" in result.output and "make ui" in result.output
+    env = {"CNG_DATA_DIR": str(out)}
+    runner = CliRunner(env={"DAGSTER_HOME": str(tmp_path / "home"), **env})
+    status = runner.invoke(main, ["status", "--dataset", "demo", "--json"], catch_exceptions=False)
+    rows = json.loads(status.output)
+    assert rows and {r["status"] for r in rows} == {"fresh"}, [r for r in rows if r["status"] != "fresh"]
+    again = runner.invoke(main, ["reprocess", "--stale", "--dataset", "demo"], catch_exceptions=False)
+    assert "nothing to reprocess" in again.output
+    audit = runner.invoke(main, ["audit", "--prefix", "demo/", "--report", str(tmp_path / "report"), "--dry-run"],
+                          catch_exceptions=False)
+    assert audit.exit_code == 0 and "0 legacy products" in audit.output  # the pipeline made every one of them
+    forced = runner.invoke(main, ["reprocess", "--dataset", "demo", "--layers", "continent_lookup"], catch_exceptions=False)
+    assert "backfill" in forced.output and "demo/table[continent_lookup]" in forced.output
+    bad = runner.invoke(main, ["status", "--dataset", "nope"])
+    assert bad.exit_code == 2 and "no dataset 'nope'" in bad.output

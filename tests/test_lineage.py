@@ -11,11 +11,10 @@ from pathlib import Path
 import dagster as dg
 import pyogrio
 import pytest
-
 from dagster._core.definitions.observe import observe  # not exported by dagster 1.13
 
 from cng_assets.catalog import Dataset
-from cng_assets.definitions import build_definitions
+from cng_assets.definitions import definitions_with
 from cng_assets.demo import LAYERS, build_demo_source
 from cng_assets.lineage import FRESH, MISSING, STALE, WILL_BE_STALE, asset_status
 from cng_assets.runner import materialize_dataset
@@ -62,14 +61,14 @@ def by_key(rows) -> dict:
 
 def test_everything_fresh_after_a_run(world):
     ds, instance, data, *_ = world
-    rows = asset_status(build_definitions([ds], data), instance, ds.name)
+    rows = asset_status(definitions_with(ds, data), instance, ds.name)
     assert rows and {r.status for r in rows} == {FRESH}, [r for r in rows if r.status != FRESH]
 
 
 def test_code_version_bump_is_stale_and_everything_below_will_be(world, monkeypatch):
     ds, instance, data, *_ = world
     monkeypatch.setattr(geoparquet, "VERSION", geoparquet.VERSION + ".bumped")
-    s = by_key(asset_status(build_definitions([ds], data), instance, ds.name))
+    s = by_key(asset_status(definitions_with(ds, data), instance, ds.name))
     for layer in ("countries", "continents"):
         assert s[("geoparquet", layer)].status == STALE
         assert any(c.startswith("new code version") for c in s[("geoparquet", layer)].causes)
@@ -85,7 +84,7 @@ def test_partial_reupload_makes_exactly_that_layer_stale(world):
     v2 = write_gdb(tmp_path / "v2" / "demo.gdb", {**frames, "Countries": frames["Countries"].iloc[:-2]})
     changed = copy_changed(v2, gdb)
     assert changed and all(not n.startswith("a0000000a.") for n in changed)  # Continents' table untouched
-    defs = build_definitions([ds], data)
+    defs = definitions_with(ds, data)
     source = next(a for a in defs.assets if getattr(a, "key", None) == dg.AssetKey(["lin", "source"]))
     observe([source], instance=instance, resources=defs.resources)  # the source asset's own observation
     s = by_key(asset_status(defs, instance, ds.name))
@@ -99,3 +98,29 @@ def test_partial_reupload_makes_exactly_that_layer_stale(world):
     s = by_key(asset_status(defs, instance, ds.name))
     assert s[("geoparquet", "lakes")].status == MISSING and s[("pmtiles", "lakes")].status == MISSING
     assert s[("stac", None)].status == WILL_BE_STALE  # the dataset docs will list the new layer
+
+
+def test_reprocess_stale_submits_one_backfill_and_run_now_makes_it_fresh(world):
+    from cng_assets.reprocess import run_now, select_targets, submit_backfill
+
+    ds, instance, data, frames, gdb, tmp_path = world
+    v2 = write_gdb(tmp_path / "v2" / "demo.gdb", {**frames, "Countries": frames["Countries"].iloc[:-2]})
+    copy_changed(v2, gdb)
+    defs = definitions_with(ds, data)
+    source = next(a for a in defs.assets if getattr(a, "key", None) == dg.AssetKey(["lin", "source"]))
+    observe([source], instance=instance, resources=defs.resources)
+    targets = select_targets(defs, instance, ds.name, None, stale_only=True)
+    names = {(t.asset_key.path[-1], str(t.partition_key) if t.partition_key else None) for t in targets}
+    assert ("geoparquet", "countries") in names and ("hex", "countries") in names and ("stac", None) in names
+    assert not any(p == "continents" or (p and p.endswith("|continents")) for _, p in names)
+    only = select_targets(defs, instance, ds.name, ["continents"], stale_only=False)
+    assert {p for _, p in ((t.asset_key.path[-1], t.partition_key) for t in only) if p and "|" not in str(p)} == {"continents"}
+
+    backfill_id = submit_backfill(defs, instance, targets, "stale")
+    [backfill] = [b for b in instance.get_backfills() if b.backfill_id == backfill_id]
+    assert backfill.asset_backfill_data.target_subset.num_partitions_and_non_partitioned_assets == len(targets)
+
+    results = run_now(defs, instance, targets)
+    assert all(ok for _, ok in results), [t for t, ok in results if not ok]
+    rows = asset_status(defs, instance, ds.name)
+    assert {r.status for r in rows} == {FRESH}, [(r.asset, r.partition, r.status, r.causes) for r in rows if r.status != FRESH]

@@ -132,7 +132,8 @@ def test_demo_pipeline_with_source_and_products_in_s3(s3_env, s3_server, tmp_pat
     assert gp.num_rows == rows[("geoparquet", "countries")] and b"geo" in gp.schema.metadata
     con = _duckdb(s3_server)
     for slug in ("countries", "continents"):
-        n = con.sql(f"SELECT count(*) FROM read_parquet('s3://{s3_env}/demo/hex/{slug}/**/*.parquet', hive_partitioning=true)").fetchone()[0]
+        glob = f"s3://{s3_env}/demo/hex/{slug}/**/*.parquet"
+        n = con.sql(f"SELECT count(*) FROM read_parquet('{glob}', hive_partitioning=true)").fetchone()[0]
         assert n == rows[("hex", slug)] > 0
     dupes = con.sql(f"SELECT count(*) FROM (SELECT _cng_fid, h6 FROM read_parquet('s3://{s3_env}/demo/hex/countries/**/*.parquet') "
                     "GROUP BY ALL HAVING count(*) > 1)").fetchone()[0]

@@ -12,8 +12,8 @@ import pytest
 
 from cng_assets.catalog import Dataset
 from cng_assets.definitions import build_definitions
-from cng_assets.demo import LAYERS, build_demo_source
 from cng_assets.defs.partitions import source_partitions
+from cng_assets.demo import LAYERS, build_demo_source
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # FileGDB writer notes on Integer64 and names
 

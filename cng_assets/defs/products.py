@@ -11,8 +11,7 @@ import pyarrow.parquet as pq
 from cng_assets.catalog import Dataset
 from cng_assets.errors import CngInputError
 from cng_assets.storage import ProductStorage
-from cng_assets.transforms import layout
-from cng_assets.transforms import layers
+from cng_assets.transforms import layers, layout
 from cng_assets.transforms.layers import Inventory
 
 

@@ -9,17 +9,17 @@ import dagster as dg
 
 from cng_assets.catalog import Dataset
 from cng_assets.defs import products
-from cng_assets.defs.partitions import feature_partitions, layer_partition_keys, polygon_partitions, table_partitions
+from cng_assets.defs.partitions import feature_partitions, layer_partition_keys, table_partitions
 from cng_assets.defs.sources import is_observed, source_asset, source_dep
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms import geoparquet, layers, tables
-from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX, OTHER, POLYGON
+from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX
 
 
 def vector_assets(ds: Dataset) -> list:
     source = source_asset(ds)
     source_key = source.key
-    table_parts, feature_parts, polygon_parts = table_partitions(ds), feature_partitions(ds), polygon_partitions(ds)
+    table_parts, feature_parts = table_partitions(ds), feature_partitions(ds)
 
     @dg.asset(key=[ds.name, "layers"], deps=[source_key], group_name=ds.name, kinds={"gdal", "json"},
               code_version=ds.code_version(layers.VERSION, "source", "include", "exclude"),

@@ -71,6 +71,14 @@ class ProductStorage(dg.ConfigurableResource):
         """GDAL path for a catalog source; relative sources live in this storage."""
         raise NotImplementedError
 
+    def gdal_path(self, bucket: str | None, key: str) -> str:
+        """Where GDAL (pyogrio, rasterio) reads a product in place."""
+        raise NotImplementedError
+
+    def gdal_options(self) -> dict[str, str]:
+        """GDAL config options that path needs (for rasterio, whose GDAL is not pyogrio's)."""
+        return {}
+
     def list_objects(self, bucket: str | None, prefix: str) -> Iterator[ObjectInfo]:
         """Every object (file) whose key starts with `prefix`, in key order."""
         raise NotImplementedError

@@ -90,6 +90,9 @@ class LocalStorage(ProductStorage):
         """Where a generated source (relative `source`) is written."""
         return self.root_path / source
 
+    def gdal_path(self, bucket: str | None, key: str) -> str:
+        return str(self.path(bucket, key))
+
     def list_objects(self, bucket: str | None, prefix: str) -> Iterator[ObjectInfo]:
         base = self.path(bucket, "")
         start = self.path(bucket, prefix)

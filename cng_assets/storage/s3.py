@@ -46,7 +46,8 @@ class S3Storage(ProductStorage):
     @property
     def transfer(self) -> TransferConfig:
         mb = 1024 * 1024
-        return TransferConfig(multipart_threshold=self.multipart_threshold_mb * mb, multipart_chunksize=self.multipart_threshold_mb * mb)
+        size = self.multipart_threshold_mb * mb
+        return TransferConfig(multipart_threshold=size, multipart_chunksize=size)
 
     def _b(self, bucket: str | None) -> str:
         return bucket or self.default_bucket
@@ -186,12 +187,19 @@ class S3Storage(ProductStorage):
         where = self._location(source)
         return f"/vsis3/{where[0]}/{where[1]}" if where else gdal_path(source)
 
+    def gdal_path(self, bucket: str | None, key: str) -> str:
+        self.configure_gdal()
+        return f"/vsis3/{self._b(bucket)}/{key}"
+
     def configure_gdal(self) -> None:
+        pyogrio.set_gdal_config_options(self.gdal_options())
+
+    def gdal_options(self) -> dict[str, str]:
         """GDAL's /vsis3/ on the same endpoint, path-style; it reads the keys from the environment itself."""
         url = urlparse(self.s3.endpoint_url or "https://s3.amazonaws.com")
-        pyogrio.set_gdal_config_options({
+        return {
             "AWS_S3_ENDPOINT": url.netloc, "AWS_HTTPS": "YES" if url.scheme == "https" else "NO",
             "AWS_VIRTUAL_HOSTING": "FALSE", "AWS_REGION": self.s3.region_name or os.environ.get("AWS_REGION", "us-east-1"),
             # A long-lived process (the sensor daemon) must see re-uploads: keep no listings or bytes after close.
             "CPL_VSIL_CURL_NON_CACHED": "/vsis3/",
-        })
+        }
