@@ -53,6 +53,13 @@ class Provider(BaseModel):
     url: str | None = None
 
 
+class MirrorTarget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bucket: str
+    prefix: str = Field(pattern=r"^[A-Za-z0-9._-][A-Za-z0-9._/-]*$")
+
+
 class Dataset(BaseModel):
     """One catalog entry. Free text (title, description, column descriptions) is what the docs are made from."""
 
@@ -81,6 +88,8 @@ class Dataset(BaseModel):
     end_datetime: str | None = None
     providers: list[Provider] = Field(default_factory=list)
     keywords: list[str] = Field(default_factory=list)
+    # Where the published products are mirrored (e.g. source.coop), under another bucket and path.
+    mirror: MirrorTarget | None = None
 
     @field_validator("doi")
     @classmethod

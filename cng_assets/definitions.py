@@ -6,6 +6,7 @@ import dagster as dg
 
 from cng_assets.catalog import Dataset, load_catalog
 from cng_assets.defs.hex import hex_assets
+from cng_assets.defs.mirror import mirror_asset
 from cng_assets.defs.publish import publish_assets, stac_catalog_asset
 from cng_assets.defs.resources import resources
 from cng_assets.defs.sensors import hex_plan_sensor, raw_upload_sensor
@@ -20,7 +21,7 @@ def build_definitions(datasets: list[Dataset], data_dir: str | None = None) -> d
         gp = dg.AssetKey([ds.name, "geoparquet"])
         vector, hexes = vector_assets(ds), hex_assets(ds, gp)
         upstream = [a.key for a in [*vector, *hexes] if a.key.path[-1] in ("table", "geoparquet", "hex")]
-        assets += [*vector, *hexes, *publish_assets(ds, gp, upstream)]
+        assets += [*vector, *hexes, *publish_assets(ds, gp, upstream)] + ([mirror_asset(ds)] if ds.mirror else [])
     return dg.Definitions(assets=[*assets, stac_catalog_asset(datasets)], sensors=sensors, resources=resources(data_dir))
 
 

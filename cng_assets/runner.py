@@ -66,7 +66,10 @@ def _failure_message(result: dg.ExecuteInProcessResult) -> str:
             data = event.step_failure_data
             if data.user_failure_data and data.user_failure_data.description:
                 return data.user_failure_data.description
-            return data.error.message.strip() if data.error else "step failed"
+            err = data.error
+            while err is not None and err.cause is not None:  # Dagster's wrapper first, the reason last
+                err = err.cause
+            return err.message.strip() if err else "step failed"
         if event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
             return f"check {event.event_specific_data.check_name} failed: {event.event_specific_data.metadata}"
     return "run failed"

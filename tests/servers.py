@@ -87,13 +87,10 @@ class SeaweedS3:
         return True
 
     def stop(self) -> None:
+        """Killed outright, as a crashed or preempted gateway would be (its data stays on disk)."""
         if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait()
         self.proc = None
 
     def client(self):

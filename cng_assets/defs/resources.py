@@ -4,6 +4,7 @@
 - `CNG_STORAGE=s3`: products in S3 at `CNG_S3_ENDPOINT` (in pods the cluster-internal endpoint,
   http://rook-ceph-rgw-nautiluss3.rook), bucket `CNG_S3_BUCKET` for datasets without one of their own. Keys come
   from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (the `aws` Secret), never from config.
+- `CNG_MIRROR_ENDPOINT` (default https://data.source.coop): where datasets with a `mirror:` entry are copied.
 - `CNG_PUBLIC_BASE_URL` (both): where readers fetch products, e.g. https://s3-west.nrp-nautilus.io (unset: relative).
 """
 
@@ -13,6 +14,7 @@ import os
 
 from dagster_aws.s3 import S3Resource
 
+from cng_assets.defs.mirror import MirrorS3
 from cng_assets.storage import LocalStorage, ProductStorage, S3Storage
 
 DEFAULT_DATA_DIR = "data"
@@ -32,5 +34,12 @@ def storage_from_env(data_dir: str | None = None) -> ProductStorage:
     return LocalStorage(root=data_dir or env.get("CNG_DATA_DIR", DEFAULT_DATA_DIR), public_base_url=public)
 
 
+def mirror_from_env() -> MirrorS3:
+    """The mirror (source.coop) endpoint, `CNG_MIRROR_ENDPOINT`; keys from MIRROR_AWS_ACCESS_KEY_ID and
+    MIRROR_AWS_SECRET_ACCESS_KEY, read when a run starts, never stored in config."""
+    return MirrorS3(endpoint_url=os.environ.get("CNG_MIRROR_ENDPOINT", "https://data.source.coop"),
+                    region_name=os.environ.get("CNG_MIRROR_REGION", "us-west-2"))
+
+
 def resources(data_dir: str | None = None) -> dict:
-    return {"storage": storage_from_env(data_dir)}
+    return {"storage": storage_from_env(data_dir), "mirror": mirror_from_env()}

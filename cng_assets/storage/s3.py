@@ -125,7 +125,7 @@ class S3Storage(ProductStorage):
         try:
             return self.client.head_object(Bucket=bucket, Key=key)
         except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _missing(e):
                 return None
             raise
 
@@ -137,7 +137,8 @@ class S3Storage(ProductStorage):
 
             url = urlparse(self.s3.endpoint_url or "https://s3.amazonaws.com")
             self._fs = fs.S3FileSystem(endpoint_override=url.netloc, scheme=url.scheme or "https",
-                                       region=self.s3.region_name or "us-east-1", allow_bucket_creation=False)
+                                       region=self.s3.region_name or "us-east-1", allow_bucket_creation=False,
+                                       retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=self.s3.max_attempts))
         return self._fs
 
     def open(self, bucket: str | None, key: str) -> BinaryIO:
@@ -153,7 +154,7 @@ class S3Storage(ProductStorage):
         b = self._b(bucket)
         if self._head(b, key) is not None:
             return True
-        return self.client.list_objects_v2(Bucket=b, Prefix=key.rstrip("/") + "/", MaxKeys=1).get("KeyCount", 0) > 0
+        return next(iter(self.list_objects(b, key.rstrip("/") + "/")), None) is not None
 
     def etag(self, bucket: str | None, key: str) -> str | None:
         head = self._head(self._b(bucket), key)
@@ -161,10 +162,14 @@ class S3Storage(ProductStorage):
 
     def list_objects(self, bucket: str | None, prefix: str) -> Iterator[ObjectInfo]:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self._b(bucket), Prefix=prefix)
-        for page in pages:
-            for o in page.get("Contents", []):
-                if not o["Key"].startswith(STAGING + "/"):
-                    yield ObjectInfo(o["Key"], o["Size"], o["ETag"].strip('"'))
+        try:
+            for page in pages:
+                for o in page.get("Contents", []):
+                    if not o["Key"].startswith(STAGING + "/"):
+                        yield ObjectInfo(o["Key"], o["Size"], o["ETag"].strip('"'))
+        except ClientError as e:  # a bucket that does not exist holds nothing
+            if not _missing(e):
+                raise
 
     def _location(self, source: str) -> tuple[str, str] | None:
         if source.startswith("s3://"):
@@ -202,4 +207,10 @@ class S3Storage(ProductStorage):
             "AWS_VIRTUAL_HOSTING": "FALSE", "AWS_REGION": self.s3.region_name or os.environ.get("AWS_REGION", "us-east-1"),
             # A long-lived process (the sensor daemon) must see re-uploads: keep no listings or bytes after close.
             "CPL_VSIL_CURL_NON_CACHED": "/vsis3/",
+            # Ride out a gateway restart the way the boto3 client does (standard retries with backoff).
+            "GDAL_HTTP_MAX_RETRY": str(self.s3.max_attempts), "GDAL_HTTP_RETRY_DELAY": "1",
         }
+
+
+def _missing(e: ClientError) -> bool:
+    return e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
