@@ -10,8 +10,8 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from cng_assets.catalog import load_catalog
-from cng_assets.defs.resources import storage_from_env
 from cng_assets.definitions import definitions_with
+from cng_assets.defs.resources import storage_from_env
 from cng_assets.lineage import asset_status
 from cng_assets.reprocess import run_now, select_targets
 from cng_assets.runner import QUIET, materialize_dataset
