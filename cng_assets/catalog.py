@@ -53,6 +53,20 @@ class Provider(BaseModel):
     url: str | None = None
 
 
+class PodSize(BaseModel):
+    """A step's pod on the cluster: requests = limits, so the scheduler places it where it fits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpu: str = "1"
+    memory_gib: int = Field(4, ge=1, le=256)
+    max_memory_gib: int | None = Field(None, ge=1, le=256, description="cap for out-of-memory retries (doubling)")
+
+
+DEFAULT_PODS = {"default": PodSize(), "geoparquet": PodSize(memory_gib=8), "pmtiles": PodSize(cpu="2", memory_gib=8),
+                "hex_chunk": PodSize(memory_gib=8, max_memory_gib=32), "hex": PodSize(memory_gib=8)}
+
+
 class MirrorTarget(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -90,6 +104,12 @@ class Dataset(BaseModel):
     keywords: list[str] = Field(default_factory=list)
     # Where the published products are mirrored (e.g. source.coop), under another bucket and path.
     mirror: MirrorTarget | None = None
+    # Pod size per asset (its name, or "default") on the cluster; entries here replace the defaults above.
+    pods: dict[str, PodSize] = Field(default_factory=dict)
+
+    def pod(self, asset: str) -> PodSize:
+        sizes = {**DEFAULT_PODS, **self.pods}
+        return sizes.get(asset, sizes["default"])
 
     @field_validator("doi")
     @classmethod

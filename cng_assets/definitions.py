@@ -6,6 +6,7 @@ import dagster as dg
 
 from cng_assets.catalog import Dataset, load_catalog
 from cng_assets.defs.hex import hex_assets
+from cng_assets.defs.k8s import chunk_failure_sensor, chunk_job, executor_from_env
 from cng_assets.defs.mirror import mirror_asset
 from cng_assets.defs.publish import publish_assets, stac_catalog_asset
 from cng_assets.defs.resources import resources
@@ -15,14 +16,17 @@ from cng_assets.defs.vector import vector_assets
 
 
 def build_definitions(datasets: list[Dataset], data_dir: str | None = None) -> dg.Definitions:
-    assets, sensors = [], []
+    assets, sensors, jobs = [], [], []
     for ds in datasets:
-        sensors += [raw_upload_sensor(ds)] * is_observed(ds) + [hex_plan_sensor(ds)]
+        job = chunk_job(ds)
+        jobs.append(job)
+        sensors += [raw_upload_sensor(ds)] * is_observed(ds) + [hex_plan_sensor(ds), chunk_failure_sensor(ds, job)]
         gp = dg.AssetKey([ds.name, "geoparquet"])
         vector, hexes = vector_assets(ds), hex_assets(ds, gp)
         upstream = [a.key for a in [*vector, *hexes] if a.key.path[-1] in ("table", "geoparquet", "hex")]
         assets += [*vector, *hexes, *publish_assets(ds, gp, upstream)] + ([mirror_asset(ds)] if ds.mirror else [])
-    return dg.Definitions(assets=[*assets, stac_catalog_asset(datasets)], sensors=sensors, resources=resources(data_dir))
+    return dg.Definitions(assets=[*assets, stac_catalog_asset(datasets)], sensors=sensors, jobs=jobs,
+                          resources=resources(data_dir), executor=executor_from_env())
 
 
 def definitions_with(ds: Dataset, data_dir: str | None = None) -> dg.Definitions:

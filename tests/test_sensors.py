@@ -3,6 +3,7 @@ uploaded object by object, as the lab uploads PAD-US to `public-padus/raw/`."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -137,19 +138,28 @@ def test_raw_upload_sensor_new_unchanged_reupload_new_layer_deletion(world, fram
     assert not r.run_requests and "deleted" in str(r.skip_reason)
 
 
-def test_hex_plan_sensor_requests_the_plans_chunks_and_skips_in_process_runs(world, frames, tmp_path):
+def test_hex_plan_sensor_runs_the_plans_chunks_then_consolidation(world, frames, tmp_path):
     ds, defs, instance, s3 = world
     name = "gdbdemo__hex_plans"
     r = tick(defs, instance, name, None)
-    assert not r.run_requests and r.cursor == "0"
-    key = dg.AssetKey(["gdbdemo", "hex_plan"])
+    assert not r.run_requests and json.loads(r.cursor) == {"after": 0, "pending": {}}
+    plan, chunk = dg.AssetKey(["gdbdemo", "hex_plan"]), dg.AssetKey(["gdbdemo", "hex_chunk"])
     instance.add_dynamic_partitions("gdbdemo__polygons", ["countries"])
     instance.add_dynamic_partitions("gdbdemo__chunks", ["000", "001", "002"])
-    instance.report_runless_asset_event(dg.AssetMaterialization(key, partition="countries", metadata={"chunks": 2}))
+    # the layer's chunks last succeeded with 16 GiB: the new ones start there
+    instance.report_runless_asset_event(dg.AssetMaterialization(chunk, partition="002|countries", metadata={"memory_gib": 16}))
+    instance.report_runless_asset_event(dg.AssetMaterialization(plan, partition="countries", metadata={"chunks": 2}))
+    r = tick(defs, instance, name, r.cursor)
+    assert sorted(str(q.partition_key) for q in r.run_requests) == ["000|countries", "001|countries"]
+    step = r.run_requests[0].run_config["execution"]["config"]["per_step_k8s_config"]["gdbdemo__hex_chunk"]
+    assert step["container_config"]["resources"]["limits"]["memory"] == "16Gi"
+    r = tick(defs, instance, name, r.cursor)
+    assert not r.run_requests and "waiting for chunks" in str(r.skip_reason)
+    for c in ("000", "001"):
+        instance.report_runless_asset_event(dg.AssetMaterialization(chunk, partition=f"{c}|countries", metadata={"memory_gib": 16}))
     r = tick(defs, instance, name, r.cursor)
     t = targets(r)
-    assert {p for a, p in t if a == "hex_chunk"} == {"000|countries", "001|countries"} or \
-        {p for a, p in t if a == "hex_chunk"} == {"countries|000", "countries|001"}
     assert ("hex", "countries") in t and ("stac", None) in t and ("stac_catalog", None) in t
+    assert not any(a == "hex_chunk" for a, _ in t)
     r = tick(defs, instance, name, r.cursor)
     assert not r.run_requests

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from cng_assets.catalog import Dataset
 from cng_assets.defs import products
+from cng_assets.defs.k8s import MEMORY_TAG, op_tags
 from cng_assets.defs.partitions import chunk_key, chunk_partitions, polygon_partitions
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms.hex import chunk, consolidate, plan
@@ -49,7 +50,7 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
         warnings.simplefilter("ignore", dg.BetaWarning)
         by_layer = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="layer")
 
-    @dg.asset(key=[ds.name, "hex_plan"], partitions_def=layers, group_name=ds.name, kinds={"parquet"},
+    @dg.asset(key=[ds.name, "hex_plan"], op_tags=op_tags(ds, "hex_plan"), partitions_def=layers, group_name=ds.name, kinds={"parquet"},
               deps=[dg.AssetDep(geoparquet_key, partition_mapping=dg.IdentityPartitionMapping())],
               code_version=ds.code_version(plan.VERSION, "h3"),
               description="Chunks for the layer's hex work, balanced by estimated cells and vertices "
@@ -79,7 +80,8 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
             "uri": dg.MetadataValue.path(storage.uri(ds.bucket, products.hex_plan_key(ds, slug))),
         })
 
-    @dg.asset(key=[ds.name, "hex_chunk"], partitions_def=dg.MultiPartitionsDefinition({"chunk": chunks, "layer": layers}),
+    @dg.asset(key=[ds.name, "hex_chunk"], op_tags=op_tags(ds, "hex_chunk"),
+              partitions_def=dg.MultiPartitionsDefinition({"chunk": chunks, "layer": layers}),
               group_name=ds.name, kinds={"parquet", "h3"}, pool=CHUNK_POOL, code_version=ds.code_version(chunk.VERSION, "h3"),
               deps=[dg.AssetDep(hex_plan, partition_mapping=by_layer)],
               description="The cells of one chunk of a layer's plan (with parents), by h0. A chunk number beyond "
@@ -94,10 +96,11 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
                 stats = chunk.run_chunk(str(gp), units, settings, out, plan.plan_digest(table))
         return dg.MaterializeResult(metadata={
             **stats.to_dict(), "empty": units.num_rows == 0, "units": units.num_rows,
+            "memory_gib": int(context.run.tags.get(MEMORY_TAG, ds.pod("hex_chunk").memory_gib)),  # where the next run starts
             "estimated_cells": round(sum(units.column("est_cells").to_pylist())),
         })
 
-    @dg.asset(key=[ds.name, "hex"], partitions_def=layers, group_name=ds.name, kinds={"parquet", "h3"},
+    @dg.asset(key=[ds.name, "hex"], op_tags=op_tags(ds, "hex"), partitions_def=layers, group_name=ds.name, kinds={"parquet", "h3"},
               deps=[dg.AssetDep(hex_chunk, partition_mapping=by_layer)],
               code_version=ds.code_version(consolidate.VERSION, "h3"),
               description=f"H3 cells (h{settings.resolution}, parents {list(settings.parents)}, {settings.containment} "

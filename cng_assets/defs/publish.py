@@ -7,8 +7,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from cng_assets.catalog import Dataset
+from cng_assets.catalog import Dataset, PodSize
 from cng_assets.defs import products
+from cng_assets.defs.k8s import op_tags, pod_config
 from cng_assets.defs.partitions import feature_partitions
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms import describe, facts, geoparquet, layout, pmtiles, stac
@@ -31,7 +32,7 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
     layers = feature_partitions(ds)
     same_layer = [dg.AssetDep(geoparquet_key, partition_mapping=dg.IdentityPartitionMapping())]
 
-    @dg.asset(key=[ds.name, "pmtiles"], partitions_def=layers, deps=same_layer, group_name=ds.name,
+    @dg.asset(key=[ds.name, "pmtiles"], op_tags=op_tags(ds, "pmtiles"), partitions_def=layers, deps=same_layer, group_name=ds.name,
               kinds={"pmtiles"}, code_version=pmtiles.VERSION,
               description="Vector tiles of the layer (tippecanoe), layer name = slug, zoom range from the data.")
     def pmtiles_layer(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
@@ -46,7 +47,7 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
             "tiles": stats.tile_count, "bounds": stats.bounds, "zoom_reason": stats.zoom_reason,
             "dropped_at_max_zoom": stats.dropped_at_max_zoom, "tippecanoe": " ".join(stats.tippecanoe_args)})
 
-    @dg.asset(key=[ds.name, "thumbnail"], partitions_def=layers, deps=same_layer, group_name=ds.name,
+    @dg.asset(key=[ds.name, "thumbnail"], op_tags=op_tags(ds, "thumbnail"), partitions_def=layers, deps=same_layer, group_name=ds.name,
               kinds={"png"}, code_version=describe.VERSION, description="A PNG map of the layer.")
     def thumbnail(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
         slug = context.partition_key
@@ -61,7 +62,8 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
 
     deps = [*upstream, pmtiles_layer.key, thumbnail.key]
 
-    @dg.asset(key=[ds.name, "stac"], deps=deps, group_name=ds.name, kinds={"stac"}, code_version=ds.code_version(stac.VERSION),
+    @dg.asset(key=[ds.name, "stac"], op_tags=op_tags(ds, "stac"),
+              deps=deps, group_name=ds.name, kinds={"stac"}, code_version=ds.code_version(stac.VERSION),
               description="A STAC Collection for the dataset with an Item per spatial layer (STAC 1.1).")
     def stac_collection(storage: ProductStorage) -> dg.MaterializeResult:
         f = _facts(storage, ds, absolute=True)
@@ -70,7 +72,8 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
         return dg.MaterializeResult(metadata={
             "items": len(written) - 1, "uri": dg.MetadataValue.path(storage.uri(ds.bucket, products.stac_collection_key(ds)))})
 
-    @dg.asset(key=[ds.name, "docs"], deps=deps, group_name=ds.name, kinds={"markdown"}, code_version=ds.code_version(describe.VERSION),
+    @dg.asset(key=[ds.name, "docs"], op_tags=op_tags(ds, "docs"),
+              deps=deps, group_name=ds.name, kinds={"markdown"}, code_version=ds.code_version(describe.VERSION),
               description="README.md beside the products: layers, data dictionary, H3 facts, maps, example queries.")
     def docs(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
         f = _facts(storage, ds, absolute=False)
@@ -87,7 +90,8 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
 
 
 def stac_catalog_asset(datasets: list[Dataset]) -> dg.AssetsDefinition:
-    @dg.asset(key=["stac_catalog"], deps=[dg.AssetKey([ds.name, "stac"]) for ds in datasets], kinds={"stac"},
+    @dg.asset(key=["stac_catalog"], op_tags={"dagster-k8s/config": pod_config(PodSize())},
+              deps=[dg.AssetKey([ds.name, "stac"]) for ds in datasets], kinds={"stac"},
               code_version=stac.VERSION, description="The root STAC catalog: one child link per dataset's Collection.")
     def stac_catalog(storage: ProductStorage) -> dg.MaterializeResult:
         hrefs = {}  # public hrefs, else relative to the catalog at the root of the default place

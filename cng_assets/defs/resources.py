@@ -14,6 +14,7 @@ import os
 
 from dagster_aws.s3 import S3Resource
 
+from cng_assets.defs.k8s import K8sPods
 from cng_assets.defs.mirror import MirrorS3
 from cng_assets.storage import LocalStorage, ProductStorage, S3Storage
 
@@ -42,4 +43,4 @@ def mirror_from_env() -> MirrorS3:
 
 
 def resources(data_dir: str | None = None) -> dict:
-    return {"storage": storage_from_env(data_dir), "mirror": mirror_from_env()}
+    return {"storage": storage_from_env(data_dir), "mirror": mirror_from_env(), "pods": K8sPods()}

@@ -5,8 +5,9 @@ dataset's catalog entry. On a new or changed object it runs discovery, adds part
 the changed layers' new data versions, and requests one backfill of only those layers' products. Deletions and
 layers that left the source are reported; nothing downstream is deleted.
 
-`<dataset>__hex_plans` follows each new hex plan with a backfill of exactly the chunks that plan made, the
-layer's consolidated hex, and the dataset's STAC and docs: the chunk count is known only once the plan exists.
+`<dataset>__hex_plans` follows each new hex plan with one run per chunk that plan made (the chunk count is known
+only once the plan exists), each at the memory the layer's chunks last succeeded with; once every chunk of the
+plan is in, it requests a backfill of the layer's consolidated hex and the dataset's STAC and docs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import dagster as dg
 
 from cng_assets.catalog import Dataset
 from cng_assets.defs import products
+from cng_assets.defs.k8s import MEMORY_TAG, last_good_memory, step_memory_config
 from cng_assets.defs.partitions import chunk_key, layer_partition_keys
 from cng_assets.defs.sources import is_observed, layer_versions, observations, source_files
 from cng_assets.defs.targets import backfill_request, hex_targets, layer_targets
@@ -73,27 +75,45 @@ def raw_upload_sensor(ds: Dataset) -> dg.SensorDefinition:
 
 
 def hex_plan_sensor(ds: Dataset) -> dg.SensorDefinition:
-    plan_key = dg.AssetKey([ds.name, "hex_plan"])
+    plan_key, chunk_asset = dg.AssetKey([ds.name, "hex_plan"]), dg.AssetKey([ds.name, "hex_chunk"])
 
     @dg.sensor(name=f"{ds.name}__hex_plans", minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
-               description="Each new hex plan -> a backfill of its chunks, the layer's hex, and the dataset's STAC and docs.")
+               description="Each new hex plan -> one run per chunk it made (at the memory the layer last needed); "
+                           "once every chunk is in, a backfill of the layer's hex and the dataset's STAC and docs.")
     def _sensor(context: dg.SensorEvaluationContext):
+        instance = context.instance
         if context.cursor is None:  # first tick: follow plans made from now on, do not replay history
-            latest = context.instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=plan_key), limit=1).records
-            return dg.SensorResult(skip_reason="started", cursor=str(latest[0].storage_id if latest else 0))
-        filt = dg.AssetRecordsFilter(asset_key=plan_key, after_storage_id=int(context.cursor))
-        records = context.instance.fetch_materializations(filt, limit=100, ascending=True).records
-        if not records:
-            return dg.SkipReason("no new hex plans")
+            latest = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=plan_key), limit=1).records
+            return dg.SensorResult(skip_reason="started", cursor=json.dumps(
+                {"after": latest[0].storage_id if latest else 0, "pending": {}}))
+        seen = json.loads(context.cursor)
+        pending: dict[str, list[int]] = seen["pending"]  # layer -> [plan storage id, chunks]
+        records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=plan_key, after_storage_id=seen["after"]),
+                                                  limit=100, ascending=True).records
         runs = []
         for record in records:
-            m = record.asset_materialization
-            run = context.instance.get_run_by_id(record.run_id) if record.run_id else None
+            run = instance.get_run_by_id(record.run_id) if record.run_id else None
             if run is not None and RUNNER_TAG in run.tags:
                 continue
-            chunks = [chunk_key(k) for k in range(int(m.metadata["chunks"].value))]
-            runs.append(backfill_request(hex_targets(ds, m.partition, chunks), context.repository_def.asset_graph,
-                                         {"cng/dataset": ds.name, "cng/reason": "new hex plan", "cng/layers": m.partition}))
-        return dg.SensorResult(run_requests=runs, cursor=str(records[-1].storage_id))
+            layer, n = record.asset_materialization.partition, int(record.asset_materialization.metadata["chunks"].value)
+            memory = last_good_memory(instance, ds, layer)
+            for c in range(n):
+                runs.append(dg.RunRequest(
+                    run_key=f"{record.storage_id}:{chunk_key(c)}", asset_selection=[chunk_asset],
+                    partition_key=dg.MultiPartitionKey({"chunk": chunk_key(c), "layer": layer}),
+                    run_config=step_memory_config(ds, memory),
+                    tags={"cng/dataset": ds.name, "cng/reason": "new hex plan", MEMORY_TAG: str(memory)}))
+            pending[layer] = [record.storage_id, n]
+        for layer, (plan_id, n) in list(pending.items()):
+            done = {str(r.asset_materialization.partition) for r in instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=chunk_asset, after_storage_id=plan_id), limit=10_000).records}
+            if all(f"{chunk_key(c)}|{layer}" in done for c in range(n)):
+                runs.append(backfill_request(hex_targets(ds, layer, []), context.repository_def.asset_graph,
+                                             {"cng/dataset": ds.name, "cng/reason": "chunks done", "cng/layers": layer}))
+                del pending[layer]
+        after = records[-1].storage_id if records else seen["after"]
+        idle = f"waiting for chunks of {sorted(pending)}" if pending else "no new hex plans"
+        return dg.SensorResult(run_requests=runs, cursor=json.dumps({"after": after, "pending": pending}),
+                               skip_reason=None if runs else idle)
 
     return _sensor

@@ -15,6 +15,7 @@ import dagster as dg
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from cng_assets.catalog import Dataset
+from cng_assets.defs.k8s import op_tags
 from cng_assets.defs.partitions import source_partitions
 from cng_assets.errors import CngInputError
 from cng_assets.storage import ProductStorage
@@ -78,7 +79,8 @@ def source_asset(ds: Dataset):
 
     module, func = ds.source_builder.split(":")
 
-    @dg.asset(key=source_key(ds), description=description + f" (built by `{ds.source_builder}`)", group_name=ds.name,
+    @dg.asset(key=source_key(ds), op_tags=op_tags(ds, "source"),
+              description=description + f" (built by `{ds.source_builder}`)", group_name=ds.name,
               kinds={"gdal"}, code_version="1")
     def _build(storage: ProductStorage) -> dg.MaterializeResult:
         with storage.publish(None, ds.source) as tmp:

@@ -36,7 +36,7 @@ def layer_targets(ds: Dataset, inv: Inventory, slugs: set[str], with_layers: boo
 
 
 def hex_targets(ds: Dataset, slug: str, chunks: list[str]) -> set[AssetKeyPartitionKey]:
-    """A layer's chunks (as its plan says), its consolidated hex, and the dataset's STAC and docs."""
+    """A layer's chunks (those given), its consolidated hex, and the dataset's STAC and docs."""
     out = {AssetKeyPartitionKey(_key(ds, "hex_chunk"), dg.MultiPartitionKey({"chunk": c, "layer": slug})) for c in chunks}
     return out | {AssetKeyPartitionKey(_key(ds, "hex"), slug)} | dataset_targets(ds)
 

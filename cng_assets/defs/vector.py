@@ -9,6 +9,7 @@ import dagster as dg
 
 from cng_assets.catalog import Dataset
 from cng_assets.defs import products
+from cng_assets.defs.k8s import op_tags
 from cng_assets.defs.partitions import feature_partitions, layer_partition_keys, table_partitions
 from cng_assets.defs.sources import is_observed, source_asset, source_dep
 from cng_assets.storage import ProductStorage
@@ -21,7 +22,7 @@ def vector_assets(ds: Dataset) -> list:
     source_key = source.key
     table_parts, feature_parts = table_partitions(ds), feature_partitions(ds)
 
-    @dg.asset(key=[ds.name, "layers"], deps=[source_key], group_name=ds.name, kinds={"gdal", "json"},
+    @dg.asset(key=[ds.name, "layers"], op_tags=op_tags(ds, "layers"), deps=[source_key], group_name=ds.name, kinds={"gdal", "json"},
               code_version=ds.code_version(layers.VERSION, "source", "include", "exclude"),
               description="Every layer of the source with kind, feature count, CRS and fields; registers one "
                           "partition per layer (and per FileGDB coded-value domain).")
@@ -49,7 +50,8 @@ def vector_assets(ds: Dataset) -> list:
             "uri": dg.MetadataValue.path(storage.uri(ds.bucket, products.inventory_key(ds))),
         })
 
-    @dg.asset(key=[ds.name, "table"], deps=[source_dep(ds)], partitions_def=table_parts, group_name=ds.name,
+    @dg.asset(key=[ds.name, "table"], op_tags=op_tags(ds, "table"),
+              deps=[source_dep(ds)], partitions_def=table_parts, group_name=ds.name,
               kinds={"parquet"}, code_version=ds.code_version(tables.VERSION, "source"),
               description="Non-spatial layers and coded-value domains as Parquet lookup tables.",
               check_specs=[dg.AssetCheckSpec("rows_match_source", asset=[ds.name, "table"], blocking=True,
@@ -77,7 +79,7 @@ def vector_assets(ds: Dataset) -> list:
                                                metadata={"source_rows": expected, "written_rows": written})],
         )
 
-    @dg.asset(key=[ds.name, "geoparquet"], deps=[source_dep(ds)], partitions_def=feature_parts,
+    @dg.asset(key=[ds.name, "geoparquet"], op_tags=op_tags(ds, "geoparquet"), deps=[source_dep(ds)], partitions_def=feature_parts,
               group_name=ds.name, kinds={"parquet", "geoparquet"}, code_version=ds.code_version(geoparquet.VERSION, "source", "crs"),
               description="Spatial layers as GeoParquet 1.1: EPSG:4326 lon/lat, valid, MultiPolygon for polygon "
                           "layers, `_cng_fid` row id, `bbox` covering, ZSTD, Hilbert-ordered row groups.",

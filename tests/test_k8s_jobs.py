@@ -1,0 +1,168 @@
+"""What dagster-k8s would create on the cluster, built offline with its own job-construction API from the real
+asset tags; and the out-of-memory / preemption retries, fed simulated pod statuses from the Kubernetes models."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pytest
+from dagster_k8s.job import DagsterK8sJobConfig, construct_dagster_k8s_job, get_user_defined_k8s_config
+from kubernetes import client
+
+from cng_assets.catalog import load_catalog
+from cng_assets.definitions import build_definitions
+from cng_assets.defs.k8s import MEMORY_TAG, OOM, OTHER, PREEMPTED, K8sPods, classify, last_good_memory, next_memory
+
+SECRET = "do-not-leak-this-secret-value"
+
+
+@pytest.fixture
+def defs(monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA" + "X" * 16)
+    return build_definitions(list(load_catalog().values()))
+
+
+def step_job(defs, asset: str) -> dict:
+    node = defs.resolve_asset_graph().get(dg.AssetKey(["padus_4_1", asset]))
+    tags = node.assets_def.op.tags
+    config = DagsterK8sJobConfig(job_image="ghcr.io/boettiger-lab/cng-assets@sha256:" + "0" * 64, dagster_home="/opt/dagster/dagster_home",
+                                 instance_config_map="dagster-instance", env_secrets=["aws"])
+    job = construct_dagster_k8s_job(config, ["dagster", "api", "execute_step"], f"dagster-step-{asset}",
+                                    user_defined_k8s_config=get_user_defined_k8s_config(tags),
+                                    labels={"dagster/run-id": "r1"}, component="step_worker")
+    return client.ApiClient().sanitize_for_serialization(job), tags
+
+
+@pytest.mark.parametrize("asset,memory", [("hex_chunk", "8Gi"), ("geoparquet", "8Gi"), ("table", "4Gi"), ("pmtiles", "8Gi")])
+def test_step_job_follows_the_cluster_rules(defs, asset, memory):
+    job, tags = step_job(defs, asset)
+    pod = job["spec"]["template"]["spec"]
+    [term] = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert term["matchExpressions"] == [{"key": "feature.node.kubernetes.io/pci-10de.present", "operator": "NotIn", "values": ["true"]}]
+    assert pod["priorityClassName"] == "opportunistic"
+    [container] = pod["containers"]
+    assert container["resources"]["requests"] == container["resources"]["limits"]
+    assert container["resources"]["limits"]["memory"] == memory
+    assert {"secretRef": {"name": "aws"}} in container["envFrom"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["CNG_S3_ENDPOINT"] == "http://rook-ceph-rgw-nautiluss3.rook" and env["CNG_STORAGE"] == "s3"
+    assert job["spec"]["ttlSecondsAfterFinished"] == 3600 and job["spec"]["backoffLimit"] == 0
+    text = json.dumps(job) + json.dumps(tags, default=str)
+    assert SECRET not in text and "AKIA" not in text  # keys only by Secret reference
+
+
+def test_no_credentials_in_run_config_tags_or_logs(s3_env, s3_server, tmp_path, capfd):
+    """Real S3 runs with the keys in the environment (as from the Secret): no value reaches Dagster's records."""
+    from cng_assets.definitions import definitions_with
+
+    secret = s3_server.env()["AWS_SECRET_ACCESS_KEY"]
+    defs = definitions_with(load_catalog()["demo"])
+    job = defs.resolve_implicit_global_asset_job_def()
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        for asset in ("source", "layers"):
+            result = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(["demo", asset])])
+            assert result.success
+            run = instance.get_run_by_id(result.run_id)
+            records = json.dumps([str(e) for e in instance.all_logs(result.run_id)]) + json.dumps(run.tags)
+            records += json.dumps(run.run_config, default=str)
+            assert secret not in records and s3_server.env()["AWS_ACCESS_KEY_ID"] not in records
+    out = capfd.readouterr()
+    assert secret not in out.out + out.err
+
+
+def pod(name="c", **status) -> dict:
+    return client.V1Pod(metadata=client.V1ObjectMeta(name=name),
+                        spec=client.V1PodSpec(containers=[client.V1Container(
+                            name="dagster", resources=client.V1ResourceRequirements(limits={"memory": "8Gi"}))]),
+                        status=client.V1PodStatus(**status)).to_dict()
+
+
+def oom_pod():
+    return pod(container_statuses=[client.V1ContainerStatus(
+        name="dagster", image="x", image_id="x", ready=False, restart_count=0,
+        state=client.V1ContainerState(terminated=client.V1ContainerStateTerminated(exit_code=137, reason="OOMKilled")))])
+
+
+def preempted_pod():
+    return pod(conditions=[client.V1PodCondition(type="DisruptionTarget", status="True", reason="PreemptionByScheduler",
+                                                 message="preempted by a higher-priority pod")])
+
+
+def test_classify_pod_failures():
+    kind, reason = classify([oom_pod()])
+    assert kind == OOM and "OOMKilled" in reason and "8Gi" in reason
+    assert classify([preempted_pod()])[0] == PREEMPTED
+    assert classify([pod(reason="Evicted", message="node ran low on memory")])[0] == PREEMPTED
+    assert classify([pod(container_statuses=[client.V1ContainerStatus(
+        name="dagster", image="x", image_id="x", ready=False, restart_count=0,
+        state=client.V1ContainerState(terminated=client.V1ContainerStateTerminated(exit_code=1, reason="Error")))])])[0] == OTHER
+
+
+def test_memory_ladder_is_capped():
+    ds = load_catalog()["padus_4_1"]
+    assert [next_memory(ds, m) for m in (8, 16, 32)] == [16, 32, None]
+
+
+class FakePods(K8sPods):
+    """The Kubernetes API's answer for a run's pods, simulated (there is no API server here)."""
+
+    statuses: str = "[]"
+
+    def list_pods(self, run_id: str) -> list[dict]:
+        return json.loads(self.statuses)
+
+
+def failed_chunk_run(defs, instance, memory: int, preemptions: int = 0) -> dg.DagsterRun:
+    key = dg.AssetKey(["padus_4_1", "hex_chunk"])
+    run = instance.create_run_for_job(
+        defs.resolve_job_def("padus_4_1__hex_chunk_job"), asset_selection=frozenset({key}),
+        tags={"dagster/partition": "003|padus4_1fee", MEMORY_TAG: str(memory), "cng/preemptions": str(preemptions)})
+    instance.report_run_failed(run)
+    return instance.get_run_by_id(run.run_id)
+
+
+def evaluate(defs, instance, run, statuses):
+    sensor = defs.get_repository_def().get_sensor_def("padus_4_1__chunk_failures")
+    failure = next(e for e in instance.all_logs(run.run_id) if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE")
+    context = dg.build_run_status_sensor_context(sensor_name=sensor.name, dagster_event=failure.dagster_event,
+                                                 dagster_instance=instance, dagster_run=run,
+                                                 resources={"pods": FakePods(statuses=json.dumps(statuses, default=str))}
+                                                 ).for_run_failure()
+    return sensor(context)
+
+
+def test_oom_killed_chunk_is_retried_with_twice_the_memory_and_reported(defs, tmp_path):
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        run = failed_chunk_run(defs, instance, 8)
+        request = evaluate(defs, instance, run, [oom_pod()])
+        assert isinstance(request, dg.RunRequest) and request.partition_key == "003|padus4_1fee"
+        assert request.tags[MEMORY_TAG] == "16"
+        step = request.run_config["execution"]["config"]["per_step_k8s_config"]["padus_4_1__hex_chunk"]
+        assert step["container_config"]["resources"]["limits"]["memory"] == "16Gi"
+        log = " ".join(str(e.message) for e in instance.all_logs(run.run_id))
+        assert "out of memory" in log and "OOMKilled" in log  # in the run's own log, not just "no active pods"
+        assert instance.get_run_by_id(run.run_id).tags["cng/failure"] == "out-of-memory"
+        obs = instance.fetch_observations(dg.AssetKey(["padus_4_1", "hex_chunk"]), limit=1).records[0]
+        assert obs.event_log_entry.asset_observation.metadata["failure"].value == "out of memory"
+        capped = evaluate(defs, instance, failed_chunk_run(defs, instance, 32), [oom_pod()])
+        assert isinstance(capped, dg.SkipReason) and "cap" in capped.skip_message
+
+
+def test_preempted_chunk_is_retried_at_the_same_memory_and_other_failures_are_not(defs, tmp_path):
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        request = evaluate(defs, instance, failed_chunk_run(defs, instance, 16), [preempted_pod()])
+        assert request.tags[MEMORY_TAG] == "16" and request.tags["cng/preemptions"] == "1"
+        other = evaluate(defs, instance, failed_chunk_run(defs, instance, 8), [pod()])
+        assert isinstance(other, dg.SkipReason)
+
+
+def test_next_chunk_run_of_a_layer_starts_at_the_memory_that_worked(tmp_path):
+    ds = load_catalog()["padus_4_1"]
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        assert last_good_memory(instance, ds, "padus4_1fee") == 8
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            dg.AssetKey(["padus_4_1", "hex_chunk"]), partition="003|padus4_1fee", metadata={"memory_gib": 32}))
+        assert last_good_memory(instance, ds, "padus4_1fee") == 32
+        assert last_good_memory(instance, ds, "padus4_1easement") == 8
