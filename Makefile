@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 export CNG_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: demo test ui validate bench clean
+.PHONY: demo test ui validate bench lock clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ validate: $(STAMP)
 bench: $(STAMP)  ## side-by-side benchmarks (prints ratios; not part of the tests)
 	$(BIN)/python bench/geoparquet.py
 	$(BIN)/python bench/hex.py
+
+lock: $(STAMP)  ## requirements.lock for the image: exact versions and hashes of the runtime dependencies
+	$(BIN)/pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes -o requirements.lock
 
 clean:
 	rm -rf data .dagster
