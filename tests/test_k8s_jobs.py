@@ -27,7 +27,8 @@ def defs(monkeypatch):
 def step_job(defs, asset: str) -> dict:
     node = defs.resolve_asset_graph().get(dg.AssetKey(["padus_4_1", asset]))
     tags = node.assets_def.op.tags
-    config = DagsterK8sJobConfig(job_image="ghcr.io/boettiger-lab/cng-assets@sha256:" + "0" * 64, dagster_home="/opt/dagster/dagster_home",
+    image = "ghcr.io/boettiger-lab/cng-assets@sha256:" + "0" * 64
+    config = DagsterK8sJobConfig(job_image=image, dagster_home="/opt/dagster/dagster_home",
                                  instance_config_map="dagster-instance", env_secrets=["aws"])
     job = construct_dagster_k8s_job(config, ["dagster", "api", "execute_step"], f"dagster-step-{asset}",
                                     user_defined_k8s_config=get_user_defined_k8s_config(tags),
@@ -40,7 +41,8 @@ def test_step_job_follows_the_cluster_rules(defs, asset, memory):
     job, tags = step_job(defs, asset)
     pod = job["spec"]["template"]["spec"]
     [term] = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-    assert term["matchExpressions"] == [{"key": "feature.node.kubernetes.io/pci-10de.present", "operator": "NotIn", "values": ["true"]}]
+    no_gpu = {"key": "feature.node.kubernetes.io/pci-10de.present", "operator": "NotIn", "values": ["true"]}
+    assert term["matchExpressions"] == [no_gpu]
     assert pod["priorityClassName"] == "opportunistic"
     [container] = pod["containers"]
     assert container["resources"]["requests"] == container["resources"]["limits"]
@@ -125,7 +127,8 @@ def failed_chunk_run(defs, instance, memory: int, preemptions: int = 0) -> dg.Da
 
 def evaluate(defs, instance, run, statuses):
     sensor = defs.get_repository_def().get_sensor_def("padus_4_1__chunk_failures")
-    failure = next(e for e in instance.all_logs(run.run_id) if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE")
+    failure = next(e for e in instance.all_logs(run.run_id)
+                   if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE")
     context = dg.build_run_status_sensor_context(sensor_name=sensor.name, dagster_event=failure.dagster_event,
                                                  dagster_instance=instance, dagster_run=run,
                                                  resources={"pods": FakePods(statuses=json.dumps(statuses, default=str))}
