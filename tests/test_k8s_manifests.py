@@ -28,6 +28,7 @@ K8S_VERSION = "1.37.0"  # the newest schema kubernetes-validate 1.37.0 bundles
 NAMESPACE = "biodiversity"
 ENVS = ("dev", "prod")
 SA = "cng-assets"
+CHART_VERSION = "1.13.27"
 NO_GPU = {"key": "feature.node.kubernetes.io/pci-10de.present", "operator": "NotIn", "values": ["true"]}
 
 
@@ -134,41 +135,46 @@ def test_role_grants_what_dagster_k8s_calls_and_no_more(overlays):
 # --- Helm values: keys, secrets, environments ----------------------------------------------------------------------
 
 ANY = None  # a Kubernetes object or a free-form map, passed through by the chart
-IMAGE = {"repository": ANY, "tag": ANY, "pullPolicy": ANY}
-POD = {k: ANY for k in ("env", "envConfigMaps", "envSecrets", "annotations", "labels", "deploymentLabels", "nodeSelector", "affinity",
-                        "tolerations", "podSecurityContext", "securityContext", "resources", "livenessProbe", "readinessProbe",
-                        "startupProbe", "volumeMounts", "volumes", "schedulerName")}
-TAG_LIMITS = [{"key": ANY, "value": ANY, "limit": ANY}]
+
+
+def keys(*names: str) -> dict:
+    return dict.fromkeys(names, ANY)
+
+
+IMAGE = keys("repository", "tag", "pullPolicy")
+POD = keys("env", "envConfigMaps", "envSecrets", "annotations", "labels", "deploymentLabels", "nodeSelector", "affinity",
+           "tolerations", "podSecurityContext", "securityContext", "resources", "livenessProbe", "readinessProbe", "startupProbe",
+           "volumeMounts", "volumes", "schedulerName")
+TAG_LIMITS = [keys("key", "value", "limit")]
 # The chart's keys as its schema has them (helm/dagster/schema/schema/charts/**: values.py, subschema/daemon.py,
 # concurrency.py, run_launcher.py, postgresql.py, service_account.py, global_.py,
 # dagster_user_deployments/subschema/user_deployments.py; runMonitoring's keys from templates/configmap-instance.yaml,
 # rbacEnabled from values.yaml and templates/role.yaml), for the parts these values use.
 CHART_KEYS = {
     "rbacEnabled": ANY,
-    "serviceAccount": {"create": ANY, "name": ANY, "annotations": ANY},
-    "global": {"serviceAccountName": ANY, "postgresqlSecretName": ANY, "dagsterHome": ANY, "celeryConfigSecretName": ANY},
-    "dagsterWebserver": {**POD, "replicaCount": ANY, "image": IMAGE, "nameOverride": ANY, "pathPrefix": ANY, "service": ANY,
-                         "workspace": ANY, "enableReadOnly": ANY, "dbStatementTimeout": ANY, "dbPoolRecycle": ANY, "logLevel": ANY},
-    "dagsterDaemon": {**POD, "enabled": ANY, "image": IMAGE, "heartbeatTolerance": ANY, "runRetries": ANY, "sensors": ANY,
-                      "schedules": ANY,
-                      "runCoordinator": {"enabled": ANY, "type": ANY, "config": {"customRunCoordinator": ANY, "queuedRunCoordinator": {
-                          "maxConcurrentRuns": ANY, "tagConcurrencyLimits": TAG_LIMITS, "dequeueIntervalSeconds": ANY,
-                          "dequeueNumWorkers": ANY, "dequeueUseThreads": ANY, "blockOpConcurrencyLimitedRuns": ANY}}},
-                      "runMonitoring": {k: ANY for k in ("enabled", "startTimeoutSeconds", "cancelTimeoutSeconds", "maxResumeRunAttempts",
-                                                         "pollIntervalSeconds", "freeSlotsAfterRunEndSeconds")}},
-    "concurrency": {"enabled": ANY, "pools": {"defaultLimit": ANY, "granularity": ANY, "opGranularityRunBuffer": ANY},
+    "serviceAccount": keys("create", "name", "annotations"),
+    "global": keys("serviceAccountName", "postgresqlSecretName", "dagsterHome", "celeryConfigSecretName"),
+    "dagsterWebserver": {**POD, "image": IMAGE, **keys("replicaCount", "nameOverride", "pathPrefix", "service", "workspace",
+                                                       "enableReadOnly", "dbStatementTimeout", "dbPoolRecycle", "logLevel")},
+    "dagsterDaemon": {
+        **POD, "image": IMAGE, **keys("enabled", "heartbeatTolerance", "runRetries", "sensors", "schedules"),
+        "runCoordinator": {**keys("enabled", "type"), "config": {"customRunCoordinator": ANY, "queuedRunCoordinator": {
+            "tagConcurrencyLimits": TAG_LIMITS, **keys("maxConcurrentRuns", "dequeueIntervalSeconds", "dequeueNumWorkers",
+                                                       "dequeueUseThreads", "blockOpConcurrencyLimitedRuns")}}},
+        "runMonitoring": keys("enabled", "startTimeoutSeconds", "cancelTimeoutSeconds", "maxResumeRunAttempts", "pollIntervalSeconds",
+                              "freeSlotsAfterRunEndSeconds")},
+    "concurrency": {"enabled": ANY, "pools": keys("defaultLimit", "granularity", "opGranularityRunBuffer"),
                     "runs": {"maxConcurrentRuns": ANY, "tagConcurrencyLimits": TAG_LIMITS}},
     "runLauncher": {"type": ANY, "config": {"celeryK8sRunLauncher": ANY, "customRunLauncher": ANY, "k8sRunLauncher": {
-        **{k: ANY for k in ("image", "imagePullPolicy", "jobNamespace", "loadInclusterConfig", "kubeconfigFile", "envConfigMaps", "envSecrets",
-                            "envVars", "volumeMounts", "volumes", "labels", "failPodOnRunFailure", "resources", "schedulerName",
-                            "securityContext")},
-        "runK8sConfig": {k: ANY for k in ("containerConfig", "podSpecConfig", "podTemplateSpecMetadata", "jobSpecConfig", "jobMetadata")}}}},
-    "dagster-user-deployments": {"enabled": ANY, "enableSubchart": ANY, "imagePullSecrets": ANY, "deployments": [{
-        **POD, "name": ANY, "image": IMAGE, "dagsterApiGrpcArgs": ANY, "codeServerArgs": ANY, "port": ANY,
-        "includeConfigInLaunchedRuns": {"enabled": ANY}}]},
-    "postgresql": {k: ANY for k in ("image", "enabled", "postgresqlHost", "postgresqlUsername", "postgresqlPassword", "postgresqlDatabase",
-                                    "postgresqlParams", "postgresqlScheme", "service")},
-    "telemetry": {"enabled": ANY},
+        **keys("image", "imagePullPolicy", "jobNamespace", "loadInclusterConfig", "kubeconfigFile", "envConfigMaps", "envSecrets",
+               "envVars", "volumeMounts", "volumes", "labels", "failPodOnRunFailure", "resources", "schedulerName", "securityContext"),
+        "runK8sConfig": keys("containerConfig", "podSpecConfig", "podTemplateSpecMetadata", "jobSpecConfig", "jobMetadata")}}},
+    "dagster-user-deployments": {**keys("enabled", "enableSubchart", "imagePullSecrets"), "deployments": [{
+        **POD, "image": IMAGE, "includeConfigInLaunchedRuns": keys("enabled"),
+        **keys("name", "dagsterApiGrpcArgs", "codeServerArgs", "port")}]},
+    "postgresql": keys("image", "enabled", "postgresqlHost", "postgresqlUsername", "postgresqlPassword", "postgresqlDatabase",
+                       "postgresqlParams", "postgresqlScheme", "service"),
+    "telemetry": keys("enabled"),
 }
 
 
@@ -228,8 +234,7 @@ def test_no_secret_values_only_references():
     for path in K8S.rglob("*"):
         if path.is_file():
             assert secrets_in(path.read_text()) == [], path
-    for env in ENVS:
-        values = values_for(env)
+    for values in (load("values.yaml"), *(values_for(env) for env in ENVS)):
         dep = deployment(values)
         aws = {e["name"]: e for e in dep["env"] if e["name"].startswith("AWS_")}
         assert set(aws) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
@@ -255,7 +260,9 @@ def differing(a, b) -> set[tuple]:
 
 
 def allowed(path: tuple) -> bool:
-    return "resources" in path or path[-2:] == ("image", "tag") or any(p in ("[name=CNG_S3_BUCKET]", "[name=CNG_S3_PREFIX]") for p in path)
+    """What may differ between the environments: resources, the image tag (or digest), the bucket/prefix env."""
+    bucket = ("[name=CNG_S3_BUCKET]", "[name=CNG_S3_PREFIX]")
+    return "resources" in path or path[-2:] == ("image", "tag") or any(p in bucket for p in path)
 
 
 def test_dev_and_prod_differ_only_in_bucket_resources_and_image():
@@ -292,58 +299,60 @@ def fullname(release: str, chart: str = "dagster") -> str:
     return release if chart in release else f"{release}-{chart}"
 
 
+def pick(src: dict, *pairs: tuple[str, str]) -> dict:
+    """The chart's camelCase values under their dagster.yaml names, for those that are set."""
+    return {snake: src[camel] for camel, snake in pairs if src.get(camel) not in (None, [], {})}
+
+
 def instance_yaml(values: dict, release: str) -> dict:
     """The dagster.yaml sections the values decide (the storage sections are PostgreSQL, not for an offline test)."""
     k8s = values["runLauncher"]["config"]["k8sRunLauncher"]
-    rk = k8s.get("runK8sConfig", {})
-    launcher = {"load_incluster_config": k8s["loadInclusterConfig"], "job_namespace": k8s.get("jobNamespace") or NAMESPACE,
-                "image_pull_policy": k8s["imagePullPolicy"], "service_account_name": values["global"]["serviceAccountName"],
-                "dagster_home": "/opt/dagster/dagster_home", "instance_config_map": f"{fullname(release)}-instance",
-                "postgres_password_secret": f"{fullname(release)}-postgresql-secret",
-                **({"env_secrets": [s["name"] for s in k8s["envSecrets"]]} if k8s.get("envSecrets") else {}),
-                **({"resources": k8s["resources"]} if k8s.get("resources") else {}),
-                **({"run_k8s_config": {snake: rk[camel] for camel, snake in (
-                    ("containerConfig", "container_config"), ("podSpecConfig", "pod_spec_config"),
-                    ("podTemplateSpecMetadata", "pod_template_spec_metadata"), ("jobSpecConfig", "job_spec_config"),
-                    ("jobMetadata", "job_metadata")) if rk.get(camel)}} if rk else {})}
-    daemon, conc = values["dagsterDaemon"], values["concurrency"]
-    qrc = daemon["runCoordinator"].get("config", {}).get("queuedRunCoordinator", {})
-    pools, runs = conc.get("pools", {}), conc.get("runs", {})
-    if conc["enabled"] and daemon["runCoordinator"]["enabled"]:  # the chart's own refusals (_concurrency.tpl)
-        assert runs.get("maxConcurrentRuns") is None or qrc.get("maxConcurrentRuns") is None
-        assert not (runs.get("tagConcurrencyLimits") and qrc.get("tagConcurrencyLimits"))
+    launcher = {
+        "load_incluster_config": k8s["loadInclusterConfig"], "job_namespace": k8s.get("jobNamespace") or NAMESPACE,
+        "image_pull_policy": k8s["imagePullPolicy"], "service_account_name": values["global"]["serviceAccountName"],
+        "dagster_home": "/opt/dagster/dagster_home", "instance_config_map": f"{fullname(release)}-instance",
+        "postgres_password_secret": f"{fullname(release)}-postgresql-secret", **pick(k8s, ("resources", "resources")),
+        **({"env_secrets": [s["name"] for s in k8s["envSecrets"]]} if k8s.get("envSecrets") else {}),
+        **({"run_k8s_config": pick(k8s["runK8sConfig"], ("containerConfig", "container_config"), ("podSpecConfig", "pod_spec_config"),
+                                   ("podTemplateSpecMetadata", "pod_template_spec_metadata"), ("jobSpecConfig", "job_spec_config"),
+                                   ("jobMetadata", "job_metadata"))} if k8s.get("runK8sConfig") else {})}
     out = {"run_launcher": {"module": "dagster_k8s", "class": "K8sRunLauncher", "config": launcher},
            "telemetry": {"enabled": values["telemetry"]["enabled"]}}
+    daemon, conc = values["dagsterDaemon"], values["concurrency"]
+    qrc = daemon["runCoordinator"].get("config", {}).get("queuedRunCoordinator", {})
+    if conc["enabled"] and daemon["runCoordinator"]["enabled"]:  # the chart's own refusals (_concurrency.tpl)
+        runs = conc.get("runs", {})
+        assert runs.get("maxConcurrentRuns") is None or qrc.get("maxConcurrentRuns") is None
+        assert not (runs.get("tagConcurrencyLimits") and qrc.get("tagConcurrencyLimits"))
     if daemon["enabled"] and daemon["runCoordinator"]["enabled"]:
         cfg = {}
         if any(v not in (None, [], {}, "", False) for v in qrc.values()):
-            if not conc["enabled"] or qrc.get("maxConcurrentRuns") is not None:
+            if not conc["enabled"] or qrc.get("maxConcurrentRuns") is not None:  # -1 when unset: no limit
                 cfg["max_concurrent_runs"] = -1 if qrc.get("maxConcurrentRuns") is None else qrc["maxConcurrentRuns"]
-            for camel, snake in (("tagConcurrencyLimits", "tag_concurrency_limits"), ("dequeueIntervalSeconds", "dequeue_interval_seconds"),
-                                 ("dequeueUseThreads", "dequeue_use_threads"), ("dequeueNumWorkers", "dequeue_num_workers")):
-                if qrc.get(camel):
-                    cfg[snake] = qrc[camel]
-        out["run_coordinator"] = {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator", **({"config": cfg} if cfg else {})}
+            cfg |= pick(qrc, ("tagConcurrencyLimits", "tag_concurrency_limits"),
+                        ("dequeueIntervalSeconds", "dequeue_interval_seconds"), ("dequeueUseThreads", "dequeue_use_threads"),
+                        ("dequeueNumWorkers", "dequeue_num_workers"))
+        out["run_coordinator"] = {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator",
+                                  **({"config": cfg} if cfg else {})}
     mon = daemon["runMonitoring"]
     if daemon["enabled"] and mon["enabled"]:
         out["run_monitoring"] = {"enabled": True, "start_timeout_seconds": mon["startTimeoutSeconds"],
                                  "poll_interval_seconds": mon["pollIntervalSeconds"],
                                  "free_slots_after_run_end_seconds": mon["freeSlotsAfterRunEndSeconds"],
-                                 **{snake: mon[camel] for camel, snake in (("cancelTimeoutSeconds", "cancel_timeout_seconds"),
-                                                                            ("maxResumeRunAttempts", "max_resume_run_attempts")) if camel in mon}}
+                                 **pick(mon, ("cancelTimeoutSeconds", "cancel_timeout_seconds"),
+                                        ("maxResumeRunAttempts", "max_resume_run_attempts"))}
     if conc["enabled"]:
-        out["concurrency"] = {
-            **({"pools": {snake: pools[camel] for camel, snake in (("defaultLimit", "default_limit"), ("granularity", "granularity"),
-                                                                   ("opGranularityRunBuffer", "op_granularity_run_buffer")) if camel in pools}}
-               if pools else {}),
-            **({"runs": {snake: runs[camel] for camel, snake in (("maxConcurrentRuns", "max_concurrent_runs"),
-                                                                 ("tagConcurrencyLimits", "tag_concurrency_limits")) if runs.get(camel)}}
-               if runs else {})}
+        pools = pick(conc.get("pools", {}), ("defaultLimit", "default_limit"), ("granularity", "granularity"),
+                     ("opGranularityRunBuffer", "op_granularity_run_buffer"))
+        runs = pick(conc.get("runs", {}), ("maxConcurrentRuns", "max_concurrent_runs"),
+                    ("tagConcurrencyLimits", "tag_concurrency_limits"))
+        out["concurrency"] = {**({"pools": pools} if pools else {}), **({"runs": runs} if runs else {})}
     return out
 
 
 def image_name(dep: dict) -> str:
-    return f"{dep['image']['repository']}:{dep['image']['tag']}"
+    """dagster.dagsterImage.name: `repository:tag`, the chart's version when the tag is unset."""
+    return f"{dep['image']['repository']}:{dep['image']['tag'] or CHART_VERSION}"
 
 
 def container_context(values: dict, dep: dict, release: str) -> dict:
@@ -366,21 +375,21 @@ def user_deployment(values: dict, dep: dict, release: str) -> dict:
               "component": "user-deployments", "deployment": dep["name"]}
     probe = {"exec": {"command": ["dagster", "api", "grpc-health-check", "-p", str(dep["port"])]}, "periodSeconds": 20,
              "timeoutSeconds": 10, "successThreshold": 1, "failureThreshold": 15}
+    pg = {"secretKeyRef": {"name": f"{fullname(release)}-postgresql-secret", "key": "postgresql-password"}}
     container = {
         "name": "dagster-user-deployments", "imagePullPolicy": dep["image"]["pullPolicy"], "image": image_name(dep),
         "args": ["dagster", "api", "grpc", "-h", "0.0.0.0", "-p", str(dep["port"]), *dep["dagsterApiGrpcArgs"]],
-        "env": [{"name": "DAGSTER_CURRENT_IMAGE", "value": image_name(dep)},
-                {"name": "DAGSTER_PG_PASSWORD", "valueFrom": {"secretKeyRef": {"name": f"{fullname(release)}-postgresql-secret",
-                                                                               "key": "postgresql-password"}}},
+        "env": [{"name": "DAGSTER_CURRENT_IMAGE", "value": image_name(dep)}, {"name": "DAGSTER_PG_PASSWORD", "valueFrom": pg},
                 {"name": "DAGSTER_CLI_API_GRPC_CONTAINER_CONTEXT", "value": json.dumps(container_context(values, dep, release))},
                 *dep["env"]],
-        "envFrom": [{"configMapRef": {"name": f"{ud}-user-deployments-shared-env"}}, {"configMapRef": {"name": f"{ud}-{dep['name']}-user-env"}},
+        "envFrom": [{"configMapRef": {"name": f"{ud}-user-deployments-shared-env"}},
+                    {"configMapRef": {"name": f"{ud}-{dep['name']}-user-env"}},
                     *[{"secretRef": s} for s in dep.get("envSecrets") or []]],
-        "resources": dep.get("resources") or {}, **({"readinessProbe": probe} if not dep.get("readinessProbe") else {})}
+        "resources": dep.get("resources") or {}, **({} if dep.get("readinessProbe") else {"readinessProbe": probe})}
+    pod = {"serviceAccountName": values["global"]["serviceAccountName"], "containers": [container],
+           **{k: dep[k] for k in ("nodeSelector", "affinity", "tolerations") if dep.get(k) is not None}}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": f"{ud}-{dep['name']}", "labels": labels},
-            "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
-                "serviceAccountName": values["global"]["serviceAccountName"], "containers": [container],
-                **{k: dep[k] for k in ("nodeSelector", "affinity", "tolerations") if dep.get(k) is not None}}}}}
+            "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": pod}}}
 
 
 @pytest.fixture
@@ -399,9 +408,8 @@ def offline_k8s(monkeypatch):
 
 
 def affinity_terms(affinity: dict) -> list:
-    node = affinity.get("nodeAffinity") or affinity.get("node_affinity")
-    req = node.get("requiredDuringSchedulingIgnoredDuringExecution") or node.get("required_during_scheduling_ignored_during_execution")
-    return [e for t in req.get("nodeSelectorTerms") or req.get("node_selector_terms") for e in t.get("matchExpressions") or t["match_expressions"]]
+    terms = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    return [e for t in terms for e in t["matchExpressions"]]
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -462,12 +470,14 @@ def test_dagster_refuses_a_queue_limit_beside_the_pools():
             pass
 
 
-@pytest.mark.parametrize("env", ENVS)
+@pytest.mark.parametrize("env", ("base", *ENVS))
 def test_code_server_deployment_is_valid(env):
-    values = values_for(env)
+    values = load("values.yaml") if env == "base" else values_for(env)
     dep = deployment(values)
     manifest = user_deployment(values, dep, f"cng-assets-{env}")
     validate(manifest)
+    if env == "base":
+        return
     assert dep["dagsterApiGrpcArgs"] == ["-m", "cng_assets.definitions"] and dep["port"] == 3030
     assert dep["image"]["repository"] == "ghcr.io/boettiger-lab/cng-assets"
     env_vars = {e["name"]: e.get("value") for e in dep["env"]}
@@ -482,6 +492,7 @@ def test_chart_images_match_the_pinned_dagster_and_hex_chunks_is_the_only_pool()
 
     values = load("values.yaml")
     assert values["dagsterWebserver"]["image"]["tag"] == values["dagsterDaemon"]["image"]["tag"] == dagster.__version__
+    assert CHART_VERSION == dagster.__version__  # the chart release these values are written for
     # pools.defaultLimit is hex_chunks' limit only while hex_chunks is the only pool
     pools = {p for a in defs.resolve_asset_graph().assets_defs if getattr(a, "node_def", None) for p in a.node_def.pools}
     assert pools == {"hex_chunks"}
