@@ -67,6 +67,17 @@ DEFAULT_PODS = {"default": PodSize(), "geoparquet": PodSize(memory_gib=8), "pmti
                 "hex_chunk": PodSize(memory_gib=8, max_memory_gib=32), "hex": PodSize(memory_gib=8)}
 
 
+class RasterSettings(BaseModel):
+    """How raster layers are published."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to_wgs84: bool = Field(False, description="reproject the COG to EPSG:4326 (default: keep the native CRS)")
+    categorical: bool | None = Field(None, description="class codes, not measurements (default: integer bands are)")
+    stats: list[str] | None = Field(None, description="per-band statistics for raster hex (default by data type)")
+    target_pixels_per_chunk: int = Field(50_000_000, ge=1)
+
+
 class MirrorTarget(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -104,6 +115,7 @@ class Dataset(BaseModel):
     keywords: list[str] = Field(default_factory=list)
     # Where the published products are mirrored (e.g. source.coop), under another bucket and path.
     mirror: MirrorTarget | None = None
+    raster: RasterSettings = Field(default_factory=RasterSettings)
     # Pod size per asset (its name, or "default") on the cluster; entries here replace the defaults above.
     pods: dict[str, PodSize] = Field(default_factory=dict)
 

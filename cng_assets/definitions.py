@@ -9,6 +9,7 @@ from cng_assets.defs.hex import hex_assets
 from cng_assets.defs.k8s import chunk_failure_sensor, chunk_job, executor_from_env
 from cng_assets.defs.mirror import mirror_asset
 from cng_assets.defs.publish import publish_assets, stac_catalog_asset
+from cng_assets.defs.raster import raster_assets
 from cng_assets.defs.resources import resources
 from cng_assets.defs.sensors import hex_plan_sensor, raw_upload_sensor
 from cng_assets.defs.sources import is_observed
@@ -24,7 +25,7 @@ def build_definitions(datasets: list[Dataset], data_dir: str | None = None) -> d
         gp = dg.AssetKey([ds.name, "geoparquet"])
         vector, hexes = vector_assets(ds), hex_assets(ds, gp)
         upstream = [a.key for a in [*vector, *hexes] if a.key.path[-1] in ("table", "geoparquet", "hex")]
-        assets += [*vector, *hexes, *publish_assets(ds, gp, upstream)] + ([mirror_asset(ds)] if ds.mirror else [])
+        assets += [*vector, *hexes, *raster_assets(ds), *publish_assets(ds, gp, upstream)] + ([mirror_asset(ds)] if ds.mirror else [])
     return dg.Definitions(assets=[*assets, stac_catalog_asset(datasets)], sensors=sensors, jobs=jobs,
                           resources=resources(data_dir), executor=executor_from_env())
 

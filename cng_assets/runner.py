@@ -18,7 +18,7 @@ from cng_assets.defs.partitions import chunk_partitions
 from cng_assets.defs.sensors import RUNNER_TAG
 from cng_assets.defs.sources import is_observed, layer_versions, observations, source_files
 from cng_assets.storage import ProductStorage
-from cng_assets.transforms.layers import OTHER, POLYGON
+from cng_assets.transforms.layers import OTHER, POLYGON, RASTER
 
 # Step logs and stack traces stay in the instance (the UI shows them); the terminal gets the report instead.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -122,7 +122,8 @@ def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str
     done = len(head)
     failed_layers: set[str] = set()
     # Each stage needs the one before; the chunk keys exist only once the plans are made.
-    for stage in ([Step("table", k) for k in inv.table_keys()] + [Step("geoparquet", k) for k in inv.keys(POLYGON, OTHER)],
+    for stage in ([Step("table", k) for k in inv.table_keys()] + [Step("geoparquet", k) for k in inv.keys(POLYGON, OTHER)]
+                  + [Step("cog", k) for k in inv.keys(RASTER)],
                   [Step("hex_plan", k) for k in polygons],
                   lambda: [Step("hex_chunk", dg.MultiPartitionKey({"chunk": c, "layer": k})) for k in polygons
                            for c in instance.get_dynamic_partitions(chunk_partitions(ds).name)],

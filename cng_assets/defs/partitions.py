@@ -6,7 +6,7 @@ from __future__ import annotations
 import dagster as dg
 
 from cng_assets.catalog import Dataset
-from cng_assets.transforms.layers import OTHER, POLYGON, Inventory
+from cng_assets.transforms.layers import OTHER, POLYGON, RASTER, Inventory
 
 
 def table_partitions(ds: Dataset) -> dg.DynamicPartitionsDefinition:
@@ -22,6 +22,11 @@ def feature_partitions(ds: Dataset) -> dg.DynamicPartitionsDefinition:
 def polygon_partitions(ds: Dataset) -> dg.DynamicPartitionsDefinition:
     """Polygon layers -> H3 hex (lines and points are not hexed)."""
     return dg.DynamicPartitionsDefinition(name=f"{ds.name}__polygons")
+
+
+def raster_partitions(ds: Dataset) -> dg.DynamicPartitionsDefinition:
+    """Raster layers -> COG and raster hex."""
+    return dg.DynamicPartitionsDefinition(name=f"{ds.name}__rasters")
 
 
 def chunk_partitions(ds: Dataset) -> dg.DynamicPartitionsDefinition:
@@ -42,5 +47,5 @@ def source_partitions(ds: Dataset) -> dg.DynamicPartitionsDefinition:
 def layer_partition_keys(ds: Dataset, inv: Inventory, observed: bool) -> list[tuple[dg.DynamicPartitionsDefinition, list[str]]]:
     """Which keys each per-layer partition set of the dataset must hold for this inventory."""
     out = [(table_partitions(ds), inv.table_keys()), (feature_partitions(ds), inv.keys(POLYGON, OTHER)),
-           (polygon_partitions(ds), inv.keys(POLYGON))]
-    return out + [(source_partitions(ds), inv.table_keys() + inv.keys(POLYGON, OTHER))] * observed
+           (polygon_partitions(ds), inv.keys(POLYGON)), (raster_partitions(ds), inv.keys(RASTER))]
+    return out + [(source_partitions(ds), inv.table_keys() + inv.keys(POLYGON, OTHER, RASTER))] * observed

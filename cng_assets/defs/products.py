@@ -31,6 +31,10 @@ def pmtiles_key(ds: Dataset, slug: str) -> str:
     return f"{ds.prefix}/{layout.pmtiles(slug)}"
 
 
+def cog_key(ds: Dataset, slug: str) -> str:
+    return f"{ds.prefix}/{layout.cog(slug)}"
+
+
 def thumbnail_key(ds: Dataset, slug: str) -> str:
     return f"{ds.prefix}/{layout.thumbnail(slug)}"
 
@@ -69,7 +73,7 @@ def load_inventory(storage: ProductStorage, ds: Dataset) -> Inventory:
 
 def discover(storage: ProductStorage, ds: Dataset) -> Inventory:
     """The source's layers as the catalog selects them, read now (not from the stored inventory)."""
-    return layers.discover(storage.source_path(ds.source), ds.include, ds.exclude)
+    return layers.discover(storage.source_path(ds.source), ds.include, ds.exclude, storage.gdal_options())
 
 
 def parquet_metadata(storage: ProductStorage, bucket: str | None, key: str) -> dict:

@@ -9,10 +9,11 @@ from dataclasses import asdict, dataclass, field
 from cng_assets.errors import CngInputError
 from cng_assets.transforms import sources
 from cng_assets.transforms.domains import Domain, read_filegdb_domains
+from cng_assets.transforms.raster.info import list_rasters
 from cng_assets.transforms.slugs import unique_slugs
 
-POLYGON, OTHER, TABLE = "polygon", "other", "table"
-VERSION = "1"  # bump when discovery output changes
+POLYGON, OTHER, TABLE, RASTER = "polygon", "other", "table", "raster"
+VERSION = "2"  # bump when discovery output changes
 DOMAIN_KEY_PREFIX = "domain-"  # slugify never makes a hyphen, so domain keys cannot clash with layer slugs
 
 
@@ -20,12 +21,13 @@ DOMAIN_KEY_PREFIX = "domain-"  # slugify never makes a hyphen, so domain keys ca
 class Layer:
     name: str  # as in the source
     slug: str  # partition key and file name
-    kind: str  # polygon | other | table
+    kind: str  # polygon | other | table | raster
     geometry_type: str | None
-    features: int
+    features: int  # rows, or pixels for a raster
     crs: str | None
-    fields: list[tuple[str, str]]  # (name, OGR type)
+    fields: list[tuple[str, str]]  # (name, OGR type); a raster's bands as (b1, dtype), ...
     domains: dict[str, str] = field(default_factory=dict)  # field -> coded-value domain name
+    raster: dict | None = None  # a raster's GDAL path, size, bands, dtype, nodata
 
 
 @dataclass
@@ -77,13 +79,22 @@ def _matches(name: str, slug: str, pattern: str) -> bool:
     return fnmatch.fnmatch(name.lower(), p) or fnmatch.fnmatch(slug, p)
 
 
-def discover(path: str, include: list[str] | tuple = ("*",), exclude: list[str] | tuple = ()) -> Inventory:
+def discover(path: str, include: list[str] | tuple = ("*",), exclude: list[str] | tuple = (),
+             gdal_options: dict | None = None) -> Inventory:
     """Read every layer's facts from `path` (a GDAL path), keeping those `include` selects and `exclude` does not.
 
     An include pattern without wildcards that names no layer is an error (a typo must not silently drop a layer).
     Coded-value domains are all kept when every layer is selected, else only those the selected layers use.
     """
-    listed = sources.list_layers(path)
+    rasters = list_rasters(path, gdal_options)
+    try:
+        listed = sources.list_layers(path)
+    except CngInputError:
+        if not rasters:  # neither vector nor raster: the vector reader's message says why
+            raise
+        listed = []
+    listed += [(r.name, None) for r in rasters]
+    raster_by_name = {r.name: r for r in rasters}
     names = [n for n, _ in listed]
     slugs = unique_slugs(names)
     for pattern in include:
@@ -91,11 +102,16 @@ def discover(path: str, include: list[str] | tuple = ("*",), exclude: list[str] 
             close = difflib.get_close_matches(pattern, names + slugs, n=3)
             raise CngInputError(f"source has no layer {pattern!r}",
                                 hint=f"did you mean {', '.join(close)}?" if close else f"its layers are {', '.join(names)}")
-    domains, field_domains = read_filegdb_domains(path, names)
+    domains, field_domains = read_filegdb_domains(path, [n for n in names if n not in raster_by_name])
     layers, skipped = [], []
     for (name, gtype), slug in zip(listed, slugs):
         if not any(_matches(name, slug, p) for p in include) or any(_matches(name, slug, p) for p in exclude):
             skipped.append(name)
+            continue
+        if name in raster_by_name:
+            r = raster_by_name[name]
+            layers.append(Layer(name=name, slug=slug, kind=RASTER, geometry_type=None, features=r.width * r.height,
+                                crs=r.crs, fields=[(f"b{i + 1}", r.dtype) for i in range(r.bands)], raster=r.to_json()))
             continue
         info = sources.read_info(path, name)
         gtype = info["geometry_type"] or gtype

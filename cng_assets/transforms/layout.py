@@ -19,6 +19,10 @@ def pmtiles(slug: str) -> str:
     return f"{slug}.pmtiles"
 
 
+def cog(slug: str) -> str:
+    return f"{slug}.tif"
+
+
 def thumbnail(slug: str) -> str:
     return f"{slug}.png"
 

@@ -1,0 +1,396 @@
+"""Raster -> H3 cell statistics, in two steps like the vector hex products:
+
+`raster_hex` runs one chunk (a band of raster rows): each valid pixel's centre goes to lon/lat (pyproj) and to
+its cell at `resolution` (h3ronpy), and per band the pixel values are reduced to mergeable partials per cell:
+count, sum, min, max and, for mode, (cell, value, count) triples. The chunk writes them by group cell (a coarse
+ancestor, as in hex.chunk) as `g=<group>.parquet` (cell + partial columns, every band) and
+`m=<group>.b<band>.parquet` (mode triples), then `_chunk.json` last.
+
+`consolidate_raster_hex` merges the chunks group by group (a cell on a chunk boundary is in two chunks: its
+partials add up exactly) and writes the product as the vector hex products are written:
+`h0=<h0>/part-<first cell>.parquet`, uint64 `h<res>` then parent columns, rows sorted by cell, ZSTD; then per
+band `b<band>_<stat>`: mean and sum float64, min, max and mode in the band's dtype, count uint32. A band with no
+valid pixel in a cell has count 0 and nulls; a cell with no valid pixel in any band is not written.
+
+Memory: one window of `window_rows` rows of pixels, plus the partials of the chunk's cells (window partials are
+merged into the chunk's in amortised batches); consolidation holds one group (at most 7**7 cells) plus one
+output file (TARGET_ROWS rows).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import rasterio
+from h3ronpy.vector import coordinates_to_cells
+from pyproj import Transformer
+from rasterio.windows import Window
+
+from cng_assets.transforms.hex import cells as C
+from cng_assets.transforms.hex.chunk import GROUP_SPAN
+from cng_assets.transforms.hex.consolidate import ROW_GROUP_ROWS, TARGET_ROWS
+
+VERSION = "1"  # chunk format: bump when partials could differ
+MARKER = "_chunk.json"
+STATS = ("mean", "sum", "min", "max", "count", "mode")
+CONTINUOUS_DEFAULT = ["mean", "min", "max", "count"]
+CATEGORICAL_DEFAULT = ["mode", "count"]
+REDUCE = {"count": np.add, "sum": np.add, "min": np.minimum, "max": np.maximum}  # partial -> how it merges
+COMPACT_ROWS = 1 << 20  # window partials buffered before they are merged into the chunk's
+
+
+@dataclass
+class RasterHexStats:
+    rows: tuple[int, int] = (0, 0)
+    windows: int = 0
+    pixels: int = 0  # pixels read (rows x width)
+    valid_pixels: int = 0  # valid in at least one band
+    outside: int = 0  # valid, but the centre has no lon/lat (outside the CRS's domain)
+    cells: int = 0
+    groups: int = 0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    peak_rss_mib: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_stats(stats: dict[str, list[str]] | None, bands: list[int], dtypes: dict[int, str]) -> dict[int, list[str]]:
+    """Statistics per band. Keys of `stats`: "b<band>" (or "<band>") for one band, "*" for every band; bands
+    not named get the default for their dtype (float: mean, min, max, count; integer: mode, count)."""
+    stats = stats or {}
+    out = {}
+    for key in stats:
+        if key != "*" and int(key.removeprefix("b")) not in bands:
+            raise ValueError(f"raster hex stats name band {key!r}, which is not among the bands {bands}")
+    for b in bands:
+        chosen = stats.get(f"b{b}", stats.get(str(b), stats.get("*")))
+        if chosen is None:
+            chosen = CONTINUOUS_DEFAULT if np.issubdtype(np.dtype(dtypes[b]), np.floating) else CATEGORICAL_DEFAULT
+        unknown = [s for s in chosen if s not in STATS]
+        if unknown or not chosen or len(set(chosen)) != len(chosen):
+            raise ValueError(f"raster hex stats for band {b}: {chosen} (each once, among {list(STATS)})")
+        out[b] = list(chosen)
+    return out
+
+
+def _partials(stats: list[str]) -> list[str]:
+    """The partial columns a band's statistics are made from (count always: it says whether the band has data)."""
+    need = {"count"} | ({"sum"} if {"mean", "sum"} & set(stats) else set()) | ({"min", "max"} & set(stats))
+    return [p for p in REDUCE if p in need]
+
+
+def _identity(partial: str, dtype: np.dtype):
+    """What a band without valid pixels contributes to a partial, so that merging needs no masks."""
+    if partial in ("count", "sum"):
+        return 0
+    if np.issubdtype(dtype, np.floating):
+        return np.inf if partial == "min" else -np.inf
+    info = np.iinfo(dtype)
+    return info.max if partial == "min" else info.min
+
+
+def _runs(*keys: np.ndarray) -> np.ndarray:
+    """Start of each run of equal keys (sorted input)."""
+    change = np.zeros(len(keys[0]), dtype=bool)
+    change[:1] = True
+    for k in keys:
+        change[1:] |= k[1:] != k[:-1]
+    return np.flatnonzero(change)
+
+
+@dataclass
+class _Part:
+    """Partials of some cells: `cols` (per-band partials, one row per cell, sorted by cell) and per mode band
+    (cell, value, count) triples sorted by (cell, value)."""
+    cells: np.ndarray
+    cols: dict[str, np.ndarray]
+    modes: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.cells) + sum(len(t[0]) for t in self.modes.values())
+
+
+def _merge(parts: list[_Part]) -> _Part:
+    """Partials of the same cells combined: sums and counts add, min of mins, max of maxes, value counts add."""
+    cells = np.concatenate([p.cells for p in parts])
+    order = np.argsort(cells, kind="stable")
+    cells = cells[order]
+    starts = _runs(cells)
+    cols = {k: REDUCE[k.rsplit("_", 1)[1]].reduceat(np.concatenate([p.cols[k] for p in parts])[order], starts)
+            for k in parts[0].cols} if len(cells) else {k: v for k, v in parts[0].cols.items()}
+    return _Part(cells[starts], cols, {b: _merge_modes([p.modes[b] for p in parts]) for b in parts[0].modes})
+
+
+def _merge_modes(triples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
+    cells, values, counts = (np.concatenate([t[i] for t in triples]) for i in range(3))
+    if not len(cells):
+        return cells, values, counts
+    order = np.lexsort((values, cells))
+    cells, values = cells[order], values[order]
+    starts = _runs(cells, values)
+    return cells[starts], values[starts], np.add.reduceat(counts[order], starts)
+
+
+class _Accumulator:
+    """Window partials merged into the chunk's in batches: each merge costs the chunk's size, so merging only when
+    the buffer is as big as what is merged already keeps the total cost n log n (not windows x cells)."""
+
+    def __init__(self):
+        self.merged: _Part | None = None
+        self.pending: list[_Part] = []
+        self.pending_rows = 0
+
+    def add(self, part: _Part) -> None:
+        self.pending.append(part)
+        self.pending_rows += len(part)
+        if self.pending_rows >= max(COMPACT_ROWS, len(self.merged or ())):
+            self.result()
+
+    def result(self) -> _Part | None:
+        if self.pending:
+            self.merged = _merge(([self.merged] if self.merged else []) + self.pending)
+            self.pending, self.pending_rows = [], 0
+        return self.merged
+
+
+def _window_part(cells: np.ndarray, values: np.ndarray, valid: np.ndarray, bands: list[int],
+                 stats: dict[int, list[str]]) -> _Part:
+    """Partials of one window's pixels. `cells` are the pixels valid in some band; `values` and `valid` are
+    (band, pixel). Invalid values are replaced by each partial's identity, so every band shares one cell list."""
+    order = np.argsort(cells, kind="stable")
+    cells, values, valid = cells[order], values[:, order], valid[:, order]
+    starts = _runs(cells)
+    cols, modes = {}, {}
+    for i, b in enumerate(bands):
+        v, ok = values[i], valid[i]
+        for p in _partials(stats[b]):
+            x = ok.astype(np.uint64) if p == "count" else np.where(ok, v, _identity(p, v.dtype))
+            cols[f"b{b}_{p}"] = REDUCE[p].reduceat(x.astype(np.float64) if p == "sum" else x, starts)
+        if "mode" in stats[b]:
+            modes[b] = _merge_modes([(cells[ok], v[ok], np.ones(int(ok.sum()), np.uint64))])
+    return _Part(cells[starts], cols, modes)
+
+
+def _peak_rss_mib() -> float:
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent through fork+exec.
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+
+def _to_cells(lng: np.ndarray, lat: np.ndarray, res: int) -> np.ndarray:
+    cells = coordinates_to_cells(lat, lng, res)
+    return np.asarray(pa.array(cells).to_numpy(zero_copy_only=False), dtype=np.uint64)
+
+
+def _group_res(res: int) -> int:
+    return max(0, res - GROUP_SPAN)
+
+
+def _check_settings(resolution: int, parents: tuple[int, ...]) -> None:
+    if not 0 <= resolution <= 15:
+        raise ValueError(f"H3 resolution must be 0-15, got {resolution}")
+    if len(set(parents)) != len(parents) or any(not 0 <= p < resolution for p in parents):
+        raise ValueError(f"parents must be distinct resolutions coarser than {resolution}, got {parents}")
+
+
+def raster_hex(path: str, out_dir: Path, resolution: int, parents: tuple[int, ...],
+               stats: dict[str, list[str]] | None = None, bands: list[int] | None = None, window_rows: int = 512,
+               rows: tuple[int, int] | None = None) -> RasterHexStats:
+    """One chunk (raster rows `rows`, default all) of the raster's cell statistics, as partials in `out_dir` for
+    `consolidate_raster_hex`. Pixels that are nodata, masked or NaN are skipped, per band."""
+    start, cpu0 = time.time(), time.process_time()
+    _check_settings(resolution, parents)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in [*out_dir.glob("[gm]=*.parquet"), out_dir / MARKER]:  # a rerun must not mix with an earlier one
+        old.unlink(missing_ok=True)
+    acc = _Accumulator()
+    with rasterio.open(path) as src:
+        bands = list(bands or src.indexes)
+        if any(b not in src.indexes for b in bands):
+            raise ValueError(f"bands {bands} are not all in {path} (it has {list(src.indexes)})")
+        dtypes = {b: src.dtypes[b - 1] for b in bands}
+        per_band = resolve_stats(stats, bands, dtypes)
+        r0, r1 = rows or (0, src.height)
+        if not 0 <= r0 <= r1 <= src.height:
+            raise ValueError(f"rows {rows} are outside the raster's 0-{src.height}")
+        if src.crs is None:
+            raise ValueError(f"{path} has no CRS: pixel centres cannot be placed on the globe")
+        to_4326 = None if src.crs.to_epsg() == 4326 else Transformer.from_crs(src.crs, "EPSG:4326", always_xy=True)
+        a, b_, c, d, e, f = src.transform[:6]
+        width = src.width
+        run = RasterHexStats(rows=(r0, r1))
+        for top in range(r0, r1, window_rows):
+            height = min(window_rows, r1 - top)
+            data = src.read(bands, window=Window(0, top, width, height), masked=True)
+            values = data.data.reshape(len(bands), -1)
+            valid = ~np.ma.getmaskarray(data).reshape(len(bands), -1)
+            if np.issubdtype(values.dtype, np.floating):
+                valid &= ~np.isnan(values)
+            run.windows += 1
+            run.pixels += values.shape[1]
+            idx = np.flatnonzero(valid.any(axis=0))
+            run.valid_pixels += len(idx)
+            # pixel centres, with the affine written out as Affine.__mul__ does it (so a per-pixel check agrees)
+            col, row = idx % width + 0.5, idx // width + top + 0.5
+            x, y = col * a + row * b_ + c, col * d + row * e + f
+            lng, lat = (x, y) if to_4326 is None else to_4326.transform(x, y)
+            placed = np.isfinite(lng) & np.isfinite(lat) & (np.abs(lat) <= 90)
+            run.outside += int((~placed).sum())
+            idx = idx[placed]
+            if len(idx):
+                acc.add(_window_part(_to_cells(lng[placed], lat[placed], resolution), values[:, idx],
+                                     valid[:, idx], bands, per_band))
+    part = acc.result()
+    if part is not None:
+        run.cells = len(part.cells)
+        run.groups = _write_chunk(part, out_dir, resolution)
+    run.seconds, run.cpu_seconds = time.time() - start, time.process_time() - cpu0
+    run.peak_rss_mib = _peak_rss_mib()
+    marker = {"version": VERSION, "path": str(path), "resolution": resolution, "parents": list(parents),
+              "bands": bands, "dtypes": {str(b): dtypes[b] for b in bands},
+              "stats": {str(b): s for b, s in per_band.items()}, "run": run.to_dict()}
+    (out_dir / MARKER).write_text(json.dumps(marker, indent=1))
+    return run
+
+
+def _group_slices(cells: np.ndarray, res: int) -> dict[int, slice]:
+    """Sorted cells -> {group cell: slice}. Descendants of a cell form one run of ids, so groups are runs."""
+    groups = C.parent(cells, _group_res(res))
+    starts = _runs(groups)
+    ends = np.r_[starts[1:], len(cells)]
+    return {int(groups[s]): slice(s, e) for s, e in zip(starts, ends)}
+
+
+def _write_chunk(part: _Part, out_dir: Path, res: int) -> int:
+    slices = _group_slices(part.cells, res)
+    for g, s in slices.items():
+        pq.write_table(pa.table({"cell": part.cells[s], **{k: v[s] for k, v in part.cols.items()}}),
+                       out_dir / f"g={g}.parquet", compression="lz4")
+    for b, (cells, values, counts) in part.modes.items():
+        for g, s in _group_slices(cells, res).items():
+            pq.write_table(pa.table({"cell": cells[s], "value": values[s], "count": counts[s]}),
+                           out_dir / f"m={g}.b{b}.parquet", compression="lz4")
+    return len(slices)
+
+
+def _read_part(files: dict[str, list[Path]], modes: list[int]) -> _Part:
+    """The merged partials of one group, from every chunk's files for it."""
+    tables = [pq.read_table(f) for f in files["g"]]
+    parts = [_Part(np.asarray(t.column("cell").to_numpy()),
+                   {n: t.column(n).to_numpy() for n in t.column_names[1:]}) for t in tables]
+    merged = _merge(parts)
+    for b in modes:
+        triples = [tuple(t.column(n).to_numpy() for n in ("cell", "value", "count"))
+                   for t in (pq.read_table(f) for f in files[f"b{b}"])]
+        merged.modes[b] = _merge_modes(triples) if triples else (np.empty(0, np.uint64),) * 3
+    return merged
+
+
+def _mode(cells: np.ndarray, triples: tuple[np.ndarray, ...], dtype: str) -> pa.Array:
+    """Most frequent value per cell (ties: the smallest, since triples are sorted by value), aligned to `cells`."""
+    tc, tv, tn = triples
+    out = np.zeros(len(cells), dtype=dtype)
+    have = np.zeros(len(cells), dtype=bool)
+    if len(tc):
+        starts = _runs(tc)
+        run_id = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(tc)]))
+        best = tn == np.maximum.reduceat(tn, starts)[run_id]
+        first = np.flatnonzero(best)[np.unique(run_id[best], return_index=True)[1]]  # first best of each run
+        at = np.searchsorted(cells, tc[first])
+        out[at], have[at] = tv[first], True
+    return pa.array(out, mask=~have)
+
+
+def _finish(part: _Part, res: int, parents: tuple[int, ...], stats: dict[int, list[str]],
+            dtypes: dict[int, str]) -> pa.Table:
+    cells = part.cells
+    columns = {f"h{res}": pa.array(cells, pa.uint64())}
+    columns |= {f"h{p}": pa.array(C.parent(cells, p), pa.uint64()) for p in parents}
+    for b, wanted in stats.items():
+        count = part.cols[f"b{b}_count"]
+        if len(count) and count.max() > np.iinfo(np.uint32).max:
+            raise OverflowError(f"band {b}: a cell holds more than 2**32 pixels; use a finer resolution")
+        empty = count == 0
+        for s in wanted:
+            if s == "mean":
+                col = pa.array(np.divide(part.cols[f"b{b}_sum"], np.maximum(count, 1)), mask=empty)
+            elif s == "count":
+                col = pa.array(count.astype(np.uint32))
+            elif s == "mode":
+                col = _mode(cells, part.modes[b], dtypes[b])
+            else:
+                col = pa.array(part.cols[f"b{b}_{s}"], mask=empty)
+            columns[f"b{b}_{s}"] = col
+    return pa.table(columns)
+
+
+def consolidate_raster_hex(chunk_dirs: list[Path], out_dir: Path, resolution: int, parents: tuple[int, ...],
+                           stats: dict[str, list[str]] | None = None) -> dict[int, int]:
+    """Merge the chunks' partials into the product in `out_dir` (which must hold no product yet); returns rows
+    per h0 cell. `stats` defaults to the statistics the chunks were made for; any others need the same partials."""
+    _check_settings(resolution, parents)
+    markers = [json.loads((Path(d) / MARKER).read_text()) for d in chunk_dirs]
+    if not markers:
+        raise ValueError("no chunks to consolidate")
+    first = markers[0]
+    for m in markers:
+        if m["version"] != VERSION or m["resolution"] != resolution or m["bands"] != first["bands"] \
+                or m["stats"] != first["stats"] or m["dtypes"] != first["dtypes"]:
+            raise ValueError(f"chunks differ in format, resolution, bands or stats: {m} vs {first}")
+    bands, dtypes = first["bands"], {int(b): t for b, t in first["dtypes"].items()}
+    made = {int(b): s for b, s in first["stats"].items()}
+    per_band = resolve_stats(stats, bands, dtypes) if stats is not None else made
+    for b, wanted in per_band.items():
+        if not set(_partials(wanted)) <= set(_partials(made[b])) or ("mode" in wanted and "mode" not in made[b]):
+            raise ValueError(f"band {b}: stats {wanted} need partials the chunks lack (made for {made[b]})")
+    modes = [b for b, s in per_band.items() if "mode" in s]
+    out_dir = Path(out_dir)
+    if any(out_dir.glob("h0=*/*.parquet")):
+        raise FileExistsError(f"{out_dir} already holds a product: consolidate into an empty folder")
+
+    files: dict[int, dict[str, list[Path]]] = defaultdict(lambda: defaultdict(list))
+    for d in chunk_dirs:
+        for f in Path(d).glob("[gm]=*.parquet"):
+            key, *rest = f.name[2:].split(".")
+            files[int(key)]["g" if f.name[0] == "g" else rest[0]].append(f)
+
+    rows: dict[int, int] = {}
+    batch: list[pa.Table] = []
+
+    def flush():
+        table = pa.concat_tables(batch)
+        cells = np.asarray(table.column(f"h{resolution}").to_numpy())
+        if not C.valid_at(cells, resolution).all():  # cannot happen unless partials were tampered with
+            raise RuntimeError("consolidation produced invalid cell ids")
+        h0 = int(C.parent(cells[:1], 0)[0])
+        target = out_dir / f"h0={h0}" / f"part-{cells[0]}.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        names = [f"h{r}" for r in (resolution, *parents)]
+        pq.write_table(table, target, compression="zstd", row_group_size=ROW_GROUP_ROWS, store_schema=False,
+                       use_dictionary=[f"b{b}_mode" for b in modes],
+                       column_encoding={n: "DELTA_BINARY_PACKED" for n in names})
+        rows[h0] = rows.get(h0, 0) + len(cells)
+        batch.clear()
+
+    h0 = None
+    for g in sorted(files):  # group cells in id order: their cells are consecutive runs of ids
+        table = _finish(_read_part(files[g], modes), resolution, parents, per_band, dtypes)
+        g_h0 = int(C.parent(np.array([g], np.uint64), 0)[0])
+        if batch and (g_h0 != h0 or sum(len(t) for t in batch) + len(table) > TARGET_ROWS):
+            flush()
+        h0 = g_h0
+        if len(table):
+            batch.append(table)
+    if batch:
+        flush()
+    return rows

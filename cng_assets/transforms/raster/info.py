@@ -1,0 +1,54 @@
+"""The raster layers of a source, read with rasterio's GDAL: a GeoTIFF is one layer; a container with several
+rasters (GeoPackage tiles, NetCDF, HDF) lists them as subdatasets, each a layer."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+
+@dataclass
+class RasterInfo:
+    name: str
+    path: str  # what GDAL opens for this layer (a subdataset name for containers)
+    width: int
+    height: int
+    bands: int
+    dtype: str
+    nodata: float | None
+    crs: str | None
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "width": self.width, "height": self.height, "bands": self.bands,
+                "dtype": self.dtype, "nodata": self.nodata}
+
+
+def _open_info(path: str, name: str | None = None) -> RasterInfo:
+    import rasterio
+
+    with rasterio.open(path) as r:
+        identifier = r.tags().get("IDENTIFIER")  # GeoPackage raster table name
+        opened = path
+        if r.driver == "GPKG" and identifier and not path.startswith("GPKG:"):
+            opened = f"GPKG:{path}:{identifier}"
+        return RasterInfo(name or identifier or PurePosixPath(path).stem, opened, r.width, r.height, r.count,
+                          r.dtypes[0], r.nodata, str(r.crs) if r.crs else None)
+
+
+def list_rasters(path: str, gdal_options: dict | None = None) -> list[RasterInfo]:
+    """Every raster layer of `path`; empty when GDAL sees no raster in it."""
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    with rasterio.Env(**(gdal_options or {})), warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        try:
+            with rasterio.open(path) as r:
+                subdatasets = list(r.subdatasets)
+                is_raster = r.count > 0 and r.width > 0
+        except RasterioIOError:
+            return []
+        if subdatasets:
+            return [_open_info(s, s.rsplit(":", 1)[-1]) for s in subdatasets]
+        return [_open_info(path)] if is_raster else []

@@ -1,0 +1,251 @@
+"""Raster hex engine against a brute-force reference: every valid pixel centre -> h3-py's latlng_to_cell, values
+grouped per cell in plain Python. Synthetic rasters (made here) and RGB.byte.tif (from ../shared, when present)."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import h3
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import rasterio
+from pyproj import Transformer
+from rasterio.transform import from_origin
+
+from cng_assets.transforms.raster import hex as RH
+from cng_assets.transforms.raster.hex import STATS, consolidate_raster_hex, raster_hex
+from tests.conftest import shared
+
+ALL = list(STATS)
+
+
+def write_raster(path: Path, data: np.ndarray, crs: str, transform, nodata=None, mask=None) -> Path:
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(
+            path, "w", driver="GTiff", height=data.shape[1], width=data.shape[2], count=data.shape[0],
+            dtype=data.dtype, crs=crs, transform=transform, nodata=nodata) as dst:
+        dst.write(data)
+        if mask is not None:
+            dst.write_mask(mask)
+    return path
+
+
+@pytest.fixture(scope="module")
+def projected(tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray]:
+    """int16, 2 bands, 100 m pixels in UTM 33N, few distinct values (so mode ties happen); nodata -9999 in a block
+    of band 1 and in scattered pixels of band 2 (so the bands' cells differ)."""
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 6, size=(2, 90, 70)).astype(np.int16)
+    data[0, 10:30, 5:40] = -9999
+    data[1][rng.random((90, 70)) < 0.15] = -9999
+    data[1, 60:, :] = -9999  # a strip where only band 1 has data
+    path = write_raster(tmp_path_factory.mktemp("proj") / "proj.tif", data, "EPSG:32633",
+                        from_origin(500_000, 5_000_000, 100, 100), nodata=-9999)
+    return path, data, data != -9999
+
+
+@pytest.fixture(scope="module")
+def geographic(tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray]:
+    """float32 in EPSG:4326, 1-degree pixels across several h0 cells; multiples of 1/8 (sums are exact, whatever
+    the order), nodata -9999 in a block and NaN in scattered pixels."""
+    rng = np.random.default_rng(2)
+    data = (rng.integers(-400, 400, size=(1, 40, 50)) / 8).astype(np.float32)
+    data[0, :6, :6] = -9999
+    data[0][rng.random((40, 50)) < 0.05] = np.nan
+    path = write_raster(tmp_path_factory.mktemp("geo") / "geo.tif", data, "EPSG:4326",
+                        from_origin(-25, 20, 1, 1), nodata=-9999)
+    return path, data, (data != -9999) & ~np.isnan(data)
+
+
+def reference(path: Path, data: np.ndarray, valid: np.ndarray, res: int) -> dict[int, dict[int, list]]:
+    """{band: {cell: [values]}}, one pixel at a time with h3-py."""
+    with rasterio.open(path) as src:
+        transform, crs = src.transform, src.crs
+    rows, cols = np.nonzero(valid.any(axis=0))
+    xs, ys = rasterio.transform.xy(transform, rows, cols, offset="center")  # rasterio's own pixel centres
+    if crs.to_epsg() == 4326:
+        lngs, lats = xs, ys
+    else:
+        lngs, lats = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xs, ys)
+    values, ok = data.tolist(), valid.tolist()
+    out = {b: defaultdict(list) for b in range(1, data.shape[0] + 1)}
+    for r, c, lng, lat in zip(rows.tolist(), cols.tolist(), np.asarray(lngs).tolist(), np.asarray(lats).tolist()):
+        cell = h3.str_to_int(h3.latlng_to_cell(lat, lng, res))
+        for b in out:
+            if ok[b - 1][r][c]:
+                out[b][cell].append(values[b - 1][r][c])
+    return out
+
+
+def expected(values: list, stat: str):
+    if stat == "mode":
+        counts = Counter(values)
+        top = max(counts.values())
+        return min(v for v in counts if counts[v] == top)
+    return {"mean": lambda v: sum(v) / len(v), "sum": sum, "min": min, "max": max, "count": len}[stat](values)
+
+
+def product(out_dir: Path) -> pa.Table:
+    """Every part file, h0 folders and files in cell order; checks the folder of each row and ZSTD."""
+    tables = []
+    for folder in sorted(out_dir.glob("h0=*"), key=lambda p: int(p.name[3:])):
+        for f in sorted(folder.glob("*.parquet"), key=lambda p: int(p.stem[5:])):
+            meta = pq.ParquetFile(f).metadata
+            assert meta.row_group(0).column(0).compression == "ZSTD"
+            t = pq.read_table(f)
+            res = int(t.column_names[0][1:])
+            h0 = {h3.str_to_int(h3.cell_to_parent(h3.int_to_str(c), 0)) for c in t.column(0).to_pylist()}
+            assert h0 == {int(folder.name[3:])}
+            assert f.stem == f"part-{t.column(0)[0].as_py()}"
+            assert res >= 0
+            tables.append(t)
+    return pa.concat_tables(tables)
+
+
+def run(path: Path, tmp: Path, res: int, parents=(0,), stats=None, chunks=1, window_rows=512, **kw):
+    with rasterio.open(path) as src:
+        height = src.height
+    cuts = np.linspace(0, height, chunks + 1).astype(int)
+    dirs = [tmp / f"chunk={i}" for i in range(chunks)]
+    for d, lo, hi in zip(dirs, cuts[:-1], cuts[1:]):
+        raster_hex(str(path), d, res, parents, stats, window_rows=window_rows, rows=(int(lo), int(hi)), **kw)
+    rows = consolidate_raster_hex(dirs, tmp / "out", res, parents, stats)
+    table = product(tmp / "out")
+    assert rows == {k: int(v) for k, v in Counter(
+        h3.str_to_int(h3.cell_to_parent(h3.int_to_str(c), 0)) for c in table.column(0).to_pylist()).items()}
+    return table
+
+
+def assert_matches(table: pa.Table, ref: dict, res: int, parents, stats: dict[int, list[str]]) -> None:
+    cells = table.column(f"h{res}").to_pylist()
+    assert cells == sorted(cells) and len(set(cells)) == len(cells)
+    assert set(cells) == set().union(*(set(per_cell) for per_cell in ref.values()))
+    for name in (f"h{res}", *(f"h{p}" for p in parents)):
+        assert table.schema.field(name).type == pa.uint64()
+    assert all(h3.is_valid_cell(h3.int_to_str(c)) and h3.get_resolution(h3.int_to_str(c)) == res for c in cells)
+    for p in parents:
+        assert table.column(f"h{p}").to_pylist() == [
+            h3.str_to_int(h3.cell_to_parent(h3.int_to_str(c), p)) for c in cells]
+    checked = 0
+    for b, wanted in stats.items():
+        assert table.schema.field(f"b{b}_count").type == pa.uint32()
+        for s in wanted:
+            got = table.column(f"b{b}_{s}").to_pylist()
+            want = [expected(ref[b][c], s) if c in ref[b] else (0 if s == "count" else None) for c in cells]
+            assert got == want, (b, s)
+            checked += sum(w is not None for w in want)
+    assert checked > len(cells)
+
+
+def test_projected_against_reference(projected, tmp_path):
+    path, data, valid = projected
+    stats = {"b1": ALL}  # band 2 (integer): the default, mode and count
+    table = run(path, tmp_path, 9, (8, 0), stats)
+    assert table.column_names == ["h9", "h8", "h0", *(f"b1_{s}" for s in ALL), "b2_mode", "b2_count"]
+    assert table.schema.field("b1_mode").type == table.schema.field("b1_min").type == pa.int16()
+    assert table.schema.field("b1_mean").type == table.schema.field("b1_sum").type == pa.float64()
+    ref = reference(path, data, valid, 9)
+    assert_matches(table, ref, 9, (8, 0), {1: ALL, 2: ["mode", "count"]})
+    counts = np.asarray(table.column("b1_count"))
+    assert counts.mean() > 5 and sum(counts) == valid[0].sum()  # cells hold several pixels; every pixel counted
+    assert pa.compute.min(table.column("b1_min")).as_py() >= 0  # nodata (-9999) never reaches a statistic
+    assert table.column("b2_mode").null_count > 0  # the strip where band 2 is all nodata
+
+
+def test_geographic_against_reference(geographic, tmp_path):
+    path, data, valid = geographic
+    stats = {"*": ["mean", "sum", "min", "max", "count"]}
+    table = run(path, tmp_path, 2, (1, 0), stats)
+    assert_matches(table, reference(path, data, valid, 2), 2, (1, 0), {1: stats["*"]})
+    assert len({h3.cell_to_parent(h3.int_to_str(c), 0) for c in table.column("h2").to_pylist()}) > 2
+    assert not np.isnan(np.asarray(table.column("b1_mean"))).any()
+
+
+def test_float_defaults_and_band_selection(geographic, tmp_path):
+    path, _, _ = geographic
+    table = run(path, tmp_path, 2, (), bands=[1])
+    assert table.column_names == ["h2", "b1_mean", "b1_min", "b1_max", "b1_count"]
+    assert table.schema.field("b1_min").type == pa.float32()
+
+
+@pytest.mark.parametrize("fixture", ["projected", "geographic"])
+def test_chunks_merge_exactly(fixture, request, tmp_path):
+    path, _, _ = request.getfixturevalue(fixture)
+    res, stats = (9, {"*": ALL}) if fixture == "projected" else (2, {"*": ["mean", "sum", "min", "max", "count"]})
+    whole = run(path, tmp_path / "one", res, (0,), stats)
+    split = run(path, tmp_path / "three", res, (0,), stats, chunks=3, window_rows=7)
+    assert split.equals(whole)
+    names = lambda d: sorted(p.relative_to(d).as_posix() for p in d.glob("h0=*/*.parquet"))  # noqa: E731
+    assert names(tmp_path / "three" / "out") == names(tmp_path / "one" / "out")
+    # the merge was exercised: some cells are in two chunks
+    per_chunk = [set(pa.concat_tables([pq.read_table(f) for f in (tmp_path / "three" / f"chunk={i}").glob("g=*")])
+                     .column("cell").to_pylist()) for i in range(3)]
+    assert per_chunk[0] & per_chunk[1] and per_chunk[1] & per_chunk[2]
+
+
+def test_incremental_merges_match(projected, tmp_path, monkeypatch):
+    path, _, _ = projected
+    whole = run(path, tmp_path / "a", 9, (0,), {"*": ALL})
+    monkeypatch.setattr(RH, "COMPACT_ROWS", 1)  # merge into the chunk's partials after every window
+    assert run(path, tmp_path / "b", 9, (0,), {"*": ALL}, window_rows=3).equals(whole)
+
+
+def test_dataset_mask_excluded(tmp_path):
+    rng = np.random.default_rng(3)
+    data = rng.integers(1, 4, size=(1, 50, 40)).astype(np.uint8)
+    mask = np.full((50, 40), 255, np.uint8)
+    mask[:, :20] = 0  # the west half is masked (no nodata value at all)
+    data[0, :, :20] = 200
+    path = write_raster(tmp_path / "masked.tif", data, "EPSG:32633", from_origin(500_000, 5_000_000, 100, 100),
+                        mask=mask)
+    table = run(path, tmp_path, 9, (0,), {"b1": ALL})
+    assert_matches(table, reference(path, data, (mask > 0)[None], 9), 9, (0,), {1: ALL})
+    assert pa.compute.max(table.column("b1_max")).as_py() == 3
+    assert sum(table.column("b1_count").to_pylist()) == 50 * 20
+
+
+def test_rgb_against_reference(tmp_path):
+    path = shared("RGB.byte.tif")
+    with rasterio.open(path) as src:
+        data = src.read()
+        assert src.nodata == 0
+    stats = {"b1": ALL}
+    table = run(path, tmp_path, 8, (7, 0), stats)
+    ref = reference(path, data, data != 0, 8)
+    assert_matches(table, ref, 8, (7, 0), {1: ALL, 2: ["mode", "count"], 3: ["mode", "count"]})
+    assert np.asarray(table.column("b1_count")).mean() > 4
+
+
+def test_rgb_chunks_merge_exactly(tmp_path):
+    path = shared("RGB.byte.tif")
+    whole = run(path, tmp_path / "one", 8, (7, 0), {"*": ALL})
+    assert run(path, tmp_path / "three", 8, (7, 0), {"*": ALL}, chunks=3, window_rows=100).equals(whole)
+
+
+def test_chunk_stats_and_rows(projected, tmp_path):
+    path, _, valid = projected
+    s = raster_hex(str(path), tmp_path / "c", 9, (0,), rows=(20, 50), window_rows=8)
+    assert s.rows == (20, 50) and s.windows == 4 and s.pixels == 30 * 70
+    assert s.valid_pixels == valid[:, 20:50].any(axis=0).sum() and s.cells > 0 and s.outside == 0
+    empty = raster_hex(str(path), tmp_path / "e", 9, (0,), rows=(5, 5))
+    assert empty.cells == 0 and (tmp_path / "e" / RH.MARKER).exists()
+
+
+def test_bad_arguments(projected, tmp_path):
+    path, _, _ = projected
+    with pytest.raises(ValueError, match="median"):
+        raster_hex(str(path), tmp_path / "c", 9, (0,), {"b1": ["median"]})
+    with pytest.raises(ValueError, match="not among the bands"):
+        raster_hex(str(path), tmp_path / "c", 9, (0,), {"b2": ["mean"]}, bands=[1])
+    with pytest.raises(ValueError, match="coarser"):
+        raster_hex(str(path), tmp_path / "c", 9, (10,))
+    with pytest.raises(ValueError, match="outside"):
+        raster_hex(str(path), tmp_path / "c", 9, (0,), rows=(0, 1000))
+    raster_hex(str(path), tmp_path / "c", 9, (0,))  # defaults: mode and count
+    with pytest.raises(ValueError, match="partials"):
+        consolidate_raster_hex([tmp_path / "c"], tmp_path / "out", 9, (0,), {"*": ["mean"]})
+    consolidate_raster_hex([tmp_path / "c"], tmp_path / "out", 9, (0,), {"*": ["count"]})  # a subset is fine
+    with pytest.raises(FileExistsError):
+        consolidate_raster_hex([tmp_path / "c"], tmp_path / "out", 9, (0,))
