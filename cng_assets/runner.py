@@ -23,7 +23,7 @@ from cng_assets.transforms.layers import OTHER, POLYGON, RASTER
 # Step logs and stack traces stay in the instance (the UI shows them); the terminal gets the report instead.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 GLOBAL_ASSETS = {"stac_catalog"}  # not under a dataset's key prefix
-FEEDS_LATER_STAGES = {"geoparquet", "hex_plan", "hex_chunk"}  # a layer's failure here skips its later steps
+FEEDS_LATER_STAGES = {"geoparquet", "hex_plan", "hex_chunk", "raster_hex_chunk"}  # a layer's failure here skips its later steps
 NOTED = ("repaired", "curved_linearised", "split_at_antimeridian", "dropped_null_or_empty", "dropped_unrepairable")
 
 
@@ -125,9 +125,10 @@ def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str
     for stage in ([Step("table", k) for k in inv.table_keys()] + [Step("geoparquet", k) for k in inv.keys(POLYGON, OTHER)]
                   + [Step("cog", k) for k in inv.keys(RASTER)],
                   [Step("hex_plan", k) for k in polygons],
-                  lambda: [Step("hex_chunk", dg.MultiPartitionKey({"chunk": c, "layer": k})) for k in polygons
-                           for c in instance.get_dynamic_partitions(chunk_partitions(ds).name)],
-                  [Step("hex", k) for k in polygons],
+                  lambda: [Step(asset, dg.MultiPartitionKey({"chunk": c, "layer": k}))
+                           for asset, layers in (("hex_chunk", polygons), ("raster_hex_chunk", inv.keys(RASTER)))
+                           for k in layers for c in instance.get_dynamic_partitions(chunk_partitions(ds).name)],
+                  [Step("hex", k) for k in polygons] + [Step("raster_hex", k) for k in inv.keys(RASTER)],
                   [Step(a, k) for a in ("pmtiles", "thumbnail") for k in inv.keys(POLYGON, OTHER)],
                   [Step("stac"), Step("docs"), Step("stac_catalog")]):
         steps = stage() if callable(stage) else stage

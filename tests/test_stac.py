@@ -36,6 +36,7 @@ CORE = "https://schemas.stacspec.org/v1.1.0/"
 TABLE = "https://stac-extensions.github.io/table/v1.2.0/schema.json"
 FILE = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 PROJ = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+RASTER = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
 HIERARCHY = {"root", "parent", "child", "item", "collection"}
 
 SAMPLE = Dataset(
@@ -105,9 +106,11 @@ def _json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _items(tree: Path, name: str) -> dict[str, dict]:
+def _items(tree: Path, name: str, rasters: bool = False) -> dict[str, dict]:
+    """The Collection's Items: those of vector layers, and with `rasters` those of raster layers too."""
     col = _json(tree / name / "collection.json")
-    return {(d := _json(tree / name / link["href"]))["id"]: d for link in col["links"] if link["rel"] == "item"}
+    items = {(d := _json(tree / name / link["href"]))["id"]: d for link in col["links"] if link["rel"] == "item"}
+    return {k: d for k, d in items.items() if rasters or "cog" not in d["assets"]}
 
 
 def _local(href: str, prefix: str, root: Path) -> Path:
@@ -124,15 +127,20 @@ def _multihash(path: Path) -> str:
 
 def test_every_item_collection_and_the_catalog_validate(schemas, tree, products, offline):
     files = sorted(tree.rglob("*.json"))
-    assert len(files) == 1 + (1 + 3) + (1 + 1)  # catalog; demo: collection + 3 layers; sample: collection + 1 layer
+    assert len(files) == 1 + (1 + 4) + (1 + 1)  # catalog; demo: collection + 3 layers + 1 raster; sample: collection + 1 layer
     used = {}
     for path in files:
         used[path.relative_to(tree).as_posix()] = set(schemas.validate_file(path))
     assert used["catalog.json"] == {CORE + "catalog-spec/json-schema/catalog.json"}
     for name in products:
         assert used[f"{name}/collection.json"] == {CORE + "collection-spec/json-schema/collection.json", TABLE, FILE}
-        for item_id in _items(tree, name):
-            assert used[f"{name}/{item_id}/{item_id}.json"] == {CORE + "item-spec/json-schema/item.json", TABLE, PROJ, FILE}
+        for item_id in _items(tree, name, rasters=True):
+            extensions = {RASTER} if item_id == "population_density" else {TABLE}  # the demo's raster layer
+            assert used[f"{name}/{item_id}/{item_id}.json"] == {CORE + "item-spec/json-schema/item.json", PROJ, FILE} | extensions
+    raster = _json(tree / "demo" / "population_density" / "population_density.json")
+    assert raster["properties"]["proj:code"] == "EPSG:4326" and raster["properties"]["proj:shape"] == [180, 360]
+    assert raster["assets"]["cog"]["raster:bands"][0]["data_type"] == "float32"
+    assert raster["assets"]["cog"]["type"] == "image/tiff; application=geotiff; profile=cloud-optimized"
 
 
 def test_collection_assets_carry_valid_table_and_file_fields(schemas, tree, products, offline):
@@ -173,7 +181,7 @@ def test_in_memory_objects_validate_through_pystac(schemas, products, datasets, 
 def test_items_describe_their_geoparquet(tree, products, datasets, name):
     root, ds = products[name], datasets[name]
     inventory = Inventory.from_json(_json(root / "inventory.json"))
-    spatial = sorted(x.slug for x in inventory.layers if x.kind != "table")
+    spatial = sorted(x.slug for x in inventory.layers if x.kind not in ("table", "raster"))
     items = _items(tree, name)
     assert sorted(items) == spatial
     for item_id, item in items.items():

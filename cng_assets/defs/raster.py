@@ -1,15 +1,26 @@
-"""Raster layers of a dataset: source[layer] -> cog (a Cloud-Optimized GeoTIFF, checked as one)."""
+"""Raster layers of a dataset: source[layer] -> cog (a Cloud-Optimized GeoTIFF, checked as one), and
+source[layer] -> raster_hex_chunk (per chunk of rows x layer, the same chunk dimension and pool as vector hex) ->
+raster_hex (per layer, `hex/<layer>/h0=<cell>/`, the same uint64 ids as vector hex so the two join)."""
+
+import warnings
+from contextlib import ExitStack
+from pathlib import Path
 
 import dagster as dg
+import pyarrow.parquet as pq
 
 from cng_assets.catalog import Dataset
 from cng_assets.defs import products
+from cng_assets.defs.hex import CHUNK_POOL, hex_settings
 from cng_assets.defs.k8s import op_tags
-from cng_assets.defs.partitions import raster_partitions
-from cng_assets.defs.sources import source_dep
+from cng_assets.defs.partitions import chunk_partitions, raster_partitions
+from cng_assets.defs.sources import is_observed, source_key
 from cng_assets.storage import ProductStorage
+from cng_assets.transforms.hex.consolidate import read_back_checks
 from cng_assets.transforms.legacy import inspect_tiff
 from cng_assets.transforms.raster import cog
+from cng_assets.transforms.raster import hex as raster_hex
+from cng_assets.transforms.raster.info import row_chunks
 
 
 def raster_layer(storage: ProductStorage, ds: Dataset, slug: str):
@@ -17,10 +28,26 @@ def raster_layer(storage: ProductStorage, ds: Dataset, slug: str):
         return products.discover(storage, ds).layer(slug)
 
 
-def raster_assets(ds: Dataset) -> list:
-    rasters = raster_partitions(ds)
+def chunk_rows(ds: Dataset, layer) -> list[tuple[int, int]]:
+    r = layer.raster
+    return row_chunks(r["height"], r["width"], ds.h3.max_chunks, ds.raster.target_pixels_per_chunk)
 
-    @dg.asset(key=[ds.name, "cog"], op_tags=op_tags(ds, "cog"), deps=[source_dep(ds)], partitions_def=rasters,
+
+def _stats(ds: Dataset) -> dict[str, list[str]] | None:
+    """The catalog's statistics for every band, always with `count` (what the pixel check adds up)."""
+    return None if ds.raster.stats is None else {"*": sorted({*ds.raster.stats, "count"})}
+
+
+def raster_assets(ds: Dataset) -> list:
+    rasters, chunks = raster_partitions(ds), chunk_partitions(ds)
+    settings = hex_settings(ds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        by_layer = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="layer")
+    source_of_layer = dg.AssetDep(source_key(ds), partition_mapping=by_layer if is_observed(ds) else None)
+
+    @dg.asset(key=[ds.name, "cog"], op_tags=op_tags(ds, "cog"), partitions_def=rasters,
+              deps=[dg.AssetDep(source_key(ds), partition_mapping=dg.IdentityPartitionMapping() if is_observed(ds) else None)],
               group_name=ds.name, kinds={"tiff"}, code_version=ds.code_version(cog.VERSION, "source", "raster"),
               description="The raster as a Cloud-Optimized GeoTIFF: tiled, overviews, lossless compression chosen for "
                           "the data type, nodata kept, native CRS unless the catalog asks for EPSG:4326.",
@@ -43,4 +70,82 @@ def raster_assets(ds: Dataset) -> list:
                       "predictor": stats.predictor, "overviews": stats.overviews},
             check_results=[dg.AssetCheckResult(check_name="is_cog", passed=True, metadata={"findings": "none"})])
 
-    return [cog_layer]
+    @dg.asset(key=[ds.name, "raster_hex_chunk"], op_tags=op_tags(ds, "hex_chunk"), pool=CHUNK_POOL,
+              partitions_def=dg.MultiPartitionsDefinition({"chunk": chunks, "layer": rasters}), deps=[source_of_layer],
+              group_name=ds.name, kinds={"parquet", "h3"}, code_version=ds.code_version(raster_hex.VERSION, "h3", "raster"),
+              description="Per band, the pixels of one band of rows aggregated to H3 cells (mergeable partials). "
+                          "A chunk number beyond the layer's rows materializes as empty.")
+    def raster_hex_chunk(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
+        keys = context.partition_key.keys_by_dimension
+        slug, k = keys["layer"], int(keys["chunk"])
+        layer = raster_layer(storage, ds, slug)
+        bands = chunk_rows(ds, layer)
+        with storage.publish_dir(ds.bucket, products.hex_chunk_key(ds, slug, k)) as out:
+            if k >= len(bands):
+                (out / "_empty").write_text("beyond this layer's chunks\n")
+                return dg.MaterializeResult(metadata={"empty": True})
+            with products.input_errors(ds, slug):
+                stats = raster_hex.raster_hex(layer.raster["path"], out, settings.resolution, settings.parents,
+                                              stats=_stats(ds), rows=bands[k])
+        return dg.MaterializeResult(metadata={**stats.to_dict(), "rows": list(bands[k]), "empty": False})
+
+    @dg.asset(key=[ds.name, "raster_hex"], op_tags=op_tags(ds, "hex"), partitions_def=rasters,
+              deps=[dg.AssetDep(raster_hex_chunk, partition_mapping=by_layer)], group_name=ds.name, kinds={"parquet", "h3"},
+              code_version=ds.code_version(raster_hex.VERSION, "h3", "raster"),
+              description=f"Per band statistics of the pixels in each H3 cell (h{settings.resolution}, parents "
+                          f"{list(settings.parents)}), as h0=<cell>/ partitions like vector hex.",
+              check_specs=[dg.AssetCheckSpec(name, asset=[ds.name, "raster_hex"], blocking=True, description=d) for name, d in {
+                  "parents_consistent": "parent columns and h0 folder agree with h3-py (a sample of each file)",
+                  "no_duplicate_cells": "each cell once",
+                  "pixels_counted": "the per-band pixel counts add up to the valid pixels the chunks read"}.items()])
+    def raster_hex_layer(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
+        slug = context.partition_key
+        layer = raster_layer(storage, ds, slug)
+        n = len(chunk_rows(ds, layer))
+        with ExitStack() as stack:  # every chunk stays readable (downloaded, on S3) until consolidation is done
+            dirs = [Path(stack.enter_context(storage.local_path(ds.bucket, products.hex_chunk_key(ds, slug, k))))
+                    for k in range(n)]
+            missing = [k for k, d in enumerate(dirs) if not (d / raster_hex.MARKER).exists()]
+            if missing:
+                raise dg.Failure(f"{ds.name}/{slug}: raster hex chunks {missing} are missing",
+                                 metadata={"what to do": f"materialize raster_hex_chunk for layer {slug}, then raster_hex"})
+            valid = sum(_chunk_valid(d) for d in dirs)
+            with storage.publish_dir(ds.bucket, products.hex_key(ds, slug)) as staged:
+                rows = raster_hex.consolidate_raster_hex(dirs, staged, settings.resolution, settings.parents, _stats(ds))
+                checks = _checks(staged, settings, valid)
+                failed = [c for c in checks if not c.passed]
+                if failed:  # raising here keeps the previous version
+                    raise dg.Failure(f"{ds.name}/{slug}: raster hex checks failed; the previous version is kept",
+                                     metadata={c.name: c.detail for c in failed})
+        for k in range(n):
+            storage.delete(ds.bucket, products.hex_chunk_key(ds, slug, k))
+        return dg.MaterializeResult(
+            metadata={"dagster/row_count": sum(rows.values()), "h0_partitions": len(rows), "chunks": n,
+                      "resolution": settings.resolution, "parents": list(settings.parents),
+                      "uri": dg.MetadataValue.path(storage.uri(ds.bucket, products.hex_key(ds, slug)))},
+            check_results=[dg.AssetCheckResult(check_name=c.name, passed=c.passed, metadata=c.detail) for c in checks])
+
+    return [cog_layer, raster_hex_chunk, raster_hex_layer]
+
+
+def _chunk_valid(chunk_dir: Path) -> int:
+    import json
+
+    run = json.loads((chunk_dir / raster_hex.MARKER).read_text())["run"]
+    return int(run["valid_pixels"]) - int(run["outside"])
+
+
+def _checks(out: Path, settings, valid_pixels: int) -> list:
+    """Parents from the vector read-back check; each cell once; and the pixel counts against what chunks read."""
+    from cng_assets.transforms.hex.consolidate import HexCheck
+
+    parents = read_back_checks(out, settings, chunk_rows=0)[0]
+    table = pq.read_table(out, partitioning=None)
+    cells = table.column(f"h{settings.resolution}")
+    distinct = len(cells.unique())
+    counts = [c for c in table.column_names if c.endswith("_count")]
+    totals = [int(table.column(c).to_numpy(zero_copy_only=False).sum()) for c in counts]
+    counted = bool(totals) and max(totals) <= valid_pixels <= sum(totals)
+    return [parents,
+            HexCheck("no_duplicate_cells", distinct == table.num_rows, {"rows": table.num_rows, "distinct_cells": distinct}),
+            HexCheck("pixels_counted", counted, {"valid_pixels": valid_pixels, "counted_per_band": totals})]

@@ -10,11 +10,12 @@ import dagster as dg
 from cng_assets.catalog import Dataset
 from cng_assets.defs import products
 from cng_assets.defs.k8s import op_tags
-from cng_assets.defs.partitions import feature_partitions, layer_partition_keys, table_partitions
+from cng_assets.defs.partitions import chunk_key, chunk_partitions, feature_partitions, layer_partition_keys, table_partitions
+from cng_assets.defs.raster import chunk_rows
 from cng_assets.defs.sources import is_observed, source_asset, source_dep
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms import geoparquet, layers, tables
-from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX
+from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX, RASTER
 
 
 def vector_assets(ds: Dataset) -> list:
@@ -38,6 +39,10 @@ def vector_assets(ds: Dataset) -> list:
             if new:
                 context.instance.add_dynamic_partitions(parts.name, new)
             added[parts.name], gone[parts.name] = new, sorted(existing - set(keys))
+        needed = {chunk_key(k) for x in inv.layers if x.kind == RASTER for k in range(len(chunk_rows(ds, x)))}
+        new_chunks = sorted(needed - set(context.instance.get_dynamic_partitions(chunk_partitions(ds).name)))
+        if new_chunks:  # raster chunks are known from the size alone (vector ones once a plan exists)
+            context.instance.add_dynamic_partitions(chunk_partitions(ds).name, new_chunks)
         rows = "\n".join(f"| {x.name} | `{x.slug}` | {x.kind} | {x.geometry_type or ''} | {x.features} | {x.crs or ''} |"
                          for x in inv.layers)
         return dg.MaterializeResult(metadata={

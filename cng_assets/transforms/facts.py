@@ -22,6 +22,7 @@ MEDIA_TYPES = {
     "parquet": "application/vnd.apache.parquet",
     "pmtiles": "application/vnd.pmtiles",
     "png": "image/png",
+    "cog": "image/tiff; application=geotiff; profile=cloud-optimized",
     "markdown": "text/markdown",
 }
 
@@ -70,12 +71,28 @@ class LayerFacts:
 
 
 @dataclass
+class RasterFacts:
+    """A raster layer's COG, read back from the file."""
+
+    slug: str
+    name: str
+    bbox: list[float]  # lon/lat
+    crs: str | None  # e.g. "EPSG:32618"
+    shape: list[int]  # [rows, columns]
+    transform: list[float]  # the affine's first six coefficients, as STAC's proj:transform
+    resolution: float  # in CRS units
+    bands: list[dict]  # data_type, nodata per band
+    files: dict[str, FileFacts] = field(default_factory=dict)  # cog
+
+
+@dataclass
 class DatasetFacts:
     dataset: Dataset
     layers: list[LayerFacts]  # spatial layers
     tables: list[LayerFacts]  # non-spatial layers and coded-value domains
     created: str  # ISO 8601, UTC
     code_versions: dict[str, str] = field(default_factory=dict)
+    rasters: list[RasterFacts] = field(default_factory=list)
 
     def layer(self, slug: str) -> LayerFacts:
         return next(x for x in [*self.layers, *self.tables] if x.slug == slug)
@@ -124,7 +141,13 @@ def gather(ds: Dataset, root: Path, inventory: Inventory, href_base: str = "",
     hrefs start with (a public URL ending in '/', or '' for paths relative to the dataset folder)."""
     root = Path(root)
     layers, tables = [], []
+    rasters = []
     for x in inventory.layers:
+        if x.kind == "raster":
+            cog = _file(root, layout.cog(x.slug), href_base, "cog", ["data"], f"{x.name} (Cloud-Optimized GeoTIFF)")
+            if cog is not None:
+                rasters.append(_raster(root / layout.cog(x.slug), x.slug, x.name, cog))
+            continue
         if x.kind == "table":
             key = layout.table(x.slug)
             f = _file(root, key, href_base, "parquet", ["data"], f"{x.name} (table)")
@@ -157,4 +180,16 @@ def gather(ds: Dataset, root: Path, inventory: Inventory, href_base: str = "",
             tables.append(LayerFacts(DOMAIN_KEY_PREFIX + d.slug, d.name, "table", None, len(d.codes), len(d.codes),
                                      None, _columns(root / key, ds, {}), {"table": f}))
     return DatasetFacts(ds, layers, tables, datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                        dict(code_versions or {}))
+                        dict(code_versions or {}), rasters)
+
+
+def _raster(path: Path, slug: str, name: str, cog: FileFacts) -> RasterFacts:
+    import rasterio
+    from rasterio.warp import transform_bounds
+
+    with rasterio.open(path) as r:
+        bbox = list(transform_bounds(r.crs, "EPSG:4326", *r.bounds, densify_pts=21)) if r.crs else list(r.bounds)
+        epsg = r.crs.to_epsg() if r.crs else None
+        bands = [{"data_type": dt, **({"nodata": r.nodata} if r.nodata is not None else {})} for dt in r.dtypes]
+        return RasterFacts(slug, name, bbox, f"EPSG:{epsg}" if epsg else None, [r.height, r.width],
+                           list(r.transform)[:6], abs(r.transform.a), bands, {"cog": cog})

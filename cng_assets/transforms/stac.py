@@ -10,6 +10,8 @@ in a local folder out (no Dagster, no storage).
   Collection-level assets: they belong to the dataset rather than to one layer (a domain can serve several
   layers and tables), they have no footprint to search by, and repeating them on every Item would make each
   layer look as if it had its own copy. Columns that use a domain name its asset in their description.
+- One Item per raster layer: its COG asset, `proj:code`/`proj:shape`/`proj:transform` and the raster extension's
+  bands (data type, nodata, resolution).
 - One root Catalog that links every dataset's Collection.
 
 Footprint: the layer's bbox as a polygon (a point or line when the bbox is degenerate; a MultiPolygon of two boxes
@@ -38,14 +40,15 @@ from urllib.parse import urlparse
 import pystac
 from pystac.extensions.file import FileExtension
 from pystac.extensions.projection import ProjectionExtension
+from pystac.extensions.raster import RasterBand, RasterExtension
 from pystac.extensions.table import Column, TableExtension
 
 from cng_assets.catalog import Dataset
 from cng_assets.errors import CngInputError
-from cng_assets.transforms.facts import DatasetFacts, FileFacts, LayerFacts
+from cng_assets.transforms.facts import DatasetFacts, FileFacts, LayerFacts, RasterFacts
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX
 
-VERSION = "1"  # bump when the STAC output changes
+VERSION = "2"  # bump when the STAC output changes
 
 PROCESSING_SCHEMA = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"  # no pystac class for it
 CRS = "EPSG:4326"  # every GeoParquet product is lon/lat
@@ -232,6 +235,25 @@ def layer_item(facts: DatasetFacts, x: LayerFacts, domain_assets: dict[str, str]
     return item
 
 
+def raster_item(facts: DatasetFacts, r: RasterFacts) -> pystac.Item:
+    """The Item of one raster layer: its COG, with the projection and raster extensions."""
+    ds = facts.dataset
+    when, start, end = _when(ds)
+    geometry, bbox = footprint(r.bbox)
+    item = pystac.Item(id=r.slug, geometry=geometry, bbox=bbox, datetime=when, start_datetime=start, end_datetime=end,
+                       properties={"title": r.name, "created": facts.created,
+                                   "description": f"{r.name}: a {r.shape[1]} x {r.shape[0]} raster of {len(r.bands)} "
+                                                  f"band(s) from {ds.title}, as a Cloud-Optimized GeoTIFF."})
+    proj = ProjectionExtension.ext(item, add_if_missing=True)
+    proj.code, proj.shape, proj.transform = r.crs, r.shape, r.transform
+    f = r.files["cog"]
+    asset = _add_asset(item, "cog", _asset(f, "Cloud-Optimized GeoTIFF: tiled, overviews, lossless compression."), f)
+    RasterExtension.ext(asset, add_if_missing=True).bands = [
+        RasterBand.create(data_type=b["data_type"], nodata=b.get("nodata"), spatial_resolution=r.resolution)
+        for b in r.bands]
+    return item
+
+
 def _providers(ds: Dataset) -> list[pystac.Provider]:
     out = []
     for p in ds.providers:
@@ -261,7 +283,7 @@ def dataset_collection(facts: DatasetFacts) -> pystac.Collection:
     when, start, end = _when(ds)
     license_id, license_text = stac_license(ds.license)
     domain_assets = {t.name: t.slug for t in facts.tables if t.slug.startswith(DOMAIN_KEY_PREFIX)}
-    items = [layer_item(facts, x, domain_assets) for x in facts.layers]
+    items = [layer_item(facts, x, domain_assets) for x in facts.layers] + [raster_item(facts, r) for r in facts.rasters]
 
     paragraphs = [(ds.description or "").strip() or ds.title]
     if license_text:

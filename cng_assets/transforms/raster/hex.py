@@ -3,8 +3,9 @@
 `raster_hex` runs one chunk (a band of raster rows): each valid pixel's centre goes to lon/lat (pyproj) and to
 its cell at `resolution` (h3ronpy), and per band the pixel values are reduced to mergeable partials per cell:
 count, sum, min, max and, for mode, (cell, value, count) triples. The chunk writes them by group cell (a coarse
-ancestor, as in hex.chunk) as `g=<group>.parquet` (cell + partial columns, every band) and
-`m=<group>.b<band>.parquet` (mode triples), then `_chunk.json` last.
+ancestor, as in hex.chunk) as `g=<group>.arrow` (cell + partial columns, every band) and
+`m=<group>.b<band>.arrow` (mode triples), Arrow IPC with LZ4 (short-lived, so fast to write beats small), then
+`_chunk.json` last.
 
 `consolidate_raster_hex` merges the chunks group by group (a cell on a chunk boundary is in two chunks: its
 partials add up exactly) and writes the product as the vector hex products are written:
@@ -42,7 +43,9 @@ MARKER = "_chunk.json"
 STATS = ("mean", "sum", "min", "max", "count", "mode")
 CONTINUOUS_DEFAULT = ["mean", "min", "max", "count"]
 CATEGORICAL_DEFAULT = ["mode", "count"]
+U = np.uint64
 REDUCE = {"count": np.add, "sum": np.add, "min": np.minimum, "max": np.maximum}  # partial -> how it merges
+IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
 COMPACT_ROWS = 1 << 20  # window partials buffered before they are merged into the chunk's
 
 
@@ -57,6 +60,8 @@ class RasterHexStats:
     groups: int = 0
     seconds: float = 0.0
     cpu_seconds: float = 0.0
+    cpu_project: float = 0.0  # of which in pyproj (pixel centres to lon/lat)
+    cpu_index: float = 0.0  # of which in h3ronpy (lon/lat to cells): with cpu_project, the per-pixel floor
     peak_rss_mib: float = 0.0
 
     def to_dict(self) -> dict:
@@ -130,14 +135,51 @@ def _merge(parts: list[_Part]) -> _Part:
     return _Part(cells[starts], cols, {b: _merge_modes([p.modes[b] for p in parts]) for b in parts[0].modes})
 
 
-def _merge_modes(triples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
-    cells, values, counts = (np.concatenate([t[i] for t in triples]) for i in range(3))
+def _merge_modes(triples: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """(cell, value, count) triples with the counts of equal (cell, value) added, sorted by (cell, value). A count
+    array of None means ones (raw pixels)."""
+    cells, values = (np.concatenate([t[i] for t in triples]) for i in range(2))
+    ones = all(t[2] is None for t in triples)
+    counts = None if ones else np.concatenate([np.ones(len(t[0]), np.uint64) if t[2] is None else t[2]
+                                               for t in triples])
     if not len(cells):
-        return cells, values, counts
-    order = np.lexsort((values, cells))
-    cells, values = cells[order], values[order]
-    starts = _runs(cells, values)
-    return cells[starts], values[starts], np.add.reduceat(counts[order], starts)
+        return cells, values, np.empty(0, np.uint64)
+    packed = _pack(cells, values)
+    if packed is None:  # wide values or very fine cells: two-key sort
+        order = np.lexsort((values, cells))
+        cells, values = cells[order], values[order]
+        starts = _runs(cells, values)
+        return cells[starts], values[starts], np.add.reduceat(counts[order] if counts is not None else
+                                                              np.ones(len(cells), np.uint64), starts)
+    key, unpack = packed
+    if ones:
+        key, n = np.unique(key, return_counts=True)
+        return (*unpack(key), n.astype(np.uint64))
+    order = np.argsort(key, kind="stable")  # the parts are sorted runs: timsort merges them in near-linear time
+    key = key[order]
+    starts = _runs(key)
+    return (*unpack(key[starts]), np.add.reduceat(counts[order], starts))
+
+
+def _pack(cells: np.ndarray, values: np.ndarray):
+    """(cell, value) as one uint64 sort key, when it fits: cells at one resolution differ only in their base cell
+    and digits (7 + 3 res bits), and integers of 8 or 16 bits offset to unsigned take 8 or 16 bits. One sort of
+    one key is several times faster than a two-key lexsort. Returns (key, unpack) or None."""
+    if not (np.issubdtype(values.dtype, np.integer) and values.dtype.itemsize <= 2):
+        return None
+    res = int(C.resolution(cells[:1])[0])
+    shift, cbits, vbits = U(3 * (15 - res)), 7 + 3 * res, 8 * values.dtype.itemsize
+    if cbits + vbits > 64:
+        return None
+    cmask, low = U((1 << cbits) - 1), int(np.iinfo(values.dtype).min)
+    template = cells[0] & ~(cmask << shift)  # mode, resolution and the unused digits: the same for every cell
+    codes = values.astype(np.uint64) if low == 0 else (values.astype(np.int64) - low).astype(np.uint64)
+    key = ((cells >> shift) & cmask) << U(vbits) | codes
+
+    def unpack(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return template | ((k >> U(vbits)) << shift), ((k & U((1 << vbits) - 1)).astype(np.int64) + low).astype(
+            values.dtype)
+    return key, unpack
 
 
 class _Accumulator:
@@ -176,7 +218,7 @@ def _window_part(cells: np.ndarray, values: np.ndarray, valid: np.ndarray, bands
             x = ok.astype(np.uint64) if p == "count" else np.where(ok, v, _identity(p, v.dtype))
             cols[f"b{b}_{p}"] = REDUCE[p].reduceat(x.astype(np.float64) if p == "sum" else x, starts)
         if "mode" in stats[b]:
-            modes[b] = _merge_modes([(cells[ok], v[ok], np.ones(int(ok.sum()), np.uint64))])
+            modes[b] = _merge_modes([(cells[ok], v[ok], None)])
     return _Part(cells[starts], cols, modes)
 
 
@@ -209,9 +251,11 @@ def raster_hex(path: str, out_dir: Path, resolution: int, parents: tuple[int, ..
     `consolidate_raster_hex`. Pixels that are nodata, masked or NaN are skipped, per band."""
     start, cpu0 = time.time(), time.process_time()
     _check_settings(resolution, parents)
+    if window_rows < 1:
+        raise ValueError(f"window_rows must be at least 1, got {window_rows}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for old in [*out_dir.glob("[gm]=*.parquet"), out_dir / MARKER]:  # a rerun must not mix with an earlier one
+    for old in [*out_dir.glob("[gm]=*.arrow"), out_dir / MARKER]:  # a rerun must not mix with an earlier one
         old.unlink(missing_ok=True)
     acc = _Accumulator()
     with rasterio.open(path) as src:
@@ -243,13 +287,17 @@ def raster_hex(path: str, out_dir: Path, resolution: int, parents: tuple[int, ..
             # pixel centres, with the affine written out as Affine.__mul__ does it (so a per-pixel check agrees)
             col, row = idx % width + 0.5, idx // width + top + 0.5
             x, y = col * a + row * b_ + c, col * d + row * e + f
+            t = time.process_time()
             lng, lat = (x, y) if to_4326 is None else to_4326.transform(x, y)
+            run.cpu_project += time.process_time() - t
             placed = np.isfinite(lng) & np.isfinite(lat) & (np.abs(lat) <= 90)
             run.outside += int((~placed).sum())
             idx = idx[placed]
             if len(idx):
-                acc.add(_window_part(_to_cells(lng[placed], lat[placed], resolution), values[:, idx],
-                                     valid[:, idx], bands, per_band))
+                t = time.process_time()
+                cells = _to_cells(lng[placed], lat[placed], resolution)
+                run.cpu_index += time.process_time() - t
+                acc.add(_window_part(cells, values[:, idx], valid[:, idx], bands, per_band))
     part = acc.result()
     if part is not None:
         run.cells = len(part.cells)
@@ -271,27 +319,38 @@ def _group_slices(cells: np.ndarray, res: int) -> dict[int, slice]:
     return {int(groups[s]): slice(s, e) for s, e in zip(starts, ends)}
 
 
+def _write_ipc(table: pa.Table, path: Path) -> None:
+    # pyarrow.ipc rather than pyarrow.feather, which imports pandas on first use
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema, options=IPC_OPTIONS) as writer:
+        writer.write_table(table)
+
+
+def _read_ipc(path: Path) -> pa.Table:
+    with pa.OSFile(str(path), "rb") as source:
+        return pa.ipc.open_file(source).read_all()
+
+
 def _write_chunk(part: _Part, out_dir: Path, res: int) -> int:
     slices = _group_slices(part.cells, res)
     for g, s in slices.items():
-        pq.write_table(pa.table({"cell": part.cells[s], **{k: v[s] for k, v in part.cols.items()}}),
-                       out_dir / f"g={g}.parquet", compression="lz4")
+        _write_ipc(pa.table({"cell": part.cells[s], **{k: v[s] for k, v in part.cols.items()}}),
+                   out_dir / f"g={g}.arrow")
     for b, (cells, values, counts) in part.modes.items():
         for g, s in _group_slices(cells, res).items():
-            pq.write_table(pa.table({"cell": cells[s], "value": values[s], "count": counts[s]}),
-                           out_dir / f"m={g}.b{b}.parquet", compression="lz4")
+            _write_ipc(pa.table({"cell": cells[s], "value": values[s], "count": counts[s]}),
+                       out_dir / f"m={g}.b{b}.arrow")
     return len(slices)
 
 
 def _read_part(files: dict[str, list[Path]], modes: list[int]) -> _Part:
     """The merged partials of one group, from every chunk's files for it."""
-    tables = [pq.read_table(f) for f in files["g"]]
+    tables = [_read_ipc(f) for f in files["g"]]
     parts = [_Part(np.asarray(t.column("cell").to_numpy()),
                    {n: t.column(n).to_numpy() for n in t.column_names[1:]}) for t in tables]
     merged = _merge(parts)
     for b in modes:
         triples = [tuple(t.column(n).to_numpy() for n in ("cell", "value", "count"))
-                   for t in (pq.read_table(f) for f in files[f"b{b}"])]
+                   for t in (_read_ipc(f) for f in files[f"b{b}"])]
         merged.modes[b] = _merge_modes(triples) if triples else (np.empty(0, np.uint64),) * 3
     return merged
 
@@ -305,7 +364,8 @@ def _mode(cells: np.ndarray, triples: tuple[np.ndarray, ...], dtype: str) -> pa.
         starts = _runs(tc)
         run_id = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(tc)]))
         best = tn == np.maximum.reduceat(tn, starts)[run_id]
-        first = np.flatnonzero(best)[np.unique(run_id[best], return_index=True)[1]]  # first best of each run
+        best = np.flatnonzero(best)
+        first = best[_runs(run_id[best])]  # the first best of each run
         at = np.searchsorted(cells, tc[first])
         out[at], have[at] = tv[first], True
     return pa.array(out, mask=~have)
@@ -347,6 +407,10 @@ def consolidate_raster_hex(chunk_dirs: list[Path], out_dir: Path, resolution: in
         if m["version"] != VERSION or m["resolution"] != resolution or m["bands"] != first["bands"] \
                 or m["stats"] != first["stats"] or m["dtypes"] != first["dtypes"]:
             raise ValueError(f"chunks differ in format, resolution, bands or stats: {m} vs {first}")
+    spans = sorted((m["path"], *m["run"]["rows"]) for m in markers)
+    for (p0, _, stop), (p1, start, _) in zip(spans, spans[1:]):
+        if p0 != p1 or start < stop:  # overlapping chunks would count their common pixels twice
+            raise ValueError(f"chunks must be disjoint row ranges of one raster: {spans}")
     bands, dtypes = first["bands"], {int(b): t for b, t in first["dtypes"].items()}
     made = {int(b): s for b, s in first["stats"].items()}
     per_band = resolve_stats(stats, bands, dtypes) if stats is not None else made
@@ -360,7 +424,7 @@ def consolidate_raster_hex(chunk_dirs: list[Path], out_dir: Path, resolution: in
 
     files: dict[int, dict[str, list[Path]]] = defaultdict(lambda: defaultdict(list))
     for d in chunk_dirs:
-        for f in Path(d).glob("[gm]=*.parquet"):
+        for f in Path(d).glob("[gm]=*.arrow"):
             key, *rest = f.name[2:].split(".")
             files[int(key)]["g" if f.name[0] == "g" else rest[0]].append(f)
 

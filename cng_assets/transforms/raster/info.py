@@ -52,3 +52,10 @@ def list_rasters(path: str, gdal_options: dict | None = None) -> list[RasterInfo
         if subdatasets:
             return [_open_info(s, s.rsplit(":", 1)[-1]) for s in subdatasets]
         return [_open_info(path)] if is_raster else []
+
+
+def row_chunks(height: int, width: int, max_chunks: int, target_pixels: int) -> list[tuple[int, int]]:
+    """Bands of rows, as equal as can be, each about `target_pixels`: a raster's hex chunks (at most `max_chunks`)."""
+    n = max(1, min(max_chunks, height, -(-height * width // target_pixels)))
+    edges = [round(i * height / n) for i in range(n + 1)]
+    return list(zip(edges[:-1], edges[1:]))
