@@ -103,3 +103,23 @@ def test_demo_then_status_audit_and_reprocess(cli, tmp_path):
     assert "backfill" in forced.output and "demo/table[continent_lookup]" in forced.output
     bad = runner.invoke(main, ["status", "--dataset", "nope"])
     assert bad.exit_code == 2 and "no dataset 'nope'" in bad.output
+
+
+def test_run_on_a_geotiff_makes_a_cog_and_raster_hex(cli, tmp_path):
+    import duckdb
+    import h3
+
+    from cng_assets.transforms.legacy import inspect_tiff
+    from tests.conftest import shared
+
+    out = tmp_path / "data"
+    result = cli("run", "--source", str(shared("RGB.byte.tif")), "--dataset", "rgb", "--out", str(out),
+                 "--resolution", "8", "--parents", "6,0")
+    assert result.exit_code == 0, result.output
+    cog = out / "rgb" / "rgb_byte.tif"
+    assert inspect_tiff("cog", str(cog), {}).findings == []
+    con = duckdb.connect()
+    rows = con.sql(f"SELECT h8, h6, h0, b1_mode, b1_count, b3_count FROM read_parquet('{out}/rgb/hex/rgb_byte/*/*.parquet')").fetchall()
+    assert len(rows) > 1000 and all(h3.cell_to_parent(h3.int_to_str(r[0]), 6) == h3.int_to_str(r[1]) for r in rows[:100])
+    assert sum(r[4] for r in rows) > 0 and all(r[3] is None or 0 < r[3] <= 255 for r in rows)  # nodata 0 is skipped
+    assert (out / "rgb" / "stac" / "rgb_byte" / "rgb_byte.json").exists()

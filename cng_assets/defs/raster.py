@@ -1,6 +1,8 @@
 """Raster layers of a dataset: source[layer] -> cog (a Cloud-Optimized GeoTIFF, checked as one), and
-source[layer] -> raster_hex_chunk (per chunk of rows x layer, the same chunk dimension and pool as vector hex) ->
-raster_hex (per layer, `hex/<layer>/h0=<cell>/`, the same uint64 ids as vector hex so the two join)."""
+cog[layer] -> raster_hex_chunk (per chunk of rows x layer, the same chunk dimension and pool as vector hex) ->
+raster_hex (per layer, `hex/<layer>/h0=<cell>/`, the same uint64 ids as vector hex so the two join).
+Chunks read the COG, not the source: tiled, so each band of rows is a few range requests, and already in the
+CRS the catalog asked for."""
 
 import warnings
 from contextlib import ExitStack
@@ -8,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow.parquet as pq
+import rasterio
 
 from cng_assets.catalog import Dataset
 from cng_assets.defs import products
@@ -28,9 +31,20 @@ def raster_layer(storage: ProductStorage, ds: Dataset, slug: str):
         return products.discover(storage, ds).layer(slug)
 
 
-def chunk_rows(ds: Dataset, layer) -> list[tuple[int, int]]:
-    r = layer.raster
-    return row_chunks(r["height"], r["width"], ds.h3.max_chunks, ds.raster.target_pixels_per_chunk)
+def chunk_rows(ds: Dataset, height: int, width: int) -> list[tuple[int, int]]:
+    return row_chunks(height, width, ds.h3.max_chunks, ds.raster.target_pixels_per_chunk)
+
+
+def _cog_shape(storage: ProductStorage, ds: Dataset, slug: str) -> tuple[str, int, int]:
+    """GDAL path, height and width of the layer's COG."""
+    import rasterio
+
+    key = products.cog_key(ds, slug)
+    if not storage.exists(ds.bucket, key):
+        raise dg.Failure(f"{ds.name}/{slug}: no COG yet", metadata={"what to do": f"materialize cog[{slug}] first"})
+    path = storage.gdal_path(ds.bucket, key)
+    with rasterio.Env(**storage.gdal_options()), rasterio.open(path) as r:
+        return path, r.height, r.width
 
 
 def _stats(ds: Dataset) -> dict[str, list[str]] | None:
@@ -44,7 +58,6 @@ def raster_assets(ds: Dataset) -> list:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)
         by_layer = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="layer")
-    source_of_layer = dg.AssetDep(source_key(ds), partition_mapping=by_layer if is_observed(ds) else None)
 
     @dg.asset(key=[ds.name, "cog"], op_tags=op_tags(ds, "cog"), partitions_def=rasters,
               deps=[dg.AssetDep(source_key(ds), partition_mapping=dg.IdentityPartitionMapping() if is_observed(ds) else None)],
@@ -71,22 +84,22 @@ def raster_assets(ds: Dataset) -> list:
             check_results=[dg.AssetCheckResult(check_name="is_cog", passed=True, metadata={"findings": "none"})])
 
     @dg.asset(key=[ds.name, "raster_hex_chunk"], op_tags=op_tags(ds, "hex_chunk"), pool=CHUNK_POOL,
-              partitions_def=dg.MultiPartitionsDefinition({"chunk": chunks, "layer": rasters}), deps=[source_of_layer],
+              partitions_def=dg.MultiPartitionsDefinition({"chunk": chunks, "layer": rasters}),
+              deps=[dg.AssetDep(cog_layer, partition_mapping=by_layer)],
               group_name=ds.name, kinds={"parquet", "h3"}, code_version=ds.code_version(raster_hex.VERSION, "h3", "raster"),
               description="Per band, the pixels of one band of rows aggregated to H3 cells (mergeable partials). "
                           "A chunk number beyond the layer's rows materializes as empty.")
     def raster_hex_chunk(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
         keys = context.partition_key.keys_by_dimension
         slug, k = keys["layer"], int(keys["chunk"])
-        layer = raster_layer(storage, ds, slug)
-        bands = chunk_rows(ds, layer)
+        path, height, width = _cog_shape(storage, ds, slug)
+        bands = chunk_rows(ds, height, width)
+        if k >= len(bands):  # nothing to write: raster_hex reads only this layer's own chunks
+            return dg.MaterializeResult(metadata={"empty": True})
         with storage.publish_dir(ds.bucket, products.hex_chunk_key(ds, slug, k)) as out:
-            if k >= len(bands):
-                (out / "_empty").write_text("beyond this layer's chunks\n")
-                return dg.MaterializeResult(metadata={"empty": True})
-            with products.input_errors(ds, slug):
-                stats = raster_hex.raster_hex(layer.raster["path"], out, settings.resolution, settings.parents,
-                                              stats=_stats(ds), rows=bands[k])
+            with products.input_errors(ds, slug), rasterio.Env(**storage.gdal_options()):
+                stats = raster_hex.raster_hex(path, out, settings.resolution, settings.parents, stats=_stats(ds),
+                                              rows=bands[k])
         return dg.MaterializeResult(metadata={**stats.to_dict(), "rows": list(bands[k]), "empty": False})
 
     @dg.asset(key=[ds.name, "raster_hex"], op_tags=op_tags(ds, "hex"), partitions_def=rasters,
@@ -100,8 +113,8 @@ def raster_assets(ds: Dataset) -> list:
                   "pixels_counted": "the per-band pixel counts add up to the valid pixels the chunks read"}.items()])
     def raster_hex_layer(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
         slug = context.partition_key
-        layer = raster_layer(storage, ds, slug)
-        n = len(chunk_rows(ds, layer))
+        _, height, width = _cog_shape(storage, ds, slug)
+        n = len(chunk_rows(ds, height, width))
         with ExitStack() as stack:  # every chunk stays readable (downloaded, on S3) until consolidation is done
             dirs = [Path(stack.enter_context(storage.local_path(ds.bucket, products.hex_chunk_key(ds, slug, k))))
                     for k in range(n)]

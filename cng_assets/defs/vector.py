@@ -39,7 +39,8 @@ def vector_assets(ds: Dataset) -> list:
             if new:
                 context.instance.add_dynamic_partitions(parts.name, new)
             added[parts.name], gone[parts.name] = new, sorted(existing - set(keys))
-        needed = {chunk_key(k) for x in inv.layers if x.kind == RASTER for k in range(len(chunk_rows(ds, x)))}
+        needed = {chunk_key(k) for x in inv.layers if x.kind == RASTER
+                  for k in range(len(chunk_rows(ds, x.raster["height"], x.raster["width"])))}
         new_chunks = sorted(needed - set(context.instance.get_dynamic_partitions(chunk_partitions(ds).name)))
         if new_chunks:  # raster chunks are known from the size alone (vector ones once a plan exists)
             context.instance.add_dynamic_partitions(chunk_partitions(ds).name, new_chunks)
