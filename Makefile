@@ -31,7 +31,9 @@ validate: $(STAMP)
 bench: $(STAMP)  ## side-by-side benchmarks (prints ratios; not part of the tests)
 	$(BIN)/python bench/geoparquet.py
 	$(BIN)/python bench/hex.py
+	$(BIN)/python bench/pmtiles.py
 	$(BIN)/python bench/storage.py
+	$(BIN)/python bench/raster_hex.py
 
 lock: $(STAMP)  ## requirements.lock for the image: exact versions and hashes of the runtime dependencies
 	$(BIN)/pip install --quiet uv
