@@ -19,6 +19,18 @@ def shared(name: str) -> Path:
     return path
 
 
+def write_gdb(path: Path, frames: dict) -> Path:
+    """A FileGDB folder written by GDAL's OpenFileGDB driver, one layer per frame (as the lab's raw uploads are)."""
+    import warnings
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # Integer64 written as Float64, laundered names
+        for name, df in frames.items():
+            pyogrio.write_dataframe(df, path, layer=name, driver="OpenFileGDB", append=path.exists())
+    return path
+
+
 @pytest.fixture
 def fgdb() -> Path:
     return shared("test_fgdb.gdb.zip")

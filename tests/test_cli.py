@@ -119,7 +119,8 @@ def test_run_on_a_geotiff_makes_a_cog_and_raster_hex(cli, tmp_path):
     cog = out / "rgb" / "rgb_byte.tif"
     assert inspect_tiff("cog", str(cog), {}).findings == []
     con = duckdb.connect()
-    rows = con.sql(f"SELECT h8, h6, h0, b1_mode, b1_count, b3_count FROM read_parquet('{out}/rgb/hex/rgb_byte/*/*.parquet')").fetchall()
+    glob = f"{out}/rgb/hex/rgb_byte/*/*.parquet"
+    rows = con.sql(f"SELECT h8, h6, h0, b1_mode, b1_count, b3_count FROM read_parquet('{glob}')").fetchall()
     assert len(rows) > 1000 and all(h3.cell_to_parent(h3.int_to_str(r[0]), 6) == h3.int_to_str(r[1]) for r in rows[:100])
     assert sum(r[4] for r in rows) > 0 and all(r[3] is None or 0 < r[3] <= 255 for r in rows)  # nodata 0 is skipped
     assert (out / "rgb" / "stac" / "rgb_byte" / "rgb_byte.json").exists()

@@ -5,7 +5,6 @@ downstream graph."""
 from __future__ import annotations
 
 import shutil
-import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -19,17 +18,9 @@ from cng_assets.demo import LAYERS, build_demo_source
 from cng_assets.lineage import FRESH, MISSING, STALE, WILL_BE_STALE, asset_status
 from cng_assets.runner import materialize_dataset
 from cng_assets.transforms import geoparquet
+from tests.conftest import write_gdb
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
-
-
-def write_gdb(path: Path, frames: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        for name, df in frames.items():
-            pyogrio.write_dataframe(df, path, layer=name, driver="OpenFileGDB", append=path.exists())
-    return path
 
 
 def copy_changed(new: Path, old: Path) -> list[str]:

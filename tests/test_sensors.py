@@ -4,7 +4,6 @@ uploaded object by object, as the lab uploads PAD-US to `public-padus/raw/`."""
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -15,17 +14,9 @@ from cng_assets.catalog import Dataset
 from cng_assets.definitions import build_definitions
 from cng_assets.defs.partitions import source_partitions
 from cng_assets.demo import LAYERS, build_demo_source
+from tests.conftest import write_gdb
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # FileGDB writer notes on Integer64 and names
-
-
-def write_gdb(path: Path, frames: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        for name, df in frames.items():
-            pyogrio.write_dataframe(df, path, layer=name, driver="OpenFileGDB", append=path.exists())
-    return path
 
 
 @pytest.fixture(scope="module")
