@@ -91,11 +91,11 @@ def _materialize(ds: Dataset, out: str) -> None:
 
 
 def _print_products(ds: Dataset, storage) -> None:
-    """One row per product; a partitioned product (a folder of h0=<cell>/ files) is one row."""
+    """One row per product; a folder product (h0=<cell>/ partitions, a .zarr store) is one row."""
     sizes: dict[str, list[int]] = {}
     for o in storage.list_objects(ds.bucket, ds.prefix + "/"):
         rel = o.key[len(ds.prefix) + 1:]
-        name = rel.split("/h0=")[0] + "/" if "/h0=" in rel else rel
+        name = rel.split("/h0=")[0] + "/" if "/h0=" in rel else rel.split(".zarr/")[0] + ".zarr/" if ".zarr/" in rel else rel
         sizes.setdefault(name, []).append(o.size)
     table = Table("product", "files", "bytes")
     for name, files in sizes.items():

@@ -129,7 +129,8 @@ def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str
                            for asset, layers in (("hex_chunk", polygons), ("raster_hex_chunk", inv.keys(RASTER)))
                            for k in layers for c in instance.get_dynamic_partitions(chunk_partitions(ds).name)],
                   [Step("hex", k) for k in polygons] + [Step("raster_hex", k) for k in inv.keys(RASTER)],
-                  [Step(a, k) for a in ("pmtiles", "thumbnail") for k in inv.keys(POLYGON, OTHER)],
+                  [Step(a, k) for a in ("pmtiles", "thumbnail") for k in inv.keys(POLYGON, OTHER)]
+                  + [Step("geozarr", k) for k in inv.keys(RASTER)],
                   [Step("stac"), Step("docs"), Step("stac_catalog")]):
         steps = stage() if callable(stage) else stage
         for step in steps:

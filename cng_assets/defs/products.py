@@ -35,6 +35,10 @@ def cog_key(ds: Dataset, slug: str) -> str:
     return f"{ds.prefix}/{layout.cog(slug)}"
 
 
+def geozarr_key(ds: Dataset, slug: str) -> str:
+    return f"{ds.prefix}/{layout.geozarr(slug)}"
+
+
 def thumbnail_key(ds: Dataset, slug: str) -> str:
     return f"{ds.prefix}/{layout.thumbnail(slug)}"
 

@@ -1,4 +1,4 @@
-"""Raster layers of a dataset: source[layer] -> cog (a Cloud-Optimized GeoTIFF, checked as one), and
+"""Raster layers of a dataset: source[layer] -> cog (a Cloud-Optimized GeoTIFF, checked as one) -> geozarr, and
 cog[layer] -> raster_hex_chunk (per chunk of rows x layer, the same chunk dimension and pool as vector hex) ->
 raster_hex (per layer, `hex/<layer>/h0=<cell>/`, the same uint64 ids as vector hex so the two join).
 Chunks read the COG, not the source: tiled, so each band of rows is a few range requests, and already in the
@@ -21,7 +21,7 @@ from cng_assets.defs.sources import is_observed, source_key
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms.hex.consolidate import read_back_checks
 from cng_assets.transforms.legacy import inspect_tiff
-from cng_assets.transforms.raster import cog
+from cng_assets.transforms.raster import cog, geozarr
 from cng_assets.transforms.raster import hex as raster_hex
 from cng_assets.transforms.raster.info import row_chunks
 
@@ -138,7 +138,22 @@ def raster_assets(ds: Dataset) -> list:
                       "uri": dg.MetadataValue.path(storage.uri(ds.bucket, products.hex_key(ds, slug)))},
             check_results=[dg.AssetCheckResult(check_name=c.name, passed=c.passed, metadata=c.detail) for c in checks])
 
-    return [cog_layer, raster_hex_chunk, raster_hex_layer]
+    @dg.asset(key=[ds.name, "geozarr"], op_tags=op_tags(ds, "geozarr"), partitions_def=rasters,
+              deps=[dg.AssetDep(cog_layer, partition_mapping=dg.IdentityPartitionMapping())], group_name=ds.name,
+              kinds={"zarr"}, code_version=ds.code_version(geozarr.VERSION, "raster"),
+              description="The raster as GeoZarr (Zarr v3): one group per level, halving down to one chunk, listed in "
+                          "`multiscales`; CF grid mapping with the CRS; read from the COG's overviews.")
+    def geozarr_layer(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
+        slug = context.partition_key
+        path, _, _ = _cog_shape(storage, ds, slug)
+        key = products.geozarr_key(ds, slug)
+        with products.input_errors(ds, slug), storage.publish_dir(ds.bucket, key) as out:
+            stats = geozarr.write_geozarr(path, out, categorical=ds.raster.categorical, gdal_options=storage.gdal_options())
+        return dg.MaterializeResult(metadata={"uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)),
+                                              "levels": stats.levels, "bands": stats.bands, "dtype": stats.dtype,
+                                              "reduction": stats.reduction})
+
+    return [cog_layer, raster_hex_chunk, raster_hex_layer, geozarr_layer]
 
 
 def _chunk_valid(chunk_dir: Path) -> int:

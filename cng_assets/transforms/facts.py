@@ -23,6 +23,7 @@ MEDIA_TYPES = {
     "pmtiles": "application/vnd.pmtiles",
     "png": "image/png",
     "cog": "image/tiff; application=geotiff; profile=cloud-optimized",
+    "zarr": "application/vnd+zarr",
     "markdown": "text/markdown",
 }
 
@@ -82,7 +83,7 @@ class RasterFacts:
     transform: list[float]  # the affine's first six coefficients, as STAC's proj:transform
     resolution: float  # in CRS units
     bands: list[dict]  # data_type, nodata per band
-    files: dict[str, FileFacts] = field(default_factory=dict)  # cog
+    files: dict[str, FileFacts] = field(default_factory=dict)  # cog, geozarr
 
 
 @dataclass
@@ -146,7 +147,8 @@ def gather(ds: Dataset, root: Path, inventory: Inventory, href_base: str = "",
         if x.kind == "raster":
             cog = _file(root, layout.cog(x.slug), href_base, "cog", ["data"], f"{x.name} (Cloud-Optimized GeoTIFF)")
             if cog is not None:
-                rasters.append(_raster(root / layout.cog(x.slug), x.slug, x.name, cog))
+                zarr = _file(root, layout.geozarr(x.slug) + "/", href_base, "zarr", ["data"], f"{x.name} (GeoZarr)")
+                rasters.append(_raster(root / layout.cog(x.slug), x.slug, x.name, {"cog": cog, "geozarr": zarr}))
             continue
         if x.kind == "table":
             key = layout.table(x.slug)
@@ -183,7 +185,7 @@ def gather(ds: Dataset, root: Path, inventory: Inventory, href_base: str = "",
                         dict(code_versions or {}), rasters)
 
 
-def _raster(path: Path, slug: str, name: str, cog: FileFacts) -> RasterFacts:
+def _raster(path: Path, slug: str, name: str, files: dict[str, FileFacts | None]) -> RasterFacts:
     import rasterio
     from rasterio.warp import transform_bounds
 
@@ -192,4 +194,4 @@ def _raster(path: Path, slug: str, name: str, cog: FileFacts) -> RasterFacts:
         epsg = r.crs.to_epsg() if r.crs else None
         bands = [{"data_type": dt, **({"nodata": r.nodata} if r.nodata is not None else {})} for dt in r.dtypes]
         return RasterFacts(slug, name, bbox, f"EPSG:{epsg}" if epsg else None, [r.height, r.width],
-                           list(r.transform)[:6], abs(r.transform.a), bands, {"cog": cog})
+                           list(r.transform)[:6], abs(r.transform.a), bands, {k: f for k, f in files.items() if f})

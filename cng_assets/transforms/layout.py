@@ -23,6 +23,11 @@ def cog(slug: str) -> str:
     return f"{slug}.tif"
 
 
+def geozarr(slug: str) -> str:
+    """A Zarr v3 store (a folder): one group per resolution level."""
+    return f"{slug}.zarr"
+
+
 def thumbnail(slug: str) -> str:
     return f"{slug}.png"
 

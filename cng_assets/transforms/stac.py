@@ -246,11 +246,13 @@ def raster_item(facts: DatasetFacts, r: RasterFacts) -> pystac.Item:
                                                   f"band(s) from {ds.title}, as a Cloud-Optimized GeoTIFF."})
     proj = ProjectionExtension.ext(item, add_if_missing=True)
     proj.code, proj.shape, proj.transform = r.crs, r.shape, r.transform
-    f = r.files["cog"]
-    asset = _add_asset(item, "cog", _asset(f, "Cloud-Optimized GeoTIFF: tiled, overviews, lossless compression."), f)
-    RasterExtension.ext(asset, add_if_missing=True).bands = [
-        RasterBand.create(data_type=b["data_type"], nodata=b.get("nodata"), spatial_resolution=r.resolution)
-        for b in r.bands]
+    about = {"cog": "Cloud-Optimized GeoTIFF: tiled, overviews, lossless compression.",
+             "geozarr": "GeoZarr (Zarr v3): one group per resolution level, listed in the root's `multiscales`."}
+    for key, f in r.files.items():
+        asset = _add_asset(item, key, _asset(f, about.get(key)), f)
+        RasterExtension.ext(asset, add_if_missing=True).bands = [
+            RasterBand.create(data_type=b["data_type"], nodata=b.get("nodata"), spatial_resolution=r.resolution)
+            for b in r.bands]
     return item
 
 
