@@ -17,7 +17,7 @@ from cng_assets.defs import products
 from cng_assets.defs.hex import CHUNK_POOL, hex_settings
 from cng_assets.defs.k8s import op_tags
 from cng_assets.defs.partitions import chunk_partitions, raster_partitions
-from cng_assets.defs.sources import is_observed, source_key
+from cng_assets.defs.sources import source_dep
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms.hex.consolidate import read_back_checks
 from cng_assets.transforms.legacy import inspect_tiff
@@ -60,7 +60,7 @@ def raster_assets(ds: Dataset) -> list:
         by_layer = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="layer")
 
     @dg.asset(key=[ds.name, "cog"], op_tags=op_tags(ds, "cog"), partitions_def=rasters,
-              deps=[dg.AssetDep(source_key(ds), partition_mapping=dg.IdentityPartitionMapping() if is_observed(ds) else None)],
+              deps=[source_dep(ds)],
               group_name=ds.name, kinds={"tiff"}, code_version=ds.code_version(cog.VERSION, "source", "raster"),
               description="The raster as a Cloud-Optimized GeoTIFF: tiled, overviews, lossless compression chosen for "
                           "the data type, nodata kept, native CRS unless the catalog asks for EPSG:4326.",
