@@ -169,3 +169,24 @@ def test_next_chunk_run_of_a_layer_starts_at_the_memory_that_worked(tmp_path):
             dg.AssetKey(["padus_4_1", "hex_chunk"]), partition="003|padus4_1fee", metadata={"memory_gib": 32}))
         assert last_good_memory(instance, ds, "padus4_1fee") == 32
         assert last_good_memory(instance, ds, "padus4_1easement") == 8
+
+
+def test_workspace_and_dagster_cloud_describe_the_same_location_with_the_cluster_rules():
+    import yaml
+    from dagster_k8s.container_context import K8sContainerContext
+
+    from cng_assets.defs.k8s import NO_GPU_NODES
+    from tests.conftest import REPO
+
+    oss = yaml.safe_load((REPO / "workspace.yaml").read_text())["load_from"][0]["python_module"]
+    [plus] = yaml.safe_load((REPO / "dagster_cloud.yaml").read_text())["locations"]
+    assert (plus["location_name"], plus["code_source"]["module_name"]) == (oss["location_name"], oss["module_name"])
+    k8s = plus["container_context"]["k8s"]
+    context = K8sContainerContext.create_from_config(plus["container_context"])  # dagster-k8s parses it
+    run = context.run_k8s_config
+    assert context.namespace == "biodiversity" and {"secret_ref": {"name": "aws"}} in run.container_config["env_from"]
+    assert run.pod_spec_config["affinity"] == NO_GPU_NODES and run.job_spec_config["ttl_seconds_after_finished"] == 3600
+    for key in ("run_k8s_config", "server_k8s_config"):
+        pod = k8s[key]["pod_spec_config"]
+        assert pod["affinity"] == NO_GPU_NODES and pod["priority_class_name"] == "opportunistic"
+    assert "AWS_SECRET" not in json.dumps(k8s["env_vars"])
