@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from cng_assets.catalog import Dataset
-from cng_assets.defs.partitions import feature_partitions, polygon_partitions, table_partitions
+from cng_assets.defs.partitions import feature_partitions, polygon_partitions, raster_partitions, table_partitions
 from cng_assets.lineage import LEGACY_TAG
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms import layout, legacy
@@ -56,13 +56,17 @@ class AuditReport:
         return "\n".join(lines) + "\n"
 
 
-def _map(ds: Dataset, key: str, kind: str) -> tuple[str, str] | None:
-    """(asset, partition) of the pipeline product a legacy key stands for, by the product layout."""
+def _map(instance: dg.DagsterInstance, ds: Dataset, key: str, kind: str) -> tuple[str, str] | None:
+    """(asset, partition) of the pipeline product a legacy key stands for, by the product layout. Hex of a layer
+    the pipeline knows as a raster is raster hex."""
     rel = key[len(ds.prefix) + 1:]
     if kind == legacy.HEX and rel.startswith("hex/"):
-        return "hex", rel.removeprefix("hex/").split("/")[0].removesuffix(".parquet")
+        slug = rel.removeprefix("hex/").split("/")[0].removesuffix(".parquet")
+        return ("raster_hex" if slug in instance.get_dynamic_partitions(raster_partitions(ds).name) else "hex"), slug
     if kind == legacy.GEO and "/" not in rel:
         return "geoparquet", rel.removesuffix(".parquet")
+    if kind == legacy.RASTER and "/" not in rel:
+        return "cog", rel.rsplit(".", 1)[0]
     if rel.startswith("lookup/") and rel.endswith(".parquet"):
         return "table", rel.removeprefix("lookup/").removesuffix(".parquet")
     return None
@@ -83,7 +87,7 @@ def audit(storage: ProductStorage, instance: dg.DagsterInstance, datasets: list[
     for product in products:
         finding = Finding(product)
         ds = next((d for d in ours if product.key.startswith(d.prefix + "/")), None)
-        target = _map(ds, product.key, product.kind) if ds else None
+        target = _map(instance, ds, product.key, product.kind) if ds else None
         if target is None:
             finding.note = "no pipeline asset for it yet" if ds else "not under a catalog dataset's prefix"
             report.findings.append(finding)
@@ -101,7 +105,8 @@ def audit(storage: ProductStorage, instance: dg.DagsterInstance, datasets: list[
 
 
 def _record(instance: dg.DagsterInstance, ds: Dataset, key: dg.AssetKey, finding: Finding, uri: str) -> None:
-    parts = {"hex": polygon_partitions(ds), "geoparquet": feature_partitions(ds), "table": table_partitions(ds)}[finding.asset]
+    parts = {"hex": polygon_partitions(ds), "geoparquet": feature_partitions(ds), "table": table_partitions(ds),
+             "raster_hex": raster_partitions(ds), "cog": raster_partitions(ds)}[finding.asset]
     if finding.partition not in instance.get_dynamic_partitions(parts.name):
         instance.add_dynamic_partitions(parts.name, [finding.partition])
     why = "; ".join(finding.product.findings) or "made outside the pipeline"

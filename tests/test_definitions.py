@@ -96,7 +96,12 @@ def test_demo_materializes_every_layer_with_checks(instance, tmp_path):
         assert (data / "demo" / f"{slug}.pmtiles").stat().st_size > 0 and (data / "demo" / f"{slug}.png").exists()
     collection = json.loads((data / "demo" / "stac" / "collection.json").read_text())
     assert {link["href"] for link in collection["links"] if link["rel"] == "item"} == {
-        f"./{s}/{s}.json" for s in ("continents", "countries", "country_labels")}
+        f"./{s}/{s}.json" for s in ("continents", "countries", "country_labels", "population_density")}
+    # the raster layer: a COG, GeoZarr, and hex that joins the vector hex on the same uint64 ids
+    assert (data / "demo" / "population_density.tif").exists() and (data / "demo" / "population_density.zarr").is_dir()
+    joined = duckdb.sql(f"SELECT count(*) FROM read_parquet('{data}/demo/hex/population_density/*/*.parquet') r "
+                        f"JOIN read_parquet('{data}/demo/hex/countries/*/*.parquet') v USING (h6)").fetchone()[0]
+    assert joined > 1000
     assert "## Example queries (DuckDB)" in (data / "demo" / "README.md").read_text()
     assert json.loads((data / "catalog.json").read_text())["links"]
     thumb = latest(instance, "thumbnail", "countries")

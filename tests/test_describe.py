@@ -36,6 +36,8 @@ def build_products(ds: Dataset, source: str, root: Path, include=("*",)) -> disc
     (root / "lookup").mkdir(parents=True, exist_ok=True)
     inv = discovery.discover(source, include, ())
     for x in inv.layers:
+        if x.kind == "raster":  # rasters are not in the dataset README yet
+            continue
         if x.kind == "table":
             tables.write_table(source, x.name, root / f"lookup/{x.slug}.parquet")
             continue
