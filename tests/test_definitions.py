@@ -102,6 +102,17 @@ def test_demo_materializes_every_layer_with_checks(instance, tmp_path):
     joined = duckdb.sql(f"SELECT count(*) FROM read_parquet('{data}/demo/hex/population_density/*/*.parquet') r "
                         f"JOIN read_parquet('{data}/demo/hex/countries/*/*.parquet') v USING (h6)").fetchone()[0]
     assert joined > 1000
+    # every example query of the README the pipeline wrote runs from the dataset folder and returns rows
+    import re
+    readme = (data / "demo" / "README.md").read_text()
+    assert "Raster layers:" in readme and "raster hex joined to vector hex" in readme
+    cwd = os.getcwd()
+    try:
+        os.chdir(data / "demo")
+        for sql in re.findall(r"```sql\n(.*?)\n```", readme, re.S):
+            assert duckdb.sql(sql).fetchall(), sql
+    finally:
+        os.chdir(cwd)
     assert "## Example queries (DuckDB)" in (data / "demo" / "README.md").read_text()
     assert json.loads((data / "catalog.json").read_text())["links"]
     thumb = latest(instance, "thumbnail", "countries")

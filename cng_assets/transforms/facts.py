@@ -83,7 +83,8 @@ class RasterFacts:
     transform: list[float]  # the affine's first six coefficients, as STAC's proj:transform
     resolution: float  # in CRS units
     bands: list[dict]  # data_type, nodata per band
-    files: dict[str, FileFacts] = field(default_factory=dict)  # cog, geozarr
+    files: dict[str, FileFacts] = field(default_factory=dict)  # cog, geozarr, hex
+    hex_columns: list[str] = field(default_factory=list)  # e.g. h6, h5, h0, b1_mean, b1_count
 
 
 @dataclass
@@ -148,7 +149,12 @@ def gather(ds: Dataset, root: Path, inventory: Inventory, href_base: str = "",
             cog = _file(root, layout.cog(x.slug), href_base, "cog", ["data"], f"{x.name} (Cloud-Optimized GeoTIFF)")
             if cog is not None:
                 zarr = _file(root, layout.geozarr(x.slug) + "/", href_base, "zarr", ["data"], f"{x.name} (GeoZarr)")
-                rasters.append(_raster(root / layout.cog(x.slug), x.slug, x.name, {"cog": cog, "geozarr": zarr}))
+                hexed = _file(root, layout.hex(x.slug) + "/", href_base, "parquet", ["data"],
+                              f"{x.name} (H3 cell statistics, h0-partitioned)")
+                r = _raster(root / layout.cog(x.slug), x.slug, x.name, {"cog": cog, "geozarr": zarr, "hex": hexed})
+                if hexed is not None:
+                    r.hex_columns = pq.read_schema(next((root / layout.hex(x.slug)).glob("h0=*/*.parquet"))).names
+                rasters.append(r)
             continue
         if x.kind == "table":
             key = layout.table(x.slug)

@@ -247,12 +247,14 @@ def raster_item(facts: DatasetFacts, r: RasterFacts) -> pystac.Item:
     proj = ProjectionExtension.ext(item, add_if_missing=True)
     proj.code, proj.shape, proj.transform = r.crs, r.shape, r.transform
     about = {"cog": "Cloud-Optimized GeoTIFF: tiled, overviews, lossless compression.",
-             "geozarr": "GeoZarr (Zarr v3): one group per resolution level, listed in the root's `multiscales`."}
+             "geozarr": "GeoZarr (Zarr v3): one group per resolution level, listed in the root's `multiscales`.",
+             "hex": "Per band statistics of the pixels in each H3 cell, h0-partitioned like the vector hex."}
     for key, f in r.files.items():
         asset = _add_asset(item, key, _asset(f, about.get(key)), f)
-        RasterExtension.ext(asset, add_if_missing=True).bands = [
-            RasterBand.create(data_type=b["data_type"], nodata=b.get("nodata"), spatial_resolution=r.resolution)
-            for b in r.bands]
+        if key in ("cog", "geozarr"):
+            RasterExtension.ext(asset, add_if_missing=True).bands = [
+                RasterBand.create(data_type=b["data_type"], nodata=b.get("nodata"), spatial_resolution=r.resolution)
+                for b in r.bands]
     return item
 
 

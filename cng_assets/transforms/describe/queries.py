@@ -182,6 +182,7 @@ def example_queries(facts: DatasetFacts, base: str, profiles: dict[str, Profile]
         queries += _domain_queries(x, gp, base, domains, types)
         if x.hex is not None and "hex" in x.files:
             queries += _hex_queries(x, base, profiles, col, fid, prof, domains, types, facts.dataset.h3.attributes)
+    queries += _raster_queries(facts, base)
     for t in facts.tables:
         if t.slug.startswith(DOMAIN_KEY_PREFIX) or "table" not in t.files or not t.rows:
             continue
@@ -299,3 +300,26 @@ def _hex_attributes(x: LayerFacts, hprof: Profile, setting: str | list[str]) -> 
 
 # ------------------------------------------------------------------------------------------------------- README
 
+
+
+def _raster_queries(facts: DatasetFacts, base: str) -> list[tuple[str, str]]:
+    """Raster hex joined to a polygon layer's hex on the same cell column: a per-feature summary of the raster."""
+    polygons = [x for x in facts.layers if x.hex is not None and "hex" in x.files]
+    out = []
+    for r in facts.rasters:
+        if "hex" not in r.files or not polygons:
+            continue
+        x, cell = polygons[0], f"h{facts.dataset.h3.resolution}"
+        value = next((c for c in r.hex_columns if c.startswith("b1_") and c != "b1_count"), None)
+        if value is None or cell not in r.hex_columns:
+            continue
+        how = "avg" if value.endswith(("_mean", "_sum", "_min", "_max")) else "min"
+        out.append((f"{r.name} summarised per {x.name} feature (raster hex joined to vector hex on {cell})", "\n".join([
+            f"SELECT v.{FID}, {how}(r.{value}) AS {value}, sum(r.b1_count) AS pixels",
+            f"FROM {_read_hex(base, x.files['hex'].key)} AS v",
+            f"JOIN {_read_hex(base, r.files['hex'].key)} AS r USING ({cell})",
+            f"GROUP BY v.{FID}",
+            "ORDER BY pixels DESC",
+            "LIMIT 10",
+        ])))
+    return out

@@ -145,6 +145,13 @@ def _layers_table(facts: DatasetFacts, domains: dict[str, LayerFacts], profiles:
             md.append(f"| {_cell(x.name)} | {_code(x.slug)} | {_features(x)} | {_cell(_geometry(x, profiles))} | "
                       f"{' · '.join(x for x in links if x)} |")
         md.append("")
+    if facts.rasters:
+        md += ["Raster layers:", "", "| layer | slug | size | bands | CRS | products |", "|---|---|---|---|---|---|"]
+        for r in facts.rasters:
+            links = [_link(r.files.get(k), t) for k, t in (("cog", "COG"), ("geozarr", "GeoZarr"), ("hex", "H3 cells"))]
+            md.append(f"| {_cell(r.name)} | {_code(r.slug)} | {r.shape[1]:,} × {r.shape[0]:,} | "
+                      f"{', '.join(b['data_type'] for b in r.bands)} | {r.crs or ''} | {' · '.join(x for x in links if x)} |")
+        md.append("")
     plain = [t for t in facts.tables if not t.slug.startswith(DOMAIN_KEY_PREFIX)]
     if plain:
         md += ["Non-spatial tables:", "", "| table | slug | rows | columns | product |", "|---|---|---|---|---|"]
