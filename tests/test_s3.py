@@ -78,20 +78,21 @@ def test_listing_is_paginated(storage, s3_server, s3_env):
     assert len(list(storage.list_objects(None, "many/"))) == 1100  # one ListObjectsV2 page holds 1000
 
 
-def test_source_version_is_the_etag_or_a_digest_over_a_folder(storage, s3_server, s3_env):
+def test_source_files_are_the_objects_etags_of_a_file_or_a_folder(storage, s3_server, s3_env):
     client = s3_server.client()
     client.put_object(Bucket=s3_env, Key="raw/one.gpkg", Body=b"v1")
-    v1 = storage.source_version("raw/one.gpkg")
-    assert v1 == client.head_object(Bucket=s3_env, Key="raw/one.gpkg")["ETag"].strip('"')
-    assert storage.source_version(f"s3://{s3_env}/raw/one.gpkg") == v1
+    one = storage.source_files("raw/one.gpkg")
+    assert one == {"": client.head_object(Bucket=s3_env, Key="raw/one.gpkg")["ETag"].strip('"')}
+    assert storage.source_files(f"s3://{s3_env}/raw/one.gpkg") == one
     for name in ("a00000001.gdbtable", "a00000009.gdbtable"):
         client.put_object(Bucket=s3_env, Key=f"raw/x.gdb/{name}", Body=name.encode())
     client.put_object(Bucket=s3_env, Key="raw/x.gdb.zip", Body=b"another source beside it")
-    g1 = storage.source_version("raw/x.gdb")
+    g1 = storage.source_files("raw/x.gdb")
+    assert sorted(g1) == ["a00000001.gdbtable", "a00000009.gdbtable"]  # not the .zip that shares the prefix
     client.put_object(Bucket=s3_env, Key="raw/x.gdb/a00000009.gdbtable", Body=b"re-uploaded")
-    g2 = storage.source_version("raw/x.gdb")
-    assert g1.startswith("sha256:") and g1 != g2
-    assert storage.source_version("raw/missing.gpkg") is None
+    g2 = storage.source_files("raw/x.gdb")
+    assert g2["a00000001.gdbtable"] == g1["a00000001.gdbtable"] and g2["a00000009.gdbtable"] != g1["a00000009.gdbtable"]
+    assert storage.source_files("raw/missing.gpkg") == {}
 
 
 def _duckdb(s3_server) -> duckdb.DuckDBPyConnection:

@@ -5,7 +5,6 @@ layer of the dataset, N being the most chunks any layer's plan needs. A layer pl
 materializes its extra chunk partitions as empty (cheap), so every (chunk, layer) key that exists is real.
 """
 
-import warnings
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pyarrow.parquet as pq
 from cng_assets.catalog import Dataset
 from cng_assets.defs import products
 from cng_assets.defs.k8s import MEMORY_TAG, op_tags
-from cng_assets.defs.partitions import chunk_key, chunk_partitions, polygon_partitions
+from cng_assets.defs.partitions import by_layer, chunk_key, chunk_partitions, polygon_partitions
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms.hex import chunk, consolidate, plan
 from cng_assets.transforms.hex.fill import HexSettings
@@ -46,9 +45,7 @@ def _read_plan(storage: ProductStorage, ds: Dataset, slug: str):
 def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
     layers, chunks = polygon_partitions(ds), chunk_partitions(ds)
     settings = hex_settings(ds)
-    with warnings.catch_warnings():  # beta, and the mapping the daemon supports for this shape (see module doc)
-        warnings.simplefilter("ignore", dg.BetaWarning)
-        by_layer = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="layer")
+    layer_of = by_layer()
 
     @dg.asset(key=[ds.name, "hex_plan"], op_tags=op_tags(ds, "hex_plan"), partitions_def=layers, group_name=ds.name, kinds={"parquet"},
               deps=[dg.AssetDep(geoparquet_key, partition_mapping=dg.IdentityPartitionMapping())],
@@ -83,7 +80,7 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
     @dg.asset(key=[ds.name, "hex_chunk"], op_tags=op_tags(ds, "hex_chunk"),
               partitions_def=dg.MultiPartitionsDefinition({"chunk": chunks, "layer": layers}),
               group_name=ds.name, kinds={"parquet", "h3"}, pool=CHUNK_POOL, code_version=ds.code_version(chunk.VERSION, "h3"),
-              deps=[dg.AssetDep(hex_plan, partition_mapping=by_layer)],
+              deps=[dg.AssetDep(hex_plan, partition_mapping=layer_of)],
               description="The cells of one chunk of a layer's plan (with parents), by h0. A chunk number beyond "
                           "the layer's plan materializes as empty.")
     def hex_chunk(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
@@ -101,7 +98,7 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
         })
 
     @dg.asset(key=[ds.name, "hex"], op_tags=op_tags(ds, "hex"), partitions_def=layers, group_name=ds.name, kinds={"parquet", "h3"},
-              deps=[dg.AssetDep(hex_chunk, partition_mapping=by_layer)],
+              deps=[dg.AssetDep(hex_chunk, partition_mapping=layer_of)],
               code_version=ds.code_version(consolidate.VERSION, "h3"),
               description=f"H3 cells (h{settings.resolution}, parents {list(settings.parents)}, {settings.containment} "
                           "containment) of every feature, with the layer's attributes, as h0=<cell>/ partitions sorted "

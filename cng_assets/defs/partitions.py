@@ -3,6 +3,8 @@ partition that really gets built: a table layer never shows up as a "missing" Ge
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from cng_assets.catalog import Dataset
@@ -32,6 +34,13 @@ def raster_partitions(ds: Dataset) -> dg.DynamicPartitionsDefinition:
 def chunk_partitions(ds: Dataset) -> dg.DynamicPartitionsDefinition:
     """Chunk numbers 000..N-1, shared by every polygon layer of the dataset (N: the most any layer needs)."""
     return dg.DynamicPartitionsDefinition(name=f"{ds.name}__chunks")
+
+
+def by_layer() -> dg.MultiToSingleDimensionPartitionMapping:
+    """chunk x layer -> layer: how a layer's hex depends on its chunks, and its chunks on the layer's plan or COG."""
+    with warnings.catch_warnings():  # beta, and the mapping the daemon supports for this shape
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="layer")
 
 
 def chunk_key(k: int) -> str:

@@ -4,7 +4,7 @@ raster_hex (per layer, `hex/<layer>/h0=<cell>/`, the same uint64 ids as vector h
 Chunks read the COG, not the source: tiled, so each band of rows is a few range requests, and already in the
 CRS the catalog asked for."""
 
-import warnings
+import json
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -16,10 +16,10 @@ from cng_assets.catalog import Dataset
 from cng_assets.defs import products
 from cng_assets.defs.hex import CHUNK_POOL, hex_settings
 from cng_assets.defs.k8s import op_tags
-from cng_assets.defs.partitions import chunk_partitions, raster_partitions
+from cng_assets.defs.partitions import by_layer, chunk_partitions, raster_partitions
 from cng_assets.defs.sources import source_dep
 from cng_assets.storage import ProductStorage
-from cng_assets.transforms.hex.consolidate import read_back_checks
+from cng_assets.transforms.hex.consolidate import HexCheck, parents_check
 from cng_assets.transforms.legacy import inspect_tiff
 from cng_assets.transforms.raster import cog, geozarr
 from cng_assets.transforms.raster import hex as raster_hex
@@ -37,8 +37,6 @@ def chunk_rows(ds: Dataset, height: int, width: int) -> list[tuple[int, int]]:
 
 def _cog_shape(storage: ProductStorage, ds: Dataset, slug: str) -> tuple[str, int, int]:
     """GDAL path, height and width of the layer's COG."""
-    import rasterio
-
     key = products.cog_key(ds, slug)
     if not storage.exists(ds.bucket, key):
         raise dg.Failure(f"{ds.name}/{slug}: no COG yet", metadata={"what to do": f"materialize cog[{slug}] first"})
@@ -55,9 +53,7 @@ def _stats(ds: Dataset) -> dict[str, list[str]] | None:
 def raster_assets(ds: Dataset) -> list:
     rasters, chunks = raster_partitions(ds), chunk_partitions(ds)
     settings = hex_settings(ds)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.BetaWarning)
-        by_layer = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="layer")
+    layer_of = by_layer()
 
     @dg.asset(key=[ds.name, "cog"], op_tags=op_tags(ds, "cog"), partitions_def=rasters,
               deps=[source_dep(ds)],
@@ -85,7 +81,7 @@ def raster_assets(ds: Dataset) -> list:
 
     @dg.asset(key=[ds.name, "raster_hex_chunk"], op_tags=op_tags(ds, "hex_chunk"), pool=CHUNK_POOL,
               partitions_def=dg.MultiPartitionsDefinition({"chunk": chunks, "layer": rasters}),
-              deps=[dg.AssetDep(cog_layer, partition_mapping=by_layer)],
+              deps=[dg.AssetDep(cog_layer, partition_mapping=layer_of)],
               group_name=ds.name, kinds={"parquet", "h3"}, code_version=ds.code_version(raster_hex.VERSION, "h3", "raster"),
               description="Per band, the pixels of one band of rows aggregated to H3 cells (mergeable partials). "
                           "A chunk number beyond the layer's rows materializes as empty.")
@@ -103,7 +99,7 @@ def raster_assets(ds: Dataset) -> list:
         return dg.MaterializeResult(metadata={**stats.to_dict(), "rows": list(bands[k]), "empty": False})
 
     @dg.asset(key=[ds.name, "raster_hex"], op_tags=op_tags(ds, "hex"), partitions_def=rasters,
-              deps=[dg.AssetDep(raster_hex_chunk, partition_mapping=by_layer)], group_name=ds.name, kinds={"parquet", "h3"},
+              deps=[dg.AssetDep(raster_hex_chunk, partition_mapping=layer_of)], group_name=ds.name, kinds={"parquet", "h3"},
               code_version=ds.code_version(raster_hex.VERSION, "h3", "raster"),
               description=f"Per band statistics of the pixels in each H3 cell (h{settings.resolution}, parents "
                           f"{list(settings.parents)}), as h0=<cell>/ partitions like vector hex.",
@@ -157,23 +153,22 @@ def raster_assets(ds: Dataset) -> list:
 
 
 def _chunk_valid(chunk_dir: Path) -> int:
-    import json
-
     run = json.loads((chunk_dir / raster_hex.MARKER).read_text())["run"]
     return int(run["valid_pixels"]) - int(run["outside"])
 
 
 def _checks(out: Path, settings, valid_pixels: int) -> list:
-    """Parents from the vector read-back check; each cell once; and the pixel counts against what chunks read."""
-    from cng_assets.transforms.hex.consolidate import HexCheck
-
-    parents = read_back_checks(out, settings, chunk_rows=0)[0]
-    table = pq.read_table(out, partitioning=None)
-    cells = table.column(f"h{settings.resolution}")
-    distinct = len(cells.unique())
-    counts = [c for c in table.column_names if c.endswith("_count")]
-    totals = [int(table.column(c).to_numpy(zero_copy_only=False).sum()) for c in counts]
+    """Parents as vector hex checks them; each cell once; and the pixel counts against what the chunks read. A file
+    at a time: a cell lives in its own h0 folder only, so duplicates can only be within one file."""
+    cell, rows, distinct, totals = f"h{settings.resolution}", 0, 0, None
+    for f in sorted(out.glob("h0=*/*.parquet")):
+        counts = [c for c in pq.read_schema(f).names if c.endswith("_count")]
+        t = pq.read_table(f, columns=[cell, *counts])
+        rows, distinct = rows + t.num_rows, distinct + len(t.column(cell).unique())
+        sums = [int(t.column(c).to_numpy(zero_copy_only=False).sum()) for c in counts]
+        totals = sums if totals is None else [a + b for a, b in zip(totals, sums)]
+    totals = totals or []
     counted = bool(totals) and max(totals) <= valid_pixels <= sum(totals)
-    return [parents,
-            HexCheck("no_duplicate_cells", distinct == table.num_rows, {"rows": table.num_rows, "distinct_cells": distinct}),
+    return [parents_check(out, settings),
+            HexCheck("no_duplicate_cells", distinct == rows, {"rows": rows, "distinct_cells": distinct}),
             HexCheck("pixels_counted", counted, {"valid_pixels": valid_pixels, "counted_per_band": totals})]

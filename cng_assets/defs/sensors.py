@@ -108,7 +108,7 @@ def hex_plan_sensor(ds: Dataset) -> dg.SensorDefinition:
             done = {str(r.asset_materialization.partition) for r in instance.fetch_materializations(
                 dg.AssetRecordsFilter(asset_key=chunk_asset, after_storage_id=plan_id), limit=10_000).records}
             if all(f"{chunk_key(c)}|{layer}" in done for c in range(n)):
-                runs.append(backfill_request(hex_targets(ds, layer, []), context.repository_def.asset_graph,
+                runs.append(backfill_request(hex_targets(ds, layer), context.repository_def.asset_graph,
                                              {"cng/dataset": ds.name, "cng/reason": "chunks done", "cng/layers": layer}))
                 del pending[layer]
         after = records[-1].storage_id if records else seen["after"]

@@ -15,12 +15,12 @@ import dagster as dg
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from cng_assets.catalog import Dataset
+from cng_assets.defs import products
 from cng_assets.defs.k8s import op_tags
 from cng_assets.defs.partitions import source_partitions
-from cng_assets.errors import CngInputError
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms import gdb
-from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX, Inventory, discover
+from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX, Inventory
 from cng_assets.transforms.sources import remote_version
 
 
@@ -66,11 +66,8 @@ def source_asset(ds: Dataset):
                 if not files:
                     raise dg.Failure(f"{ds.name}: source {ds.source} was not found",
                                      metadata={"what to do": "upload it, or fix `source` in the catalog"})
-                try:
-                    inv = discover(storage.source_path(ds.source), ds.include, ds.exclude)
-                except CngInputError as e:
-                    e.where(dataset=ds.name)
-                    raise dg.Failure(str(e)) from None
+                with products.input_errors(ds):
+                    inv = products.discover(storage, ds)
                 known = set(context.instance.get_dynamic_partitions(source_partitions(ds).name))
                 versions = layer_versions(storage, ds, inv, files)
                 return dg.DataVersionsByPartition({k: v for k, v in versions.items() if k in known})

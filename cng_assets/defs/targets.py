@@ -17,10 +17,10 @@ def _key(ds: Dataset, asset: str) -> dg.AssetKey:
     return dg.AssetKey([ds.name, asset])
 
 
-def layer_targets(ds: Dataset, inv: Inventory, slugs: set[str], with_layers: bool = True) -> set[AssetKeyPartitionKey]:
+def layer_targets(ds: Dataset, inv: Inventory, slugs: set[str]) -> set[AssetKeyPartitionKey]:
     """The layer inventory, then per layer its table, or its GeoParquet, tiles, thumbnail and hex plan; the
     dataset's STAC and docs only when no hex follows (the hex sensor refreshes them after the chunks)."""
-    out = {AssetKeyPartitionKey(_key(ds, "layers"))} if with_layers else set()
+    out = {AssetKeyPartitionKey(_key(ds, "layers"))}
     for slug in slugs & set(inv.table_keys()):
         out.add(AssetKeyPartitionKey(_key(ds, "table"), slug))
     polygons = False
@@ -35,10 +35,9 @@ def layer_targets(ds: Dataset, inv: Inventory, slugs: set[str], with_layers: boo
     return out
 
 
-def hex_targets(ds: Dataset, slug: str, chunks: list[str]) -> set[AssetKeyPartitionKey]:
-    """A layer's chunks (those given), its consolidated hex, and the dataset's STAC and docs."""
-    out = {AssetKeyPartitionKey(_key(ds, "hex_chunk"), dg.MultiPartitionKey({"chunk": c, "layer": slug})) for c in chunks}
-    return out | {AssetKeyPartitionKey(_key(ds, "hex"), slug)} | dataset_targets(ds)
+def hex_targets(ds: Dataset, slug: str) -> set[AssetKeyPartitionKey]:
+    """A layer's consolidated hex (once its chunks are in), and the dataset's STAC and docs."""
+    return {AssetKeyPartitionKey(_key(ds, "hex"), slug)} | dataset_targets(ds)
 
 
 def dataset_targets(ds: Dataset) -> set[AssetKeyPartitionKey]:

@@ -3,7 +3,6 @@ in `defs/resources.py`. Assets ask for keys; only this package knows paths, stag
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -87,18 +86,3 @@ class ProductStorage(dg.ConfigurableResource):
         """The files a source is made of, relative to it ('' for a single-file source), with their ETags.
         Empty when it is missing or cannot be listed (https://, or s3:// on local storage)."""
         raise NotImplementedError
-
-    def source_version(self, source: str) -> str | None:
-        """The source's data version: the object's ETag, or for a folder (a `.gdb`) a digest over its files' names
-        and ETags, so a re-upload of any part changes it. None when the source is missing or cannot be listed."""
-        files = self.source_files(source)
-        if set(files) == {""}:
-            return files[""]
-        return files_digest(files) if files else None
-
-
-def files_digest(files: dict[str, str]) -> str:
-    h = hashlib.sha256()
-    for rel in sorted(files):
-        h.update(f"{rel}\t{files[rel]}\n".encode())
-    return "sha256:" + h.hexdigest()[:32]

@@ -86,10 +86,6 @@ class LocalStorage(ProductStorage):
     def source_path(self, source: str) -> str:
         return gdal_path(source, base_dir=self.root_path)
 
-    def source_path_for_writing(self, source: str) -> Path:
-        """Where a generated source (relative `source`) is written."""
-        return self.root_path / source
-
     def gdal_path(self, bucket: str | None, key: str) -> str:
         return str(self.path(bucket, key))
 

@@ -156,10 +156,6 @@ class S3Storage(ProductStorage):
             return True
         return next(iter(self.list_objects(b, key.rstrip("/") + "/")), None) is not None
 
-    def etag(self, bucket: str | None, key: str) -> str | None:
-        head = self._head(self._b(bucket), key)
-        return None if head is None else head["ETag"].strip('"')
-
     def list_objects(self, bucket: str | None, prefix: str) -> Iterator[ObjectInfo]:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self._b(bucket), Prefix=prefix)
         try:
