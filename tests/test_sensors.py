@@ -154,3 +154,16 @@ def test_hex_plan_sensor_runs_the_plans_chunks_then_consolidation(world, frames,
     assert not any(a == "hex_chunk" for a, _ in t)
     r = tick(defs, instance, name, r.cursor)
     assert not r.run_requests
+
+
+def test_a_changed_raster_layer_gets_raster_products_only():
+    from cng_assets.defs.targets import layer_targets
+    from cng_assets.transforms.layers import Inventory, Layer
+
+    ds = Dataset(name="r", title="r", source="raw/r.tif", prefix="r", datetime="2020-01-01")
+    inv = Inventory(layers=[Layer("Density", "density", "raster", None, 100, "EPSG:4326", [("b1", "float32")],
+                                  raster={"path": "x", "width": 10, "height": 10, "bands": 1, "dtype": "float32"})],
+                    domains=[], skipped=[])
+    got = {(k.asset_key.path[-1], k.partition_key) for k in layer_targets(ds, inv, {"density"})}
+    assert got == {("layers", None), ("cog", "density"), ("geozarr", "density"), ("stac", None), ("docs", None),
+                   ("stac_catalog", None)}

@@ -8,7 +8,7 @@ from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraph
 from dagster._core.definitions.events import AssetKeyPartitionKey
 
 from cng_assets.catalog import Dataset
-from cng_assets.transforms.layers import POLYGON, TABLE, Inventory
+from cng_assets.transforms.layers import OTHER, POLYGON, RASTER, Inventory
 
 PER_DATASET = ("stac", "docs")
 
@@ -18,14 +18,17 @@ def _key(ds: Dataset, asset: str) -> dg.AssetKey:
 
 
 def layer_targets(ds: Dataset, inv: Inventory, slugs: set[str]) -> set[AssetKeyPartitionKey]:
-    """The layer inventory, then per layer its table, or its GeoParquet, tiles, thumbnail and hex plan; the
-    dataset's STAC and docs only when no hex follows (the hex sensor refreshes them after the chunks)."""
+    """The layer inventory, then per layer its table; or its GeoParquet, tiles, thumbnail and hex plan; or, for a
+    raster, its COG and GeoZarr (its raster hex then shows as stale: `cng-assets reprocess --stale`). The dataset's
+    STAC and docs only when no hex follows (the hex sensor refreshes them after the chunks)."""
     out = {AssetKeyPartitionKey(_key(ds, "layers"))}
     for slug in slugs & set(inv.table_keys()):
         out.add(AssetKeyPartitionKey(_key(ds, "table"), slug))
     polygons = False
     for layer in inv.layers:
-        if layer.slug in slugs and layer.kind != TABLE:
+        if layer.slug in slugs and layer.kind == RASTER:
+            out |= {AssetKeyPartitionKey(_key(ds, a), layer.slug) for a in ("cog", "geozarr")}
+        elif layer.slug in slugs and layer.kind in (POLYGON, OTHER):
             out |= {AssetKeyPartitionKey(_key(ds, a), layer.slug) for a in ("geoparquet", "pmtiles", "thumbnail")}
             if layer.kind == POLYGON:
                 out.add(AssetKeyPartitionKey(_key(ds, "hex_plan"), layer.slug))
