@@ -15,7 +15,7 @@ from dagster._core.execution.backfill import PartitionBackfill
 
 from cng_assets.lineage import FRESH, asset_status
 
-PER_DATASET = {"stac", "docs", "stac_catalog", "layers", "source"}
+DATASET_WIDE = {"stac", "docs", "stac_catalog", "layers", "source"}  # assets with no per-layer partition
 
 
 def _layer(partition: str | None) -> str | None:
@@ -34,7 +34,7 @@ def select_targets(defs: dg.Definitions, instance: dg.DagsterInstance, dataset: 
         if stale_only and row.status == FRESH:
             continue
         name = row.asset.split("/")[-1]
-        if layers and name not in PER_DATASET and _layer(row.partition) not in layers:
+        if layers and name not in DATASET_WIDE and _layer(row.partition) not in layers:
             continue
         key = dg.AssetKey(row.asset.split("/"))
         pk = row.partition
@@ -43,7 +43,7 @@ def select_targets(defs: dg.Definitions, instance: dg.DagsterInstance, dataset: 
             names = [d.name for d in pdef.partitions_defs]
             pk = dg.MultiPartitionKey(dict(zip(names, pk.split("|"))))
         chosen.append(AssetKeyPartitionKey(key, pk))
-    if layers and not any(k.asset_key.path[-1] not in PER_DATASET for k in chosen):
+    if layers and not any(k.asset_key.path[-1] not in DATASET_WIDE for k in chosen):
         return []
     return chosen
 
