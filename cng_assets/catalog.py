@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -137,8 +138,9 @@ class Dataset(BaseModel):
 
     def code_version(self, code: str, *fields: str) -> str:
         """An asset's code version: its transform's VERSION plus a digest of the catalog fields it reads (all of
-        them when none are named), so editing the catalog makes exactly the products it changes stale."""
-        data = self.model_dump(mode="json", include=set(fields) or None)
+        them when none are named, but never `pods:`, which sizes the steps and changes no product), so editing the
+        catalog makes exactly the products it changes stale."""
+        data = self.model_dump(mode="json", include=set(fields) or None, exclude={"pods"})
         return f"{code}+{hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]}"
 
 
@@ -164,7 +166,9 @@ def load_dataset_file(path: Path) -> Dataset:
     return ds
 
 
-def load_catalog(directory: Path = CATALOG_DIR) -> dict[str, Dataset]:
+def load_catalog(directory: Path | None = None) -> dict[str, Dataset]:
+    """Every dataset of the catalog folder: `directory`, else `CNG_CATALOG_DIR`, else the package's own."""
+    directory = directory or Path(os.environ.get("CNG_CATALOG_DIR") or CATALOG_DIR)
     datasets: dict[str, Dataset] = {}
     for path in sorted(Path(directory).glob("*.yaml")):
         ds = load_dataset_file(path)

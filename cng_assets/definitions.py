@@ -5,15 +5,19 @@ from __future__ import annotations
 import dagster as dg
 
 from cng_assets.catalog import Dataset, load_catalog
+from cng_assets.defs.automation import automation_sensor
+from cng_assets.defs.failures import chunk_failure_sensor, chunk_job
 from cng_assets.defs.hex import hex_assets
-from cng_assets.defs.k8s import chunk_failure_sensor, chunk_job, executor_from_env
 from cng_assets.defs.mirror import mirror_asset
+from cng_assets.defs.pods import executor_from_env
 from cng_assets.defs.publish import publish_assets, stac_catalog_asset
 from cng_assets.defs.raster import raster_assets
 from cng_assets.defs.resources import resources
-from cng_assets.defs.sensors import hex_plan_sensor, raw_upload_sensor
+from cng_assets.defs.sensors import chunk_run_sensor, raw_upload_sensor
 from cng_assets.defs.sources import is_observed
 from cng_assets.defs.vector import vector_assets
+
+DESCRIBED = ("table", "geoparquet", "hex", "cog", "geozarr", "raster_hex")  # what STAC and the README describe
 
 
 def build_definitions(datasets: list[Dataset], data_dir: str | None = None) -> dg.Definitions:
@@ -21,13 +25,14 @@ def build_definitions(datasets: list[Dataset], data_dir: str | None = None) -> d
     for ds in datasets:
         job = chunk_job(ds)
         jobs.append(job)
-        sensors += [raw_upload_sensor(ds)] * is_observed(ds) + [hex_plan_sensor(ds), chunk_failure_sensor(ds, job)]
+        sensors += [raw_upload_sensor(ds)] * is_observed(ds) + [chunk_run_sensor(ds),
+                                                                 chunk_failure_sensor(ds, job)]
         gp = dg.AssetKey([ds.name, "geoparquet"])
-        vector, hexes = vector_assets(ds), hex_assets(ds, gp)
-        upstream = [a.key for a in [*vector, *hexes] if a.key.path[-1] in ("table", "geoparquet", "hex")]
-        assets += [*vector, *hexes, *raster_assets(ds), *publish_assets(ds, gp, upstream)] + ([mirror_asset(ds)] if ds.mirror else [])
-    return dg.Definitions(assets=[*assets, stac_catalog_asset(datasets)], sensors=sensors, jobs=jobs,
-                          resources=resources(data_dir), executor=executor_from_env())
+        layer_assets = [*vector_assets(ds), *hex_assets(ds, gp), *raster_assets(ds)]
+        upstream = [a.key for a in layer_assets if a.key.path[-1] in DESCRIBED]
+        assets += [*layer_assets, *publish_assets(ds, gp, upstream)] + ([mirror_asset(ds)] if ds.mirror else [])
+    return dg.Definitions(assets=[*assets, stac_catalog_asset(datasets)], sensors=[*sensors, automation_sensor()],
+                          jobs=jobs, resources=resources(data_dir), executor=executor_from_env())
 
 
 def definitions_with(ds: Dataset, data_dir: str | None = None) -> dg.Definitions:

@@ -13,11 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import dagster as dg
-from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
-from dagster._core.definitions.events import AssetKeyPartitionKey
-from dagster._core.definitions.partitions.context import partition_loading_context
-from dagster._time import get_current_datetime
+
+from cng_assets.dagster_private import AssetKeyPartitionKey, StaleStatus, partition_loading_context, stale_resolver
 
 FRESH, STALE, MISSING, WILL_BE_STALE = "fresh", "stale", "missing", "will be stale"
 LEGACY_TAG = "cng/legacy"  # on materializations the audit records for products made outside the pipeline;
@@ -49,9 +46,7 @@ def _cause(cause) -> str:
 def asset_status(defs: dg.Definitions, instance: dg.DagsterInstance, dataset: str | None = None) -> list[PartitionStatus]:
     """Every materializable asset partition of the dataset (all datasets when None), in graph order."""
     graph = defs.resolve_asset_graph()
-    view = AssetGraphView(temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
-                          instance=instance, asset_graph=graph)
-    resolver = CachingStaleStatusResolver(instance, graph, loading_context=view)
+    resolver = stale_resolver(instance, graph)
     rows: dict[AssetKeyPartitionKey, PartitionStatus] = {}
     with partition_loading_context(dynamic_partitions_store=instance):
         for key in graph.toposorted_asset_keys:

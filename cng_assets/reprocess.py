@@ -5,17 +5,15 @@ a laptop instead."""
 
 from __future__ import annotations
 
-import time
-import uuid
-
 import dagster as dg
-from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
-from dagster._core.definitions.events import AssetKeyPartitionKey
-from dagster._core.execution.backfill import PartitionBackfill
 
+from cng_assets.catalog import load_catalog
+from cng_assets.dagster_private import AssetKeyPartitionKey, add_backfill
+from cng_assets.defs.partitions import CHUNK_PARENTS, chunk_keys, empty_chunks, planned_chunks
 from cng_assets.lineage import FRESH, asset_status
 
 DATASET_WIDE = {"stac", "docs", "stac_catalog", "layers", "source"}  # assets with no per-layer partition
+CONSOLIDATED = {"hex": "hex_plan", "raster_hex": "cog"}  # a layer's hex -> what plans its chunks
 
 
 def _layer(partition: str | None) -> str | None:
@@ -48,24 +46,68 @@ def select_targets(defs: dg.Definitions, instance: dg.DagsterInstance, dataset: 
     return chosen
 
 
+def _chunk(t: AssetKeyPartitionKey) -> tuple[str, str, int] | None:
+    """(chunk asset, layer, chunk number) of a chunk partition."""
+    name = t.asset_key.path[-1]
+    if name not in CHUNK_PARENTS:
+        return None
+    keys = t.partition_key.keys_by_dimension
+    return name, keys["layer"], int(keys["chunk"])
+
+
+def _planned(instance: dg.DagsterInstance, catalog: dict, t: AssetKeyPartitionKey) -> bool:
+    """A chunk that its layer's current plan uses (the others are recorded as empty, never run)."""
+    name, layer, k = _chunk(t)
+    ds = catalog.get(t.asset_key.path[0])
+    n = planned_chunks(instance, ds, name, layer) if ds else None
+    return ds is None or (n is not None and k < n)
+
+
+def backfill_targets(instance: dg.DagsterInstance, targets: list[AssetKeyPartitionKey]) -> set[AssetKeyPartitionKey]:
+    """What the backfill itself runs. A layer whose plan (or COG) is rebuilt gets its chunks from the chunk
+    sensor, with the new plan's count, and its hex by automation: neither goes in. Otherwise only chunks the
+    current plan uses, and all of them when the layer's hex is rebuilt (consolidation deletes the chunk files)."""
+    catalog = load_catalog()
+    replanned = {(t.asset_key.path[0], CHUNK_PARENTS[c], t.partition_key) for t in targets for c in CHUNK_PARENTS
+                 if t.asset_key.path[-1] == CHUNK_PARENTS[c]}
+    out = set()
+    for t in targets:
+        name = t.asset_key.path[-1]
+        if (c := _chunk(t)) and ((t.asset_key.path[0], CHUNK_PARENTS[c[0]], c[1]) in replanned or not _planned(instance, catalog, t)):
+            continue
+        if name in CONSOLIDATED and (t.asset_key.path[0], CONSOLIDATED[name], t.partition_key) in replanned:
+            continue
+        if name in CONSOLIDATED and (ds := catalog.get(t.asset_key.path[0])):
+            chunk_asset = next(c for c, p in CHUNK_PARENTS.items() if p == CONSOLIDATED[name])
+            n = planned_chunks(instance, ds, chunk_asset, t.partition_key) or 0
+            out |= {AssetKeyPartitionKey(dg.AssetKey([ds.name, chunk_asset]),
+                                         dg.MultiPartitionKey({"chunk": c, "layer": t.partition_key}))
+                    for c in chunk_keys(ds)[:n]}
+        out.add(t)
+    return out
+
+
 def submit_backfill(defs: dg.Definitions, instance: dg.DagsterInstance, targets: list[AssetKeyPartitionKey],
                     reason: str) -> str:
-    subset = AssetGraphSubset.from_asset_partition_set(set(targets), defs.resolve_asset_graph())
-    backfill_id = uuid.uuid4().hex[:8]
-    instance.add_backfill(PartitionBackfill.from_asset_graph_subset(
-        backfill_id=backfill_id, backfill_timestamp=time.time(), tags={"cng/reason": reason},
-        dynamic_partitions_store=instance, asset_graph_subset=subset, title=f"cng-assets reprocess: {reason}",
-        description=None, run_config=None))
-    return backfill_id
+    return add_backfill(instance, defs.resolve_asset_graph(), backfill_targets(instance, targets),
+                        tags={"cng/reason": reason}, title=f"cng-assets reprocess: {reason}")
 
 
 def run_now(defs: dg.Definitions, instance: dg.DagsterInstance, targets: list[AssetKeyPartitionKey],
             run_config: dict | None = None) -> list[tuple[AssetKeyPartitionKey, bool]]:
-    """The targets in-process, one run per partition, in graph order (parents first)."""
+    """The targets in-process, one run per partition, in graph order (parents first). Chunks are chosen once
+    their plans have run: those the plan uses run, the rest are recorded as empty."""
     job = defs.resolve_implicit_global_asset_job_def()
     order = {k: i for i, k in enumerate(defs.resolve_asset_graph().toposorted_asset_keys)}
-    results = []
+    catalog, results, recorded = load_catalog(), [], set()
     for t in sorted(targets, key=lambda t: order[t.asset_key]):
+        if (c := _chunk(t)) and not _planned(instance, catalog, t):
+            ds = catalog[t.asset_key.path[0]]  # _planned is True for a dataset outside the catalog
+            if (c[0], c[1]) not in recorded:
+                recorded.add((c[0], c[1]))
+                for event in empty_chunks(ds, c[0], c[1], planned_chunks(instance, ds, c[0], c[1]) or 0):
+                    instance.report_runless_asset_event(event)
+            continue
         r = job.execute_in_process(instance=instance, asset_selection=[t.asset_key], partition_key=t.partition_key,
                                    raise_on_error=False, run_config=run_config, tags={"cng/reason": "reprocess"})
         results.append((t, r.success))

@@ -14,7 +14,7 @@ import dagster as dg
 from cng_assets.catalog import Dataset
 from cng_assets.definitions import definitions_with
 from cng_assets.defs import products
-from cng_assets.defs.partitions import chunk_partitions
+from cng_assets.defs.partitions import chunk_keys, empty_chunks, planned_chunks
 from cng_assets.defs.sensors import RUNNER_TAG
 from cng_assets.defs.sources import is_observed, layer_versions, observations, source_files
 from cng_assets.storage import ProductStorage
@@ -84,6 +84,21 @@ def _note(result: dg.ExecuteInProcessResult) -> str:
     return ", ".join(parts)
 
 
+def chunk_steps(ds: Dataset, instance: dg.DagsterInstance, polygons: list[str], rasters: list[str],
+                skip: set[str]) -> list[Step]:
+    """Each layer's planned chunks; its other chunk keys are recorded as empty, as the chunk sensor does."""
+    steps = []
+    for asset, layers in (("hex_chunk", polygons), ("raster_hex_chunk", rasters)):
+        for layer in layers:
+            n = planned_chunks(instance, ds, asset, layer)
+            if n is None or layer in skip:  # its plan failed: the layer's later stages are skipped
+                continue
+            for event in empty_chunks(ds, asset, layer, n):
+                instance.report_runless_asset_event(event)
+            steps += [Step(asset, dg.MultiPartitionKey({"chunk": c, "layer": layer})) for c in chunk_keys(ds)[:n]]
+    return steps
+
+
 def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str | None = None,
                         on_step: Callable[[Step, int, int | None, bool], None] | None = None) -> Report:
     """Source and layer discovery first, then every layer partition. A failed layer does not stop the others."""
@@ -125,9 +140,7 @@ def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str
     for stage in ([Step("table", k) for k in inv.table_keys()] + [Step("geoparquet", k) for k in inv.keys(POLYGON, OTHER)]
                   + [Step("cog", k) for k in inv.keys(RASTER)],
                   [Step("hex_plan", k) for k in polygons],
-                  lambda: [Step(asset, dg.MultiPartitionKey({"chunk": c, "layer": k}))
-                           for asset, layers in (("hex_chunk", polygons), ("raster_hex_chunk", inv.keys(RASTER)))
-                           for k in layers for c in instance.get_dynamic_partitions(chunk_partitions(ds).name)],
+                  lambda: chunk_steps(ds, instance, polygons, inv.keys(RASTER), failed_layers),
                   [Step("hex", k) for k in polygons] + [Step("raster_hex", k) for k in inv.keys(RASTER)],
                   [Step(a, k) for a in ("pmtiles", "thumbnail") for k in inv.keys(POLYGON, OTHER)]
                   + [Step("geozarr", k) for k in inv.keys(RASTER)],

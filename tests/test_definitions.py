@@ -13,6 +13,7 @@ import pytest
 from cng_assets.catalog import load_catalog
 from cng_assets.definitions import defs
 from cng_assets.defs.hex import HEX_CHECKS
+from cng_assets.defs.partitions import planned_chunks
 from cng_assets.runner import materialize_dataset
 from tests.conftest import REPO
 
@@ -68,9 +69,16 @@ def test_demo_materializes_every_layer_with_checks(instance, tmp_path):
     assert sorted(instance.get_dynamic_partitions("demo__polygons")) == ["continents", "countries"]
     assert instance.get_dynamic_partitions("demo__tables") == ["continent_lookup"]
     chunks = instance.get_dynamic_partitions("demo__chunks")
-    assert len(chunks) > 1  # the demo's small chunk target makes several
+    assert chunks == [f"{k:03d}" for k in range(ds.h3.max_chunks)]  # registered whole with the layers
     ran = {str(s) for s in report.succeeded}
-    assert {f"hex_chunk[{c}|{layer}]" for c in chunks for layer in ("continents", "countries")} <= ran
+    for asset, layer in (("hex_chunk", "continents"), ("hex_chunk", "countries"), ("raster_hex_chunk", "population_density")):
+        n = planned_chunks(instance, ds, asset, layer)
+        ran_here = {c for c in chunks if f"{asset}[{c}|{layer}]" in ran}
+        assert ran_here == set(chunks[:n]), (asset, layer)  # a run per planned chunk, none for the empty ones
+        done = {str(k) for k in instance.get_materialized_partitions(dg.AssetKey(["demo", asset]))}
+        assert {f"{c}|{layer}" for c in chunks} <= done  # the empty ones recorded: no key stays missing
+    assert planned_chunks(instance, ds, "hex_chunk", "countries") > 1  # the demo's small chunk target makes several
+    assert planned_chunks(instance, ds, "raster_hex_chunk", "population_density") == 1  # not the vector layers' count
     assert {"hex_plan[countries]", "hex[countries]", "hex[continents]", "table[continent_lookup]"} <= ran
 
     for slug in ("continents", "countries", "country_labels"):

@@ -12,7 +12,8 @@ from kubernetes import client
 
 from cng_assets.catalog import load_catalog
 from cng_assets.definitions import build_definitions
-from cng_assets.defs.k8s import MEMORY_TAG, OOM, OTHER, PREEMPTED, K8sPods, classify, last_good_memory, next_memory
+from cng_assets.defs.failures import OOM, OTHER, PREEMPTED, K8sPods, classify, last_good_memory, next_memory
+from cng_assets.defs.pods import MEMORY_TAG
 
 SECRET = "do-not-leak-this-secret-value"
 
@@ -21,6 +22,7 @@ SECRET = "do-not-leak-this-secret-value"
 def defs(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA" + "X" * 16)
+    monkeypatch.setenv("CNG_EXECUTOR", "k8s")  # as the Helm values set it: steps are pods
     return build_definitions(list(load_catalog().values()))
 
 
@@ -112,6 +114,9 @@ class FakePods(K8sPods):
 
     statuses: str = "[]"
 
+    def available(self) -> bool:
+        return True
+
     def list_pods(self, run_id: str) -> list[dict]:
         return json.loads(self.statuses)
 
@@ -131,7 +136,8 @@ def evaluate(defs, instance, run, statuses):
                    if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE")
     context = dg.build_run_status_sensor_context(sensor_name=sensor.name, dagster_event=failure.dagster_event,
                                                  dagster_instance=instance, dagster_run=run,
-                                                 resources={"pods": FakePods(statuses=json.dumps(statuses, default=str))}
+                                                 resources={"pods": K8sPods() if statuses is None else
+                                                            FakePods(statuses=json.dumps(statuses, default=str))}
                                                  ).for_run_failure()
     return sensor(context)
 
@@ -161,6 +167,21 @@ def test_preempted_chunk_is_retried_at_the_same_memory_and_other_failures_are_no
         assert isinstance(other, dg.SkipReason)
 
 
+def test_outside_a_cluster_a_killed_chunk_is_classified_from_its_log(tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    defs = build_definitions(list(load_catalog().values()))
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        run = failed_chunk_run(defs, instance, 8)
+        instance.report_engine_event("Multiprocess executor: child process for step padus_4_1__hex_chunk was "
+                                     "terminated by signal 9 (SIGKILL).", run)
+        request = evaluate(defs, instance, run, None)
+        assert isinstance(request, dg.RunRequest) and request.tags[MEMORY_TAG] == "16" and request.run_config == {}
+        log = " ".join(str(e.message) for e in instance.all_logs(run.run_id))
+        assert "pod details are unavailable" in log
+        other = evaluate(defs, instance, failed_chunk_run(defs, instance, 8), None)  # no kill in its log
+        assert isinstance(other, dg.SkipReason) and "another reason" in other.skip_message
+
+
 def test_next_chunk_run_of_a_layer_starts_at_the_memory_that_worked(tmp_path):
     ds = load_catalog()["padus_4_1"]
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
@@ -175,7 +196,7 @@ def test_workspace_and_dagster_cloud_describe_the_same_location_with_the_cluster
     import yaml
     from dagster_k8s.container_context import K8sContainerContext
 
-    from cng_assets.defs.k8s import NO_GPU_NODES
+    from cng_assets.defs.pods import NO_GPU_NODES
     from tests.conftest import REPO
 
     oss = yaml.safe_load((REPO / "workspace.yaml").read_text())["load_from"][0]["python_module"]

@@ -14,6 +14,7 @@ from cng_assets.definitions import definitions_with
 from cng_assets.demo import build_demo_source
 from cng_assets.runner import materialize_dataset
 from tests.conftest import REPO
+from tests.ticks import tick
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +51,7 @@ def test_partitioned_materialization_and_sensor_tick_on_postgres(postgres, tmp_p
         assert set(instance.get_dynamic_partitions("pg__polygons")) == {"countries"}
         # a sensor tick against the same instance: the source is unchanged since the run recorded it
         defs = definitions_with(ds, str(tmp_path / "data"))
-        sensor = defs.get_repository_def().get_sensor_def("pg__raw_uploads")
-        with dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources) as context:
-            result = sensor(context)
-        assert result.run_requests == [] or result.run_requests  # evaluated against Postgres without error
-        first = result.cursor
-        with dg.build_sensor_context(instance=instance, cursor=first, definitions=defs, resources=defs.resources) as context:
-            again = sensor(context)
-        assert isinstance(again, dg.SkipReason) and "no new or changed" in again.skip_message
+        first = tick(defs, instance, "pg__raw_uploads", None)  # the run recorded these versions: nothing to rebuild
+        assert not first.run_requests and first.cursor
+        again = tick(defs, instance, "pg__raw_uploads", first.cursor)
+        assert not again.run_requests and "no new or changed" in again.skip_message

@@ -12,9 +12,11 @@ import pytest
 
 from cng_assets.catalog import Dataset
 from cng_assets.definitions import build_definitions
-from cng_assets.defs.partitions import source_partitions
+from cng_assets.defs.partitions import chunk_keys, source_partitions
+from cng_assets.defs.pods import MEMORY_TAG
 from cng_assets.demo import LAYERS, build_demo_source
 from tests.conftest import write_gdb
+from tests.ticks import tick
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # FileGDB writer notes on Integer64 and names
 
@@ -48,20 +50,6 @@ def world(s3_env, s3_server, tmp_path):
         yield ds, defs, instance, Uploads(s3_server.client(), s3_env)
 
 
-def tick(defs, instance, name, cursor):
-    sensor = defs.get_repository_def().get_sensor_def(name)
-    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources) as context:
-        result = sensor(context)
-    if isinstance(result, dg.SkipReason):
-        return dg.SensorResult(skip_reason=result, cursor=cursor)
-    # what the sensor daemon does with a result, in its order: record the observations, add the partitions
-    for event in result.asset_events:
-        instance.report_runless_asset_event(event)
-    for request in result.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    return result
-
-
 def targets(result) -> set[tuple[str, str | None]]:
     [request] = result.run_requests
     return {(k.asset_key.path[-1], str(k.partition_key) if k.partition_key else None)
@@ -75,7 +63,7 @@ def test_raw_upload_sensor_new_unchanged_reupload_new_layer_deletion(world, fram
 
     # nothing uploaded yet
     r = tick(defs, instance, name, None)
-    assert not r.run_requests and "missing" in str(r.skip_reason)
+    assert not r.run_requests and "missing" in str(r.skip_message)
 
     # new upload: every layer is new
     s3.upload(first)
@@ -91,7 +79,7 @@ def test_raw_upload_sensor_new_unchanged_reupload_new_layer_deletion(world, fram
 
     # unchanged: no re-trigger
     r = tick(defs, instance, name, cursor)
-    assert not r.run_requests and "no new or changed" in str(r.skip_reason)
+    assert not r.run_requests and "no new or changed" in str(r.skip_message)
 
     # re-upload of the whole folder under the same keys, with one layer changed: only that layer
     frames2 = {**frames, "Countries": frames["Countries"].iloc[:-1]}
@@ -126,34 +114,52 @@ def test_raw_upload_sensor_new_unchanged_reupload_new_layer_deletion(world, fram
     # the whole source deleted
     s3.delete([k["Key"].rsplit("/", 1)[-1] for k in s3.client.list_objects_v2(Bucket=s3.bucket, Prefix="raw/demo.gdb/")["Contents"]])
     r = tick(defs, instance, name, cursor)
-    assert not r.run_requests and "deleted" in str(r.skip_reason)
+    assert not r.run_requests and "deleted" in str(r.skip_message)
 
 
-def test_hex_plan_sensor_runs_the_plans_chunks_then_consolidation(world, frames, tmp_path):
-    ds, defs, instance, s3 = world
-    name = "gdbdemo__hex_plans"
+def test_chunk_run_sensor_runs_the_plans_chunks_and_records_the_rest_empty(world):
+    ds, defs, instance, _ = world
+    name = "gdbdemo__chunk_runs"
     r = tick(defs, instance, name, None)
-    assert not r.run_requests and json.loads(r.cursor) == {"after": 0, "pending": {}}
+    assert not r.run_requests and json.loads(r.cursor) == {"hex_chunk": 0, "raster_hex_chunk": 0}
     plan, chunk = dg.AssetKey(["gdbdemo", "hex_plan"]), dg.AssetKey(["gdbdemo", "hex_chunk"])
     instance.add_dynamic_partitions("gdbdemo__polygons", ["countries"])
-    instance.add_dynamic_partitions("gdbdemo__chunks", ["000", "001", "002"])
+    instance.add_dynamic_partitions("gdbdemo__chunks", chunk_keys(ds))
     # the layer's chunks last succeeded with 16 GiB: the new ones start there
     instance.report_runless_asset_event(dg.AssetMaterialization(chunk, partition="002|countries", metadata={"memory_gib": 16}))
     instance.report_runless_asset_event(dg.AssetMaterialization(plan, partition="countries", metadata={"chunks": 2}))
     r = tick(defs, instance, name, r.cursor)
     assert sorted(str(q.partition_key) for q in r.run_requests) == ["000|countries", "001|countries"]
-    step = r.run_requests[0].run_config["execution"]["config"]["per_step_k8s_config"]["gdbdemo__hex_chunk"]
-    assert step["container_config"]["resources"]["limits"]["memory"] == "16Gi"
+    assert {q.tags[MEMORY_TAG] for q in r.run_requests} == {"16"}
+    assert all(q.run_config == {} for q in r.run_requests)  # no k8s executor here: nothing else to configure
+    empty = sorted(str(e.partition) for e in r.asset_events)
+    assert empty == [f"{c}|countries" for c in chunk_keys(ds)[2:]]
+    # every chunk key of the layer is now either requested or materialized: none stays missing
+    done = {str(k) for k in instance.get_materialized_partitions(chunk)}
+    assert done | {str(q.partition_key) for q in r.run_requests} >= {f"{c}|countries" for c in chunk_keys(ds)}
     r = tick(defs, instance, name, r.cursor)
-    assert not r.run_requests and "waiting for chunks" in str(r.skip_reason)
-    for c in ("000", "001"):
-        instance.report_runless_asset_event(dg.AssetMaterialization(chunk, partition=f"{c}|countries", metadata={"memory_gib": 16}))
-    r = tick(defs, instance, name, r.cursor)
-    t = targets(r)
-    assert ("hex", "countries") in t and ("stac", None) in t and ("stac_catalog", None) in t
-    assert not any(a == "hex_chunk" for a, _ in t)
-    r = tick(defs, instance, name, r.cursor)
-    assert not r.run_requests
+    assert not r.run_requests and "no new plans" in str(r.skip_message)
+
+
+def test_chunk_runs_on_the_cluster_get_the_memory_through_the_k8s_executor(world, monkeypatch):
+    ds, _, instance, _ = world
+    monkeypatch.setenv("CNG_EXECUTOR", "k8s")
+    defs = build_definitions([ds])  # the executor and run config come from the environment when defs are built
+    r = tick(defs, instance, "gdbdemo__chunk_runs", None)
+    instance.add_dynamic_partitions("gdbdemo__polygons", ["countries"])
+    instance.add_dynamic_partitions("gdbdemo__chunks", chunk_keys(ds))
+    instance.report_runless_asset_event(dg.AssetMaterialization(["gdbdemo", "hex_plan"], partition="countries",
+                                                                metadata={"chunks": 1}))
+    [q] = tick(defs, instance, "gdbdemo__chunk_runs", r.cursor).run_requests  # validated against the k8s executor
+    step = q.run_config["execution"]["config"]["per_step_k8s_config"]["gdbdemo__hex_chunk"]
+    assert step["container_config"]["resources"]["limits"]["memory"] == "8Gi"
+
+
+def test_every_sensor_declares_its_target():
+    from cng_assets.definitions import defs
+
+    for sensor in defs.get_repository_def().sensor_defs:
+        assert sensor.asset_selection is not None or sensor.targets, sensor.name
 
 
 def test_a_changed_raster_layer_gets_raster_products_only():
@@ -165,5 +171,4 @@ def test_a_changed_raster_layer_gets_raster_products_only():
                                   raster={"path": "x", "width": 10, "height": 10, "bands": 1, "dtype": "float32"})],
                     domains=[], skipped=[])
     got = {(k.asset_key.path[-1], k.partition_key) for k in layer_targets(ds, inv, {"density"})}
-    assert got == {("layers", None), ("cog", "density"), ("geozarr", "density"), ("stac", None), ("docs", None),
-                   ("stac_catalog", None)}
+    assert got == {("layers", None), ("cog", "density"), ("geozarr", "density")}  # STAC and docs follow by automation

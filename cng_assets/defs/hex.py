@@ -1,8 +1,9 @@
 """H3 hex assets of one dataset: hex_plan (per polygon layer) -> hex_chunk (per chunk x layer) -> hex (per layer).
 
-Partition design (docs/hex-partitions.md): chunk keys 000..N-1 are one dynamic dimension shared by every polygon
-layer of the dataset, N being the most chunks any layer's plan needs. A layer planned with fewer chunks
-materializes its extra chunk partitions as empty (cheap), so every (chunk, layer) key that exists is real.
+Partition design (docs/hex-partitions.md): chunk keys 000..N-1 (N = `h3.max_chunks`) are one dynamic dimension
+shared by the dataset's polygon and raster layers, registered once with the layers. The chunk sensor runs a
+layer's first n chunks (its plan's) and records the rest as empty, so no key stays missing and no run is spent
+on an empty chunk.
 """
 
 from contextlib import ExitStack
@@ -11,10 +12,12 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.parquet as pq
 
+from cng_assets import faults
 from cng_assets.catalog import Dataset
 from cng_assets.defs import products
-from cng_assets.defs.k8s import MEMORY_TAG, op_tags
-from cng_assets.defs.partitions import by_layer, chunk_key, chunk_partitions, polygon_partitions
+from cng_assets.defs.automation import AFTER_CHUNKS
+from cng_assets.defs.partitions import by_layer, chunk_partitions, polygon_partitions
+from cng_assets.defs.pods import MEMORY_TAG, op_tags
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms.hex import chunk, consolidate, plan
 from cng_assets.transforms.hex.fill import HexSettings
@@ -63,10 +66,6 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
         with storage.publish(ds.bucket, products.hex_plan_key(ds, slug)) as tmp:
             pq.write_table(table, tmp)
         n = chunk_count(table)
-        existing = set(context.instance.get_dynamic_partitions(chunks.name))
-        new = [chunk_key(k) for k in range(n) if chunk_key(k) not in existing]
-        if new:
-            context.instance.add_dynamic_partitions(chunks.name, new)
         per_chunk = table.group_by("chunk").aggregate([("est_cells", "sum")]).column("est_cells_sum").to_pylist()
         return dg.MaterializeResult(metadata={
             "chunks": n, "units": table.num_rows, "estimated_cells": round(sum(per_chunk)),
@@ -88,24 +87,25 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
         slug, k = keys["layer"], int(keys["chunk"])
         table = _read_plan(storage, ds, slug)
         units = chunk_units(table, k)
+        memory = int(context.run.tags.get(MEMORY_TAG, ds.pod("hex_chunk").memory_gib))
         with storage.publish_dir(ds.bucket, products.hex_chunk_key(ds, slug, k)) as out:
             with storage.local_path(ds.bucket, products.geoparquet_key(ds, slug)) as gp:
                 stats = chunk.run_chunk(str(gp), units, settings, out, plan.plan_digest(table))
+            faults.out_of_memory(memory)  # tests only: die as an OOM-killed pod would, written but not published
         return dg.MaterializeResult(metadata={
             **stats.to_dict(), "empty": units.num_rows == 0, "units": units.num_rows,
-            "memory_gib": int(context.run.tags.get(MEMORY_TAG, ds.pod("hex_chunk").memory_gib)),  # where the next run starts
+            "memory_gib": memory,  # where the layer's next chunk runs start
             "estimated_cells": round(sum(units.column("est_cells").to_pylist())),
         })
 
     @dg.asset(key=[ds.name, "hex"], op_tags=op_tags(ds, "hex"), partitions_def=layers, group_name=ds.name, kinds={"parquet", "h3"},
-              deps=[dg.AssetDep(hex_chunk, partition_mapping=layer_of)],
+              deps=[dg.AssetDep(hex_chunk, partition_mapping=layer_of)], automation_condition=AFTER_CHUNKS,
               code_version=ds.code_version(consolidate.VERSION, "h3"),
               description=f"H3 cells (h{settings.resolution}, parents {list(settings.parents)}, {settings.containment} "
                           "containment) of every feature, with the layer's attributes, as h0=<cell>/ partitions sorted "
                           "by cell. Written as a new version and switched in only when every check passes.",
-              check_specs=[dg.AssetCheckSpec(name, asset=[ds.name, "hex"], description=d, blocking=True)
-                           for name, d in HEX_CHECKS.items()])
-    def hex_layer(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
+              check_specs=products.blocking_check_specs([ds.name, "hex"], layers, HEX_CHECKS))
+    def hex_layer(context: dg.AssetExecutionContext, storage: ProductStorage):
         slug = context.partition_key
         table = _read_plan(storage, ds, slug)
         digest, n = plan.plan_digest(table), chunk_count(table)
@@ -124,19 +124,17 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
             with storage.publish_dir(ds.bucket, products.hex_key(ds, slug)) as staged:
                 done = consolidate.consolidate(chunk_dirs, str(gp), staged, settings, attributes=ds.h3.attributes,
                                                chunk_rows=chunk_rows)
-                rows, checks = done.rows_per_h0, done.checks
-                failed = [c for c in checks if not c.passed]
-                if failed:  # raising here leaves the previous version in place
-                    raise dg.Failure(f"{ds.name}/{slug}: hex checks failed; the previous version is kept",
-                                     metadata={c.name: c.detail for c in failed})
+                rows = done.rows_per_h0
+                checks = [dg.AssetCheckResult(check_name=c.name, passed=c.passed, metadata=c.detail) for c in done.checks]
+                yield from products.blocking_checks(checks, f"{ds.name}/{slug}: hex")
         for key in chunk_keys:  # intermediates go only once the new version is in place
             storage.delete(ds.bucket, key)
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
             metadata={"dagster/row_count": sum(rows.values()), "h0_partitions": len(rows), "chunks": n,
                       "resolution": settings.resolution, "parents": list(settings.parents),
                       "containment": settings.containment, "columns": [f"h{r}" for r in (settings.resolution, *settings.parents)],
                       "uri": dg.MetadataValue.path(storage.uri(ds.bucket, products.hex_key(ds, slug)))},
-            check_results=[dg.AssetCheckResult(check_name=c.name, passed=c.passed, metadata=c.detail) for c in checks],
+            check_results=checks,
         )
 
     return [hex_plan, hex_chunk, hex_layer]

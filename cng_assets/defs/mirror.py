@@ -12,7 +12,8 @@ from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
 
 from cng_assets.catalog import Dataset
-from cng_assets.defs.k8s import op_tags
+from cng_assets.defs.automation import AFTER_PRODUCTS
+from cng_assets.defs.pods import op_tags
 from cng_assets.storage import ProductStorage
 
 SOURCE_ETAG = "source-etag"  # x-amz-meta-source-etag on every mirrored object
@@ -74,7 +75,7 @@ def mirror_asset(ds: Dataset) -> dg.AssetsDefinition:
     target = ds.mirror
 
     @dg.asset(key=[ds.name, "mirror"], op_tags=op_tags(ds, "mirror"), group_name=ds.name, kinds={"s3"}, code_version="1",
-              deps=[dg.AssetKey([ds.name, "stac"]), dg.AssetKey([ds.name, "docs"])],
+              deps=[dg.AssetKey([ds.name, "stac"]), dg.AssetKey([ds.name, "docs"])], automation_condition=AFTER_PRODUCTS,
               description=f"Copies the published products to the mirror at `{target.bucket}/{target.prefix}/`, "
                           "only objects whose ETag changed.")
     def _mirror(context: dg.AssetExecutionContext, storage: ProductStorage, mirror: MirrorS3) -> dg.MaterializeResult:

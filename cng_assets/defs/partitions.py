@@ -32,8 +32,13 @@ def raster_partitions(ds: Dataset) -> dg.DynamicPartitionsDefinition:
 
 
 def chunk_partitions(ds: Dataset) -> dg.DynamicPartitionsDefinition:
-    """Chunk numbers 000..N-1, shared by every polygon layer of the dataset (N: the most any layer needs)."""
+    """Chunk numbers 000..N-1 (N: the catalog's `h3.max_chunks`), shared by the dataset's polygon and raster
+    layers. A layer's plan uses the first n; the chunk sensor records the rest as empty (docs/hex-partitions.md)."""
     return dg.DynamicPartitionsDefinition(name=f"{ds.name}__chunks")
+
+
+def chunk_keys(ds: Dataset) -> list[str]:
+    return [chunk_key(k) for k in range(ds.h3.max_chunks)]
 
 
 def by_layer() -> dg.MultiToSingleDimensionPartitionMapping:
@@ -53,8 +58,40 @@ def source_partitions(ds: Dataset) -> dg.DynamicPartitionsDefinition:
     return dg.DynamicPartitionsDefinition(name=f"{ds.name}__source_layers")
 
 
-def layer_partition_keys(ds: Dataset, inv: Inventory, observed: bool) -> list[tuple[dg.DynamicPartitionsDefinition, list[str]]]:
-    """Which keys each per-layer partition set of the dataset must hold for this inventory."""
-    out = [(table_partitions(ds), inv.table_keys()), (feature_partitions(ds), inv.keys(POLYGON, OTHER)),
-           (polygon_partitions(ds), inv.keys(POLYGON)), (raster_partitions(ds), inv.keys(RASTER))]
-    return out + [(source_partitions(ds), inv.table_keys() + inv.keys(POLYGON, OTHER, RASTER))] * observed
+def partition_keys(ds: Dataset, inv: Inventory, observed: bool) -> dict[str, list[str]]:
+    """Which keys each partition set of the dataset must hold for this inventory: the one place that decides.
+    Chunk keys are registered whole, once, so a new plan never adds keys that other layers would then miss."""
+    out = {table_partitions(ds).name: inv.table_keys(), feature_partitions(ds).name: inv.keys(POLYGON, OTHER),
+           polygon_partitions(ds).name: inv.keys(POLYGON), raster_partitions(ds).name: inv.keys(RASTER),
+           chunk_partitions(ds).name: chunk_keys(ds)}
+    if observed:
+        out[source_partitions(ds).name] = inv.table_keys() + inv.keys(POLYGON, OTHER, RASTER)
+    return out
+
+
+def new_partition_keys(ds: Dataset, inv: Inventory, observed: bool, existing) -> dict[str, list[str]]:
+    """partition_keys less those already there (`existing(name)` lists a set's keys)."""
+    out = {}
+    for name, keys in partition_keys(ds, inv, observed).items():
+        have = set(existing(name))
+        if new := [k for k in keys if k not in have]:
+            out[name] = new
+    return out
+
+
+CHUNK_PARENTS = {"hex_chunk": "hex_plan", "raster_hex_chunk": "cog"}  # chunk asset -> the asset that plans its chunks
+
+
+def planned_chunks(instance: dg.DagsterInstance, ds: Dataset, chunk_asset: str, layer: str) -> int | None:
+    """How many chunks the layer's latest plan (or COG) made: its materialization's `chunks`; None before one."""
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey([ds.name, CHUNK_PARENTS[chunk_asset]]), asset_partitions=[layer]), limit=1).records
+    meta = records[0].asset_materialization.metadata if records else {}
+    return int(meta["chunks"].value) if "chunks" in meta else None
+
+
+def empty_chunks(ds: Dataset, asset: str, layer: str, n: int) -> list[dg.AssetMaterialization]:
+    """A layer planned with n chunks: its chunk keys n..N-1 recorded as materialized and empty, without a run."""
+    return [dg.AssetMaterialization(asset_key=[ds.name, asset], partition=dg.MultiPartitionKey({"chunk": c, "layer": layer}),
+                                    description=f"empty: the layer's plan has {n} chunks",
+                                    metadata={"empty": True, "units": 0, "cells": 0}) for c in chunk_keys(ds)[n:]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from contextlib import contextmanager
 
 import dagster as dg
@@ -105,3 +106,22 @@ def input_errors(ds: Dataset, layer: str | None = None):
     except CngInputError as e:
         e.where(dataset=ds.name, layer=layer)
         raise dg.Failure(description=str(e), allow_retries=False) from None
+
+
+def blocking_check_specs(asset: list[str], partitions: dg.PartitionsDefinition, checks: dict[str, str]) -> list:
+    """Blocking checks of a partitioned product, recorded per partition (the UI's check history of a partition)."""
+    with warnings.catch_warnings():  # a partitions_def on a check spec is a preview feature in dagster 1.13
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return [dg.AssetCheckSpec(name, asset=asset, description=d, blocking=True, partitions_def=partitions)
+                for name, d in checks.items()]
+
+
+def blocking_checks(checks: list[dg.AssetCheckResult], what: str):
+    """Blocking checks on a staged product. If one failed, every result is recorded (the UI shows them on the
+    partition) and the step fails inside the publishing block, so the staged product is discarded and the
+    previous version stays. Use as `yield from blocking_checks(...)` inside `storage.publish...`."""
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        yield from checks
+        raise dg.Failure(f"{what}: check {', '.join(c.check_name for c in failed)} failed; the previous version is kept",
+                         metadata={c.check_name: dict(c.metadata) for c in failed})

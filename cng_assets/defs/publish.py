@@ -9,8 +9,9 @@ import dagster as dg
 
 from cng_assets.catalog import Dataset, PodSize
 from cng_assets.defs import products
-from cng_assets.defs.k8s import op_tags, pod_config
+from cng_assets.defs.automation import AFTER_PRODUCTS
 from cng_assets.defs.partitions import feature_partitions
+from cng_assets.defs.pods import op_tags, pod_config
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms import describe, facts, geoparquet, layout, pmtiles, stac
 
@@ -64,6 +65,7 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
 
     @dg.asset(key=[ds.name, "stac"], op_tags=op_tags(ds, "stac"),
               deps=deps, group_name=ds.name, kinds={"stac"}, code_version=ds.code_version(stac.VERSION),
+              automation_condition=AFTER_PRODUCTS,
               description="A STAC Collection for the dataset with an Item per spatial layer (STAC 1.1).")
     def stac_collection(storage: ProductStorage) -> dg.MaterializeResult:
         f = _facts(storage, ds, absolute=True)
@@ -74,6 +76,7 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
 
     @dg.asset(key=[ds.name, "docs"], op_tags=op_tags(ds, "docs"),
               deps=deps, group_name=ds.name, kinds={"markdown"}, code_version=ds.code_version(describe.VERSION),
+              automation_condition=AFTER_PRODUCTS,
               description="README.md beside the products: layers, data dictionary, H3 facts, maps, example queries.")
     def docs(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
         f = _facts(storage, ds, absolute=False)
@@ -91,7 +94,7 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
 
 def stac_catalog_asset(datasets: list[Dataset]) -> dg.AssetsDefinition:
     @dg.asset(key=["stac_catalog"], op_tags={"dagster-k8s/config": pod_config(PodSize())},
-              deps=[dg.AssetKey([ds.name, "stac"]) for ds in datasets], kinds={"stac"},
+              deps=[dg.AssetKey([ds.name, "stac"]) for ds in datasets], kinds={"stac"}, automation_condition=AFTER_PRODUCTS,
               code_version=stac.VERSION, description="The root STAC catalog: one child link per dataset's Collection.")
     def stac_catalog(storage: ProductStorage) -> dg.MaterializeResult:
         hrefs = {}  # public hrefs, else relative to the catalog at the root of the default place

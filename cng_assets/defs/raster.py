@@ -14,9 +14,10 @@ import rasterio
 
 from cng_assets.catalog import Dataset
 from cng_assets.defs import products
+from cng_assets.defs.automation import AFTER_CHUNKS
 from cng_assets.defs.hex import CHUNK_POOL, hex_settings
-from cng_assets.defs.k8s import op_tags
 from cng_assets.defs.partitions import by_layer, chunk_partitions, raster_partitions
+from cng_assets.defs.pods import op_tags
 from cng_assets.defs.sources import source_dep
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms.hex.consolidate import HexCheck, parents_check
@@ -60,9 +61,9 @@ def raster_assets(ds: Dataset) -> list:
               group_name=ds.name, kinds={"tiff"}, code_version=ds.code_version(cog.VERSION, "source", "raster"),
               description="The raster as a Cloud-Optimized GeoTIFF: tiled, overviews, lossless compression chosen for "
                           "the data type, nodata kept, native CRS unless the catalog asks for EPSG:4326.",
-              check_specs=[dg.AssetCheckSpec("is_cog", asset=[ds.name, "cog"], blocking=True,
-                                             description="tiled, with overviews, laid out as a COG (GDAL)")])
-    def cog_layer(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
+              check_specs=products.blocking_check_specs([ds.name, "cog"], rasters, {
+                  "is_cog": "tiled, with overviews, laid out as a COG (GDAL)"}))
+    def cog_layer(context: dg.AssetExecutionContext, storage: ProductStorage):
         slug = context.partition_key
         layer = raster_layer(storage, ds, slug)
         key = products.cog_key(ds, slug)
@@ -70,14 +71,16 @@ def raster_assets(ds: Dataset) -> list:
             stats = cog.write_cog(layer.raster["path"], tmp, to_wgs84=ds.raster.to_wgs84,
                                   categorical=ds.raster.categorical, gdal_options=storage.gdal_options())
             findings = inspect_tiff(key, str(tmp), {}).findings
-            if findings:  # raising here keeps the previous product
-                raise dg.Failure(f"{ds.name}/{slug}: the written file is not a COG: {'; '.join(findings)}")
-        return dg.MaterializeResult(
+            check = dg.AssetCheckResult(check_name="is_cog", passed=not findings,
+                                        metadata={"findings": "; ".join(findings) or "none"})
+            yield from products.blocking_checks([check], f"{ds.name}/{slug}: the written file is not a COG")
+        yield dg.MaterializeResult(
             metadata={"uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)), "bytes": stats.bytes,
                       "width": stats.width, "height": stats.height, "bands": stats.bands, "dtype": stats.dtype,
                       "crs": stats.crs or "", "nodata": str(stats.nodata), "compression": stats.compression,
-                      "predictor": stats.predictor, "overviews": stats.overviews},
-            check_results=[dg.AssetCheckResult(check_name="is_cog", passed=True, metadata={"findings": "none"})])
+                      "predictor": stats.predictor, "overviews": stats.overviews,
+                      "chunks": len(chunk_rows(ds, stats.height, stats.width))},  # raster_hex_chunk runs the first n
+            check_results=[check])
 
     @dg.asset(key=[ds.name, "raster_hex_chunk"], op_tags=op_tags(ds, "hex_chunk"), pool=CHUNK_POOL,
               partitions_def=dg.MultiPartitionsDefinition({"chunk": chunks, "layer": rasters}),
@@ -100,14 +103,15 @@ def raster_assets(ds: Dataset) -> list:
 
     @dg.asset(key=[ds.name, "raster_hex"], op_tags=op_tags(ds, "hex"), partitions_def=rasters,
               deps=[dg.AssetDep(raster_hex_chunk, partition_mapping=layer_of)], group_name=ds.name, kinds={"parquet", "h3"},
+              automation_condition=AFTER_CHUNKS,
               code_version=ds.code_version(raster_hex.VERSION, "h3", "raster"),
               description=f"Per band statistics of the pixels in each H3 cell (h{settings.resolution}, parents "
                           f"{list(settings.parents)}), as h0=<cell>/ partitions like vector hex.",
-              check_specs=[dg.AssetCheckSpec(name, asset=[ds.name, "raster_hex"], blocking=True, description=d) for name, d in {
+              check_specs=products.blocking_check_specs([ds.name, "raster_hex"], rasters, {
                   "parents_consistent": "parent columns and h0 folder agree with h3-py (a sample of each file)",
                   "no_duplicate_cells": "each cell once",
-                  "pixels_counted": "the per-band pixel counts add up to the valid pixels the chunks read"}.items()])
-    def raster_hex_layer(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
+                  "pixels_counted": "the per-band pixel counts add up to the valid pixels the chunks read"}))
+    def raster_hex_layer(context: dg.AssetExecutionContext, storage: ProductStorage):
         slug = context.partition_key
         _, height, width = _cog_shape(storage, ds, slug)
         n = len(chunk_rows(ds, height, width))
@@ -121,18 +125,16 @@ def raster_assets(ds: Dataset) -> list:
             valid = sum(_chunk_valid(d) for d in dirs)
             with storage.publish_dir(ds.bucket, products.hex_key(ds, slug)) as staged:
                 rows = raster_hex.consolidate_raster_hex(dirs, staged, settings.resolution, settings.parents, _stats(ds))
-                checks = _checks(staged, settings, valid)
-                failed = [c for c in checks if not c.passed]
-                if failed:  # raising here keeps the previous version
-                    raise dg.Failure(f"{ds.name}/{slug}: raster hex checks failed; the previous version is kept",
-                                     metadata={c.name: c.detail for c in failed})
+                checks = [dg.AssetCheckResult(check_name=c.name, passed=c.passed, metadata=c.detail)
+                          for c in _checks(staged, settings, valid)]
+                yield from products.blocking_checks(checks, f"{ds.name}/{slug}: raster hex")
         for k in range(n):
             storage.delete(ds.bucket, products.hex_chunk_key(ds, slug, k))
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
             metadata={"dagster/row_count": sum(rows.values()), "h0_partitions": len(rows), "chunks": n,
                       "resolution": settings.resolution, "parents": list(settings.parents),
                       "uri": dg.MetadataValue.path(storage.uri(ds.bucket, products.hex_key(ds, slug)))},
-            check_results=[dg.AssetCheckResult(check_name=c.name, passed=c.passed, metadata=c.detail) for c in checks])
+            check_results=checks)
 
     @dg.asset(key=[ds.name, "geozarr"], op_tags=op_tags(ds, "geozarr"), partitions_def=rasters,
               deps=[dg.AssetDep(cog_layer, partition_mapping=dg.IdentityPartitionMapping())], group_name=ds.name,

@@ -14,7 +14,7 @@ import os
 
 from dagster_aws.s3 import S3Resource
 
-from cng_assets.defs.k8s import K8sPods
+from cng_assets.defs.failures import K8sPods
 from cng_assets.defs.mirror import MirrorS3
 from cng_assets.storage import LocalStorage, ProductStorage, S3Storage
 

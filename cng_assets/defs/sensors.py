@@ -1,49 +1,62 @@
-"""Sensors that start work without a person.
+"""Sensors that start work without a person. Each declares the assets it requests, as the daemon requires.
 
 `<dataset>__raw_uploads` watches an uploaded source (a file, or every object of a `.gdb` folder) and the
 dataset's catalog entry. On a new or changed object it runs discovery, adds partitions for new layers, records
 the changed layers' new data versions, and requests one backfill of only those layers' products. Deletions and
-layers that left the source are reported; nothing downstream is deleted.
+layers that left the source are reported; nothing downstream is deleted. Its cursor keeps a digest of the
+listing and one version per layer, so it stays small however many files the source has.
 
-`<dataset>__hex_plans` follows each new hex plan with one run per chunk that plan made (the chunk count is known
-only once the plan exists), each at the memory the layer's chunks last succeeded with; once every chunk of the
-plan is in, it requests a backfill of the layer's consolidated hex and the dataset's STAC and docs.
+`<dataset>__chunk_runs` follows each new hex plan (and each new COG, for raster hex) with one run per chunk the
+plan made (the count is known only once the plan exists), each at the memory the layer's chunks last succeeded
+with, and records the layer's remaining chunk keys as empty without a run. The layer's hex, and the dataset's
+STAC and README, then follow by declarative automation (automation.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import dagster as dg
 
 from cng_assets.catalog import Dataset
+from cng_assets.dagster_private import backfill_run_request
 from cng_assets.defs import products
-from cng_assets.defs.k8s import MEMORY_TAG, last_good_memory, step_memory_config
-from cng_assets.defs.partitions import chunk_key, layer_partition_keys
-from cng_assets.defs.sources import is_observed, layer_versions, observations, source_files
-from cng_assets.defs.targets import backfill_request, hex_targets, layer_targets
+from cng_assets.defs.environment import raw_interval, sensor_interval, sensor_status
+from cng_assets.defs.failures import last_good_memory
+from cng_assets.defs.partitions import CHUNK_PARENTS, chunk_key, empty_chunks, new_partition_keys
+from cng_assets.defs.pods import MEMORY_TAG, memory_run_config
+from cng_assets.defs.sources import is_observed, layer_versions, observations, recorded_versions, source_files
+from cng_assets.defs.targets import LAYER_ASSETS, layer_targets
 from cng_assets.errors import CngInputError
 from cng_assets.storage import ProductStorage
 
 RUNNER_TAG = "cng/runner"  # runs made by `cng-assets run` order their own stages; sensors leave them alone
-INTERVAL = 300  # seconds between listings of a raw prefix
+PLANS_PER_TICK = 5  # at most this many new plans (up to 200 chunk runs each) per tick, so a tick stays short
+
+
+def _listing_digest(files: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()[:32]
 
 
 def raw_upload_sensor(ds: Dataset) -> dg.SensorDefinition:
-    @dg.sensor(name=f"{ds.name}__raw_uploads", minimum_interval_seconds=INTERVAL,
-               default_status=dg.DefaultSensorStatus.RUNNING,
+    selection = dg.AssetSelection.assets(*[dg.AssetKey([ds.name, a]) for a in LAYER_ASSETS])
+
+    @dg.sensor(name=f"{ds.name}__raw_uploads", minimum_interval_seconds=raw_interval(), default_status=sensor_status(ds),
+               asset_selection=selection,
                description=f"New or changed objects of `{ds.source}` -> discovery, new layer partitions, and a "
                            "backfill of the changed layers' products.")
     def _sensor(context: dg.SensorEvaluationContext, storage: ProductStorage):
         seen = json.loads(context.cursor) if context.cursor else {}
-        before, files = seen.get("files", {}), source_files(storage, ds)
-        catalog = ds.code_version("catalog")
+        files = source_files(storage, ds)
+        listing, catalog = _listing_digest(files), ds.code_version("catalog")
         if not files:
-            if before:
+            deleted = bool(seen.get("files"))
+            if deleted:
                 context.log.warning(f"{ds.name}: source {ds.source} was deleted; its products are kept")
-            return dg.SensorResult(skip_reason=f"{ds.source} is missing" + (" (deleted since the last tick)" * bool(before)),
-                                   cursor=json.dumps({**seen, "files": {}}))
-        if files == before and seen.get("catalog") == catalog:
+            return dg.SensorResult(skip_reason=f"{ds.source} is missing" + " (deleted since the last tick)" * deleted,
+                                   cursor=json.dumps({**seen, "listing": listing, "files": 0}))
+        if listing == seen.get("listing") and seen.get("catalog") == catalog:
             return dg.SkipReason(f"{ds.source}: no new or changed objects")
         try:
             inv = products.discover(storage, ds)
@@ -51,69 +64,63 @@ def raw_upload_sensor(ds: Dataset) -> dg.SensorDefinition:
         except CngInputError as e:  # e.g. a .gdb still being uploaded: the cursor stays, the next tick retries
             e.where(dataset=ds.name)
             return dg.SkipReason(f"cannot read the source yet: {e}")
-        old = seen.get("layers", {})
+        old = seen["layers"] if "layers" in seen else recorded_versions(context.instance, ds, versions)
         changed = sorted(k for k, v in versions.items() if old.get(k) != v)
         gone = sorted(set(old) - set(versions))
-        deleted = sorted(set(before) - set(files))
-        if gone or deleted:
-            context.log.warning(f"{ds.name}: no longer in the source: layers {gone}, files {deleted}; products kept")
-        adds = []
-        for parts, keys in layer_partition_keys(ds, inv, is_observed(ds)):
-            new = sorted(set(keys) - set(context.instance.get_dynamic_partitions(parts.name)))
-            if new:
-                adds.append(parts.build_add_request(new))
-        events = observations(ds, versions, changed)
+        fewer = seen.get("files", 0) - len(files)
+        if gone or fewer > 0:
+            context.log.warning(f"{ds.name}: no longer in the source: layers {gone}, {max(fewer, 0)} files; products kept")
+        adds = [dg.AddDynamicPartitionsRequest(name, keys) for name, keys in
+                new_partition_keys(ds, inv, is_observed(ds), context.instance.get_dynamic_partitions).items()]
         runs = []
         if changed:
             tags = {"cng/dataset": ds.name, "cng/reason": "raw upload", "cng/layers": ",".join(changed)[:200]}
-            runs.append(backfill_request(layer_targets(ds, inv, set(changed)), context.repository_def.asset_graph, tags))
-        cursor = json.dumps({"files": files, "layers": versions, "catalog": catalog})
-        return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=adds, asset_events=events, cursor=cursor,
+            runs.append(backfill_run_request(layer_targets(ds, inv, set(changed)), context.repository_def.asset_graph, tags))
+        cursor = json.dumps({"listing": listing, "files": len(files), "layers": versions, "catalog": catalog})
+        return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=adds, cursor=cursor,
+                               asset_events=observations(ds, versions, changed),
                                skip_reason=None if runs else "changed objects, but no layer's data changed")
 
     return _sensor
 
 
-def hex_plan_sensor(ds: Dataset) -> dg.SensorDefinition:
-    plan_key, chunk_asset = dg.AssetKey([ds.name, "hex_plan"]), dg.AssetKey([ds.name, "hex_chunk"])
+def chunk_run_sensor(ds: Dataset) -> dg.SensorDefinition:
+    parents = CHUNK_PARENTS
+    key = {name: dg.AssetKey([ds.name, name]) for name in [*parents, *parents.values()]}
 
-    @dg.sensor(name=f"{ds.name}__hex_plans", minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
-               description="Each new hex plan -> one run per chunk it made (at the memory the layer last needed); "
-                           "once every chunk is in, a backfill of the layer's hex and the dataset's STAC and docs.")
+    @dg.sensor(name=f"{ds.name}__chunk_runs", minimum_interval_seconds=sensor_interval(), default_status=sensor_status(ds),
+               asset_selection=dg.AssetSelection.assets(*[key[c] for c in parents]),
+               description="Each new hex plan (or COG) -> one run per chunk it made, at the memory the layer last "
+                           "needed; the layer's other chunk keys recorded as empty, without a run.")
     def _sensor(context: dg.SensorEvaluationContext):
         instance = context.instance
         if context.cursor is None:  # first tick: follow plans made from now on, do not replay history
-            latest = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=plan_key), limit=1).records
+            latest = {c: instance.fetch_materializations(key[p], limit=1).records for c, p in parents.items()}
             return dg.SensorResult(skip_reason="started", cursor=json.dumps(
-                {"after": latest[0].storage_id if latest else 0, "pending": {}}))
-        seen = json.loads(context.cursor)
-        pending: dict[str, list[int]] = seen["pending"]  # layer -> [plan storage id, chunks]
-        records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=plan_key, after_storage_id=seen["after"]),
-                                                  limit=100, ascending=True).records
-        runs = []
-        for record in records:
-            run = instance.get_run_by_id(record.run_id) if record.run_id else None
-            if run is not None and RUNNER_TAG in run.tags:
-                continue
-            layer, n = record.asset_materialization.partition, int(record.asset_materialization.metadata["chunks"].value)
-            memory = last_good_memory(instance, ds, layer)
-            for c in range(n):
-                runs.append(dg.RunRequest(
-                    run_key=f"{record.storage_id}:{chunk_key(c)}", asset_selection=[chunk_asset],
+                {c: r[0].storage_id if r else 0 for c, r in latest.items()}))
+        after = json.loads(context.cursor)
+        runs, events = [], []
+        for chunk_asset, parent in parents.items():
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key[parent], after_storage_id=after[chunk_asset]),
+                limit=PLANS_PER_TICK, ascending=True).records
+            for record in records:
+                after[chunk_asset] = record.storage_id
+                m = record.asset_materialization
+                run = instance.get_run_by_id(record.run_id) if record.run_id else None
+                if "chunks" not in m.metadata or (run is not None and RUNNER_TAG in run.tags):
+                    continue
+                layer, n = str(m.partition), int(m.metadata["chunks"].value)
+                memory = (last_good_memory(instance, ds, layer) if chunk_asset == "hex_chunk"
+                          else ds.pod("hex_chunk").memory_gib)
+                runs += [dg.RunRequest(
+                    run_key=f"{record.storage_id}:{chunk_key(c)}", asset_selection=[key[chunk_asset]],
                     partition_key=dg.MultiPartitionKey({"chunk": chunk_key(c), "layer": layer}),
-                    run_config=step_memory_config(ds, memory),
-                    tags={"cng/dataset": ds.name, "cng/reason": "new hex plan", MEMORY_TAG: str(memory)}))
-            pending[layer] = [record.storage_id, n]
-        for layer, (plan_id, n) in list(pending.items()):
-            done = {str(r.asset_materialization.partition) for r in instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=chunk_asset, after_storage_id=plan_id), limit=10_000).records}
-            if all(f"{chunk_key(c)}|{layer}" in done for c in range(n)):
-                runs.append(backfill_request(hex_targets(ds, layer), context.repository_def.asset_graph,
-                                             {"cng/dataset": ds.name, "cng/reason": "chunks done", "cng/layers": layer}))
-                del pending[layer]
-        after = records[-1].storage_id if records else seen["after"]
-        idle = f"waiting for chunks of {sorted(pending)}" if pending else "no new hex plans"
-        return dg.SensorResult(run_requests=runs, cursor=json.dumps({"after": after, "pending": pending}),
-                               skip_reason=None if runs else idle)
+                    run_config=memory_run_config(ds, chunk_asset, memory),
+                    tags={"cng/dataset": ds.name, "cng/reason": f"new {parent}", MEMORY_TAG: str(memory)})
+                    for c in range(n)]
+                events += empty_chunks(ds, chunk_asset, layer, n)
+        return dg.SensorResult(run_requests=runs, asset_events=events, cursor=json.dumps(after),
+                               skip_reason=None if runs or events else "no new plans")
 
     return _sensor

@@ -12,12 +12,12 @@ import importlib
 import warnings
 
 import dagster as dg
-from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from cng_assets.catalog import Dataset
+from cng_assets.dagster_private import DATA_VERSION_TAG
 from cng_assets.defs import products
-from cng_assets.defs.k8s import op_tags
 from cng_assets.defs.partitions import source_partitions
+from cng_assets.defs.pods import op_tags
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms import gdb
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX, Inventory
@@ -49,6 +49,18 @@ def observations(ds: Dataset, versions: dict[str, str], keys) -> list[dg.AssetOb
     """The events that record layers' data versions (what an observation of the source asset records)."""
     return [dg.AssetObservation(asset_key=source_key(ds), partition=k, tags={DATA_VERSION_TAG: versions[k]},
                                 metadata={"source": ds.source}) for k in sorted(keys)]
+
+
+def recorded_versions(instance: dg.DagsterInstance, ds: Dataset, keys) -> dict[str, str]:
+    """The data version last recorded for each layer (by a run or a sensor): where a sensor with no cursor yet
+    starts, so a new deployment does not rebuild what is already built from the same data."""
+    out = {}
+    for k in keys:
+        records = instance.fetch_observations(dg.AssetRecordsFilter(asset_key=source_key(ds), asset_partitions=[k]),
+                                              limit=1).records
+        if records and (v := records[0].event_log_entry.asset_observation.tags.get(DATA_VERSION_TAG)):
+            out[k] = v
+    return out
 
 
 def source_asset(ds: Dataset):

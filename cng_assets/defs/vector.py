@@ -6,16 +6,16 @@ source, so its lineage runs to that layer alone and not through the whole invent
 import json
 
 import dagster as dg
+import pyarrow.parquet as pq
 
 from cng_assets.catalog import Dataset
 from cng_assets.defs import products
-from cng_assets.defs.k8s import op_tags
-from cng_assets.defs.partitions import chunk_key, chunk_partitions, feature_partitions, layer_partition_keys, table_partitions
-from cng_assets.defs.raster import chunk_rows
+from cng_assets.defs.partitions import feature_partitions, new_partition_keys, partition_keys, table_partitions
+from cng_assets.defs.pods import op_tags
 from cng_assets.defs.sources import is_observed, source_asset, source_dep
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms import geoparquet, layers, tables
-from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX, RASTER
+from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX
 
 
 def vector_assets(ds: Dataset) -> list:
@@ -32,18 +32,11 @@ def vector_assets(ds: Dataset) -> list:
             inv = products.discover(storage, ds)
         with storage.publish(ds.bucket, products.inventory_key(ds)) as tmp:
             tmp.write_text(json.dumps(inv.to_json(), indent=1))
-        added, gone = {}, {}
-        for parts, keys in layer_partition_keys(ds, inv, is_observed(ds)):
-            existing = set(context.instance.get_dynamic_partitions(parts.name))
-            new = [k for k in keys if k not in existing]
-            if new:
-                context.instance.add_dynamic_partitions(parts.name, new)
-            added[parts.name], gone[parts.name] = new, sorted(existing - set(keys))
-        needed = {chunk_key(k) for x in inv.layers if x.kind == RASTER
-                  for k in range(len(chunk_rows(ds, x.raster["height"], x.raster["width"])))}
-        new_chunks = sorted(needed - set(context.instance.get_dynamic_partitions(chunk_partitions(ds).name)))
-        if new_chunks:  # raster chunks are known from the size alone (vector ones once a plan exists)
-            context.instance.add_dynamic_partitions(chunk_partitions(ds).name, new_chunks)
+        added = new_partition_keys(ds, inv, is_observed(ds), context.instance.get_dynamic_partitions)
+        for name, keys in added.items():
+            context.instance.add_dynamic_partitions(name, keys)
+        gone = {name: sorted(set(context.instance.get_dynamic_partitions(name)) - set(keys))
+                for name, keys in partition_keys(ds, inv, is_observed(ds)).items()}
         rows = "\n".join(f"| {x.name} | `{x.slug}` | {x.kind} | {x.geometry_type or ''} | {x.features} | {x.crs or ''} |"
                          for x in inv.layers)
         return dg.MaterializeResult(metadata={
@@ -60,38 +53,36 @@ def vector_assets(ds: Dataset) -> list:
               deps=[source_dep(ds)], partitions_def=table_parts, group_name=ds.name,
               kinds={"parquet"}, code_version=ds.code_version(tables.VERSION, "source"),
               description="Non-spatial layers and coded-value domains as Parquet lookup tables.",
-              check_specs=[dg.AssetCheckSpec("rows_match_source", asset=[ds.name, "table"], blocking=True,
-                                             description="rows in the written file = rows in the source")])
-    def table(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
+              check_specs=products.blocking_check_specs([ds.name, "table"], table_parts, {
+                  "rows_match_source": "rows in the written file = rows in the source"}))
+    def table(context: dg.AssetExecutionContext, storage: ProductStorage):
         slug = context.partition_key
         key = products.table_key(ds, slug)
         with products.input_errors(ds, slug):
             inv = products.discover(storage, ds)
-            if slug.startswith(DOMAIN_KEY_PREFIX):
-                domain = inv.domain(slug)
-                expected, origin = len(domain.codes), {"domain": domain.name, "description": domain.description}
-                with storage.publish(ds.bucket, key) as tmp:
+            with storage.publish(ds.bucket, key) as tmp:
+                if slug.startswith(DOMAIN_KEY_PREFIX):
+                    domain = inv.domain(slug)
+                    expected, origin = len(domain.codes), {"domain": domain.name, "description": domain.description}
                     tables.write_domain(domain, tmp)
-            else:
-                layer = inv.layer(slug)
-                expected, origin = layer.features, {"layer": layer.name}
-                with storage.publish(ds.bucket, key) as tmp:
+                else:
+                    layer = inv.layer(slug)
+                    expected, origin = layer.features, {"layer": layer.name}
                     tables.write_table(storage.source_path(ds.source), layer.name, tmp)
-        meta = products.parquet_metadata(storage, ds.bucket, key)
-        written = meta["dagster/row_count"]
-        return dg.MaterializeResult(
-            metadata={**meta, **origin, "source_rows": expected},
-            check_results=[dg.AssetCheckResult(check_name="rows_match_source", passed=written == expected,
-                                               metadata={"source_rows": expected, "written_rows": written})],
-        )
+                written = pq.read_metadata(tmp).num_rows
+                check = dg.AssetCheckResult(check_name="rows_match_source", passed=written == expected,
+                                            metadata={"source_rows": expected, "written_rows": written})
+                yield from products.blocking_checks([check], f"{ds.name}/{slug}: {written} rows written, {expected} in the source")
+        yield dg.MaterializeResult(metadata={**products.parquet_metadata(storage, ds.bucket, key), **origin,
+                                             "source_rows": expected}, check_results=[check])
 
     @dg.asset(key=[ds.name, "geoparquet"], op_tags=op_tags(ds, "geoparquet"), deps=[source_dep(ds)], partitions_def=feature_parts,
               group_name=ds.name, kinds={"parquet", "geoparquet"}, code_version=ds.code_version(geoparquet.VERSION, "source", "crs"),
               description="Spatial layers as GeoParquet 1.1: EPSG:4326 lon/lat, valid, MultiPolygon for polygon "
                           "layers, `_cng_fid` row id, `bbox` covering, ZSTD, Hilbert-ordered row groups.",
-              check_specs=[dg.AssetCheckSpec("counts_reconcile", asset=[ds.name, "geoparquet"], blocking=True,
-                                             description="source features = rows written + dropped and reported")])
-    def geoparquet_layer(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
+              check_specs=products.blocking_check_specs([ds.name, "geoparquet"], feature_parts, {
+                  "counts_reconcile": "source features = rows written + dropped and reported"}))
+    def geoparquet_layer(context: dg.AssetExecutionContext, storage: ProductStorage):
         slug = context.partition_key
         key = products.geoparquet_key(ds, slug)
         with products.input_errors(ds, slug):
@@ -99,27 +90,27 @@ def vector_assets(ds: Dataset) -> list:
             with storage.publish(ds.bucket, key) as tmp:
                 stats = geoparquet.write_geoparquet(storage.source_path(ds.source), layer.name, tmp,
                                                     kind=layer.kind, crs=ds.crs)
-        meta = products.parquet_metadata(storage, ds.bucket, key)
-        written = meta["dagster/row_count"]
+                written = pq.read_metadata(tmp).num_rows
+                check = dg.AssetCheckResult(
+                    check_name="counts_reconcile", passed=layer.features == stats.features_read == written + stats.dropped,
+                    metadata={"source_features": layer.features, "features_read": stats.features_read,
+                              "written_rows": written, "dropped": stats.dropped})
+                yield from products.blocking_checks([check], f"{ds.name}/{slug}: {layer.features} source features, {written} written "
+                                            f"+ {stats.dropped} dropped")
         c = stats.counts
         if stats.dropped:
             context.log.warning(f"{ds.name}/{slug}: dropped {stats.dropped} features "
                                 f"(first _cng_fid: {stats.dropped_fids[:20]})")
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
             metadata={
-                **meta, "layer": layer.name, "kind": layer.kind, "source_features": layer.features,
-                "source_crs": stats.source_crs, "geometry_types": stats.geometry_types,
+                **products.parquet_metadata(storage, ds.bucket, key), "layer": layer.name, "kind": layer.kind,
+                "source_features": layer.features, "source_crs": stats.source_crs, "geometry_types": stats.geometry_types,
                 "bbox": stats.bbox, "repaired": c.repaired, "curved_linearised": stats.curved_linearised,
                 "split_at_antimeridian": c.split_antimeridian, "dropped_null_or_empty": c.dropped_null_or_empty,
                 "dropped_unrepairable": c.dropped_unrepairable, "dropped_fids": stats.dropped_fids,
                 "renamed_columns": stats.renamed_columns,
             },
-            check_results=[dg.AssetCheckResult(
-                check_name="counts_reconcile",
-                passed=layer.features == stats.features_read == written + stats.dropped,
-                metadata={"source_features": layer.features, "features_read": stats.features_read,
-                          "written_rows": written, "dropped": stats.dropped},
-            )],
+            check_results=[check],
         )
 
     return [source, layer_inventory, table, geoparquet_layer]

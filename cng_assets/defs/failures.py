@@ -1,66 +1,25 @@
-"""The cluster's rules as Dagster settings (NRP Nautilus, namespace `biodiversity`).
+"""Chunk runs that die for lack of memory or by preemption, retried by `<dataset>__chunk_failures`.
 
-Every asset step gets a `dagster-k8s/config` op tag: CPU and memory from the catalog (requests = limits), off GPU
-nodes, preemptible (`priorityClassName: opportunistic`), a TTL after finishing, the S3 environment, and the S3
-keys from the existing `aws` Secret by reference. With `CNG_EXECUTOR=k8s` every step is its own pod
-(`k8s_job_executor`); hex chunks also share the `hex_chunks` pool (at most 50 at once, set on the instance).
-
-A chunk pod killed for memory is retried by `<dataset>__chunk_failures` with twice the memory up to the
-catalog's cap; a preempted or evicted pod is retried at the same memory and does not count as a failure. The
-memory a layer's chunks last succeeded with is where its next chunk backfill starts.
+A chunk killed for memory is retried with twice the memory up to the catalog's cap; a preempted or evicted pod
+is retried at the same memory and does not count as a failure. On the cluster the reason comes from the run's
+pods (the Kubernetes API); anywhere else (a laptop, `dagster dev`, CI) from the run's own log, where Dagster
+records a step process killed by the kernel (SIGKILL, exit 137: what the OOM killer does). The memory a layer's
+chunks last succeeded with is where its next chunk runs start.
 """
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
-from cng_assets.catalog import Dataset, PodSize
+from cng_assets.catalog import Dataset
+from cng_assets.defs.environment import sensor_interval, sensor_status
+from cng_assets.defs.pods import MEMORY_TAG, NAMESPACE, memory_run_config
 
-NAMESPACE = "biodiversity"
-S3_SECRET = "aws"  # an existing Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
-TTL_SECONDS = 3600
-NO_GPU_NODES = {"node_affinity": {"required_during_scheduling_ignored_during_execution": {"node_selector_terms": [
-    {"match_expressions": [{"key": "feature.node.kubernetes.io/pci-10de.present", "operator": "NotIn", "values": ["true"]}]}]}}}
-S3_ENV = [  # inside the cluster: the internal gateway, path-style, no TLS
-    {"name": "CNG_STORAGE", "value": "s3"},
-    {"name": "CNG_S3_ENDPOINT", "value": "http://rook-ceph-rgw-nautiluss3.rook"},
-    {"name": "CNG_PUBLIC_BASE_URL", "value": "https://s3-west.nrp-nautilus.io"},
-]
-MEMORY_TAG = "cng/memory_gib"  # on chunk runs: the memory their chunk pods had
 OOM, PREEMPTED, OTHER = "out of memory", "preempted", "other"
-
-
-def pod_config(size: PodSize, memory_gib: int | None = None) -> dict:
-    """The `dagster-k8s/config` value for one step's pod."""
-    amount = {"cpu": size.cpu, "memory": f"{memory_gib or size.memory_gib}Gi"}
-    return {
-        "container_config": {"resources": {"requests": amount, "limits": amount}, "env": S3_ENV,
-                             "env_from": [{"secret_ref": {"name": S3_SECRET}}]},
-        "pod_spec_config": {"affinity": NO_GPU_NODES, "priority_class_name": "opportunistic"},
-        "job_spec_config": {"ttl_seconds_after_finished": TTL_SECONDS, "backoff_limit": 0},
-    }
-
-
-def op_tags(ds: Dataset, asset: str) -> dict:
-    return {"dagster-k8s/config": pod_config(ds.pod(asset))}
-
-
-def executor_from_env():
-    """`CNG_EXECUTOR=k8s` (set in the Helm values): each step its own pod; otherwise Dagster's default."""
-    import os
-
-    if os.environ.get("CNG_EXECUTOR") != "k8s":
-        return None
-    from dagster_k8s import k8s_job_executor
-
-    return k8s_job_executor.configured({"job_namespace": NAMESPACE, "max_concurrent": 50,
-                                        "env_secrets": [S3_SECRET]}, name="k8s_steps")
-
-
-def step_memory_config(ds: Dataset, memory_gib: int) -> dict:
-    """Run config that gives the chunk step's pod `memory_gib` (k8s_job_executor's per-step settings)."""
-    return {"execution": {"config": {"per_step_k8s_config": {
-        f"{ds.name}__hex_chunk": {"container_config": pod_config(ds.pod("hex_chunk"), memory_gib)["container_config"]}}}}}
+MAX_PREEMPTIONS = 5
+KILLED = ("signal 9 (SIGKILL)", "exited with code 137", "MemoryError")  # how a memory kill reads in a run's log
 
 
 def classify(pods: list[dict]) -> tuple[str, str]:
@@ -81,6 +40,14 @@ def classify(pods: list[dict]) -> tuple[str, str]:
         if status.get("reason") in ("Preempting", "Evicted", "Shutdown", "NodeShutdown", "Terminated"):
             return PREEMPTED, f"pod {pod['metadata']['name']}: {status.get('reason')}: {status.get('message', '')}".strip()
     return OTHER, "no pod was OOMKilled or preempted"
+
+
+def classify_log(messages: list[str]) -> tuple[str, str]:
+    """(kind, reason) from a failed run's log alone, where no pod can be asked about."""
+    for m in messages:
+        if any(k in m for k in KILLED):
+            return OOM, f"the step process was killed as an out-of-memory kill does: {m.splitlines()[0][:300]}"
+    return OTHER, "the run's log shows no memory kill"
 
 
 def _limit(pod: dict, container: str | None) -> str | None:
@@ -112,6 +79,9 @@ class K8sPods(dg.ConfigurableResource):
 
     namespace: str = NAMESPACE
 
+    def available(self) -> bool:
+        return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+
     def list_pods(self, run_id: str) -> list[dict]:
         from kubernetes import client, config
 
@@ -124,20 +94,36 @@ def chunk_job(ds: Dataset) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(f"{ds.name}__hex_chunk_job", selection=dg.AssetSelection.assets(dg.AssetKey([ds.name, "hex_chunk"])))
 
 
-MAX_PREEMPTIONS = 5
+def _run_log(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    out = []
+    for e in instance.all_logs(run_id):
+        ev = e.dagster_event
+        if ev is not None and (ev.is_step_failure or ev.event_type_value in ("ENGINE_EVENT", "PIPELINE_FAILURE")):
+            out.append(ev.message or "")
+            err = getattr(ev.event_specific_data, "error", None)
+            while err is not None:
+                out.append(err.message or "")
+                err = err.cause
+    return out
 
 
 def chunk_failure_sensor(ds: Dataset, job: dg.UnresolvedAssetJobDefinition):
     chunk_key = dg.AssetKey([ds.name, "hex_chunk"])
 
-    @dg.run_failure_sensor(name=f"{ds.name}__chunk_failures", request_job=job, default_status=dg.DefaultSensorStatus.RUNNING,
-                           description="A chunk run whose pod was OOMKilled -> again with twice the memory (up to the "
+    @dg.run_failure_sensor(name=f"{ds.name}__chunk_failures", request_job=job, default_status=sensor_status(ds),
+                           minimum_interval_seconds=sensor_interval(),
+                           description="A chunk run killed for memory -> again with twice the memory (up to the "
                                        "catalog's cap); a preempted one -> again at the same memory.")
     def _sensor(context: dg.RunFailureSensorContext, pods: K8sPods):
         run = context.dagster_run
         if not run.asset_selection or chunk_key not in run.asset_selection:
             return dg.SkipReason("not a chunk run")
-        kind, reason = classify(pods.list_pods(run.run_id))
+        if pods.available():
+            kind, reason = classify(pods.list_pods(run.run_id))
+        else:
+            kind, reason = classify_log(_run_log(context.instance, run.run_id))
+            reason += " (pod details are unavailable outside a cluster: classified from the run's log)"
+        context.log.info(f"{run.run_id}: {kind}: {reason}")
         memory = int(run.tags.get(MEMORY_TAG, ds.pod("hex_chunk").memory_gib))
         partition = run.tags.get("dagster/partition")
         context.instance.report_engine_event(f"{kind}: {reason}", run)  # the reason, in the failed run's own log
@@ -157,7 +143,8 @@ def chunk_failure_sensor(ds: Dataset, job: dg.UnresolvedAssetJobDefinition):
                 return dg.SkipReason(f"{partition}: preempted {MAX_PREEMPTIONS} times; retry later")
         else:
             return dg.SkipReason(f"{partition}: failed for another reason ({reason}); see the run's log")
-        return dg.RunRequest(run_key=f"{run.run_id}:retry", partition_key=partition, run_config=step_memory_config(ds, memory),
+        return dg.RunRequest(run_key=f"{run.run_id}:retry", partition_key=partition,
+                             run_config=memory_run_config(ds, "hex_chunk", memory),
                              tags={"cng/dataset": ds.name, "cng/retry_of": run.run_id, "cng/preemptions": str(preemptions),
                                    MEMORY_TAG: str(memory)})
 

@@ -1,0 +1,65 @@
+"""The cluster's rules as Dagster settings (NRP Nautilus, namespace `biodiversity`).
+
+Every asset step gets a `dagster-k8s/config` op tag: CPU and memory from the catalog (requests = limits), off GPU
+nodes, preemptible (`priorityClassName: opportunistic`), a TTL after finishing, the S3 environment, and the S3
+keys from the existing `aws` Secret by reference. With `CNG_EXECUTOR=k8s` every step is its own pod
+(`k8s_job_executor`); hex chunks also share the `hex_chunks` pool (at most 50 at once, set on the instance).
+"""
+
+from __future__ import annotations
+
+import os
+
+from cng_assets.catalog import Dataset, PodSize
+
+NAMESPACE = "biodiversity"
+S3_SECRET = "aws"  # an existing Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
+TTL_SECONDS = 3600
+NO_GPU_NODES = {"node_affinity": {"required_during_scheduling_ignored_during_execution": {"node_selector_terms": [
+    {"match_expressions": [{"key": "feature.node.kubernetes.io/pci-10de.present", "operator": "NotIn", "values": ["true"]}]}]}}}
+S3_ENV = [  # inside the cluster: the internal gateway, path-style, no TLS
+    {"name": "CNG_STORAGE", "value": "s3"},
+    {"name": "CNG_S3_ENDPOINT", "value": "http://rook-ceph-rgw-nautiluss3.rook"},
+    {"name": "CNG_PUBLIC_BASE_URL", "value": "https://s3-west.nrp-nautilus.io"},
+]
+MEMORY_TAG = "cng/memory_gib"  # on chunk runs: the memory their chunk step has (the pod's limit on the cluster)
+
+
+def pod_config(size: PodSize, memory_gib: int | None = None) -> dict:
+    """The `dagster-k8s/config` value for one step's pod."""
+    amount = {"cpu": size.cpu, "memory": f"{memory_gib or size.memory_gib}Gi"}
+    return {
+        "container_config": {"resources": {"requests": amount, "limits": amount}, "env": S3_ENV,
+                             "env_from": [{"secret_ref": {"name": S3_SECRET}}]},
+        "pod_spec_config": {"affinity": NO_GPU_NODES, "priority_class_name": "opportunistic"},
+        "job_spec_config": {"ttl_seconds_after_finished": TTL_SECONDS, "backoff_limit": 0},
+    }
+
+
+def op_tags(ds: Dataset, asset: str) -> dict:
+    return {"dagster-k8s/config": pod_config(ds.pod(asset))}
+
+
+def on_k8s() -> bool:
+    """`CNG_EXECUTOR=k8s` (set in the Helm values): each step its own pod."""
+    return os.environ.get("CNG_EXECUTOR") == "k8s"
+
+
+def executor_from_env():
+    """The k8s_job_executor on the cluster; otherwise Dagster's default (multiprocess under a launcher)."""
+    if not on_k8s():
+        return None
+    from dagster_k8s import k8s_job_executor
+
+    return k8s_job_executor.configured({"job_namespace": NAMESPACE, "max_concurrent": 50,
+                                        "env_secrets": [S3_SECRET]}, name="k8s_steps")
+
+
+def memory_run_config(ds: Dataset, asset: str, memory_gib: int) -> dict:
+    """Run config giving `asset`'s step `memory_gib`, in what this environment's executor accepts: the
+    k8s_job_executor's per-step pod settings on the cluster; nothing elsewhere (a local step's memory is not
+    limited, and the run's MEMORY_TAG still records it)."""
+    if not on_k8s():
+        return {}
+    step = {"container_config": pod_config(ds.pod("hex_chunk"), memory_gib)["container_config"]}
+    return {"execution": {"config": {"per_step_k8s_config": {f"{ds.name}__{asset}": step}}}}
