@@ -57,7 +57,7 @@ def layers(source: str):
                       + ", ".join(d.name for d in inv.domains))
 
 
-def _materialize(ds: Dataset, out: str) -> None:
+def _materialize(ds: Dataset, out: str, rebuild: bool) -> None:
     from cng_assets.defs.resources import storage_from_env
     from cng_assets.runner import materialize_dataset, project_instance
 
@@ -72,7 +72,7 @@ def _materialize(ds: Dataset, out: str) -> None:
             if not console.is_terminal:
                 console.print(escape(f"[{done}/{total or '?'}] {step} {'ok' if ok else 'FAILED'}"))
 
-        report = materialize_dataset(ds, instance, data_dir, on_step)
+        report = materialize_dataset(ds, instance, data_dir, on_step, rebuild=rebuild)
     storage = storage_from_env(data_dir)
     _print_products(ds, storage)
     for step, note in report.notes.items():
@@ -87,7 +87,8 @@ def _materialize(ds: Dataset, out: str) -> None:
         if report.skipped:
             console.print(f"{len(report.skipped)} later steps of those layers were skipped.")
         sys.exit(1)
-    console.print(f"{len(report.succeeded)} steps succeeded.")
+    console.print(f"{len(report.succeeded)} steps succeeded" + (
+        f"; {len(report.fresh)} already fresh, not run (--rebuild runs them too)." if report.fresh else "."))
 
 
 def _print_products(ds: Dataset, storage) -> None:
@@ -112,8 +113,9 @@ def _print_products(ds: Dataset, storage) -> None:
 @click.option("--parents", default=None, help="H3 parent resolutions, e.g. 9,8,0.")
 @click.option("--datetime", "when", default=None,
               help="When the data describe, for STAC (ISO date). Default: a local source's modification date, else today.")
+@click.option("--rebuild", is_flag=True, help="Run every step, also those already fresh.")
 def run(source: str, name: str, out: str, only: str | None, resolution: int | None, parents: str | None,
-        when: str | None):
+        when: str | None, rebuild: bool):
     """Materialize the whole asset graph for an ad-hoc SOURCE on the embedded default."""
     from datetime import date, datetime, timezone
 
@@ -134,7 +136,7 @@ def run(source: str, name: str, out: str, only: str | None, resolution: int | No
         _fail(str(e))
     except ValidationError as e:
         _fail(validation_problems(e))
-    _materialize(ds, out)
+    _materialize(ds, out, rebuild)
 
 
 @main.command()
@@ -276,13 +278,14 @@ def reprocess(stale_only: bool, dataset: str | None, layers: str | None, run_now
 
 @main.command()
 @click.option("--out", default="data", show_default=True, help="Product folder.")
-def demo(out: str):
+@click.option("--rebuild", is_flag=True, help="Run every step, also those already fresh.")
+def demo(out: str, rebuild: bool):
     """Build the demo source and materialize the demo dataset's whole asset graph."""
     try:
         ds = load_catalog()["demo"]
     except CngInputError as e:
         _fail(str(e))
-    _materialize(ds, out)
+    _materialize(ds, out, rebuild)
 
 
 if __name__ == "__main__":

@@ -14,16 +14,16 @@ import dagster as dg
 from cng_assets.catalog import Dataset
 from cng_assets.definitions import definitions_with
 from cng_assets.defs import products
-from cng_assets.defs.partitions import chunk_keys, empty_chunks, planned_chunks
+from cng_assets.defs.partitions import CHUNK_PARENTS, chunk_keys, empty_chunks, partition_keys, planned_chunks
 from cng_assets.defs.sensors import RUNNER_TAG
 from cng_assets.defs.sources import is_observed, layer_versions, observations, source_files
+from cng_assets.lineage import FRESH, asset_status
 from cng_assets.storage import ProductStorage
-from cng_assets.transforms.layers import OTHER, POLYGON, RASTER
 
 # Step logs and stack traces stay in the instance (the UI shows them); the terminal gets the report instead.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 GLOBAL_ASSETS = {"stac_catalog"}  # not under a dataset's key prefix
-FEEDS_LATER_STAGES = {"geoparquet", "hex_plan", "hex_chunk", "raster_hex_chunk"}  # a layer's failure here skips its later steps
+NOT_RUN = {"source", "layers", "mirror"}  # run first (discovery), or only on the cluster (the mirror's keys)
 NOTED = ("repaired", "curved_linearised", "split_at_antimeridian", "dropped_null_or_empty", "dropped_unrepairable")
 
 
@@ -46,6 +46,7 @@ class Report:
     succeeded: list[Step] = field(default_factory=list)
     failed: list[tuple[Step, str]] = field(default_factory=list)
     skipped: list[Step] = field(default_factory=list)  # a layer's later stages, after one of its steps failed
+    fresh: list[Step] = field(default_factory=list)  # already built from the current code and data: not run
     notes: dict[str, str] = field(default_factory=dict)  # step -> what was repaired or dropped
 
 
@@ -84,30 +85,51 @@ def _note(result: dg.ExecuteInProcessResult) -> str:
     return ", ".join(parts)
 
 
-def chunk_steps(ds: Dataset, instance: dg.DagsterInstance, polygons: list[str], rasters: list[str],
-                skip: set[str]) -> list[Step]:
-    """Each layer's planned chunks; its other chunk keys are recorded as empty, as the chunk sensor does."""
+def chunk_steps(ds: Dataset, instance: dg.DagsterInstance, asset: str, layers: list[str], skip: set[str],
+                planned_now: set[tuple[str, str]]) -> list[Step]:
+    """Each layer's planned chunks. Where the plan (or COG) was made just now, the layer's other chunk keys are
+    recorded as empty, as the chunk sensor does."""
     steps = []
-    for asset, layers in (("hex_chunk", polygons), ("raster_hex_chunk", rasters)):
-        for layer in layers:
-            n = planned_chunks(instance, ds, asset, layer)
-            if n is None or layer in skip:  # its plan failed: the layer's later stages are skipped
-                continue
+    for layer in layers:
+        n = planned_chunks(instance, ds, asset, layer)
+        if n is None or layer in skip:  # its plan failed: the layer's later stages are skipped
+            continue
+        if (CHUNK_PARENTS[asset], layer) in planned_now:
             for event in empty_chunks(ds, asset, layer, n):
                 instance.report_runless_asset_event(event)
-            steps += [Step(asset, dg.MultiPartitionKey({"chunk": c, "layer": layer})) for c in chunk_keys(ds)[:n]]
+        steps += [Step(asset, dg.MultiPartitionKey({"chunk": c, "layer": layer})) for c in chunk_keys(ds)[:n]]
     return steps
 
 
+CONSOLIDATES = {"hex_chunk": "hex", "raster_hex_chunk": "raster_hex"}
+
+
 def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str | None = None,
-                        on_step: Callable[[Step, int, int | None, bool], None] | None = None) -> Report:
-    """Source and layer discovery first, then every layer partition. A failed layer does not stop the others."""
+                        on_step: Callable[[Step, int, int | None, bool], None] | None = None,
+                        rebuild: bool = False) -> Report:
+    """Source and layer discovery first, then every layer partition that is not fresh (every one with
+    `rebuild`). A failed layer does not stop the others."""
     defs = definitions_with(ds, data_dir)
     job = defs.resolve_implicit_global_asset_job_def()
     storage: ProductStorage = defs.resources["storage"]
     report = Report()
+    status: dict[tuple[str, str | None], str] = {}
+
+    def look() -> None:  # what is fresh, once per phase: what runs after a rebuilt step shows as "will be stale"
+        status.clear()
+        status.update({(r.asset.split("/")[-1], r.partition): r.status for r in asset_status(defs, instance, ds.name)})
+
+    def needed(step: Step) -> bool:
+        if rebuild:
+            return True
+        if step.asset in CONSOLIDATES:  # consolidation deletes the chunk files: rebuilding hex needs every chunk
+            return status.get((CONSOLIDATES[step.asset], step.layer)) != FRESH
+        return status.get((step.asset, str(step.partition) if step.partition else None)) != FRESH
 
     def run(step: Step, done: int, total: int | None) -> bool:
+        if not needed(step):
+            report.fresh.append(step)
+            return True
         key = dg.AssetKey([step.asset] if step.asset in GLOBAL_ASSETS else [ds.name, step.asset])
         result = job.execute_in_process(instance=instance, asset_selection=[key],
                                         partition_key=step.partition, raise_on_error=False,
@@ -125,6 +147,7 @@ def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str
         return result.success
 
     head = ([Step("source")] if ds.source_builder else []) + [Step("layers")]
+    look()
     for i, step in enumerate(head):
         if not run(step, i + 1, None):  # the total is known once the layers are
             return report
@@ -133,24 +156,30 @@ def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str
         versions = layer_versions(storage, ds, inv, source_files(storage, ds))
         for event in observations(ds, versions, versions):
             instance.report_runless_asset_event(event)
-    polygons = inv.keys(POLYGON)
+    look()
+    graph = defs.resolve_asset_graph()
+    keys = partition_keys(ds, inv, is_observed(ds))
     done = len(head)
-    failed_layers: set[str] = set()
-    # Each stage needs the one before; the chunk keys exist only once the plans are made.
-    for stage in ([Step("table", k) for k in inv.table_keys()] + [Step("geoparquet", k) for k in inv.keys(POLYGON, OTHER)]
-                  + [Step("cog", k) for k in inv.keys(RASTER)],
-                  [Step("hex_plan", k) for k in polygons],
-                  lambda: chunk_steps(ds, instance, polygons, inv.keys(RASTER), failed_layers),
-                  [Step("hex", k) for k in polygons] + [Step("raster_hex", k) for k in inv.keys(RASTER)],
-                  [Step(a, k) for a in ("pmtiles", "thumbnail") for k in inv.keys(POLYGON, OTHER)]
-                  + [Step("geozarr", k) for k in inv.keys(RASTER)],
-                  [Step("stac"), Step("docs"), Step("stac_catalog")]):
-        steps = stage() if callable(stage) else stage
-        for step in steps:
-            if step.layer in failed_layers:
+    failed: set[tuple[dg.AssetKey, str]] = set()  # (asset, layer) that failed: its descendants for that layer wait
+
+    def steps_of(key: dg.AssetKey, blocked: set[str]) -> list[Step]:
+        name, pdef = key.path[-1], graph.get(key).partitions_def
+        if name in CHUNK_PARENTS:  # known once the plans are made: each layer's planned chunks
+            layers = keys[pdef.partitions_defs[1].partitions_def.name]
+            planned_now = {(s.asset, s.layer) for s in report.succeeded if s.asset in CHUNK_PARENTS.values()}
+            return chunk_steps(ds, instance, name, layers, blocked, planned_now)
+        return [Step(name, k) for k in keys[pdef.name]] if pdef else [Step(name)]
+
+    # The asset graph's own order: every asset after its parents.
+    for key in graph.toposorted_asset_keys:
+        if key.path[0] not in (ds.name, *GLOBAL_ASSETS) or key.path[-1] in NOT_RUN:
+            continue
+        ancestors = graph.get_ancestor_asset_keys(key)
+        for step in steps_of(key, {layer for a, layer in failed if a in ancestors}):
+            if any((a, step.layer) in failed for a in ancestors):
                 report.skipped.append(step)
                 continue
             done += 1
-            if not run(step, done, None) and step.asset in FEEDS_LATER_STAGES:
-                failed_layers.add(step.layer)
+            if not run(step, done, None) and step.layer:
+                failed.add((key, step.layer))
     return report

@@ -78,3 +78,24 @@ def s3_env(s3_server, monkeypatch, request):
     for name, value in {**s3_server.env(), "CNG_S3_BUCKET": bucket}.items():
         monkeypatch.setenv(name, value)
     return bucket
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server (Debian's, run as `postgres`) for the session; skips, saying why, where it is not
+    installed (.ci/run installs it). Its folder is outside pytest's: another pytest session starting meanwhile
+    makes /tmp/pytest-of-<user> 0700 again, after which the `postgres` user can neither checkpoint nor stop."""
+    import shutil
+    import tempfile
+
+    from tests.servers import Postgres
+
+    folder = Path(tempfile.mkdtemp(prefix="cng-pg-"))
+    try:
+        server = Postgres(folder).start()
+    except RuntimeError as e:
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.skip(f"PostgreSQL is not installed here ({e}); .ci/run installs it")
+    yield server
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)

@@ -1,7 +1,7 @@
 """End-to-end harness: the real `dagster-daemon run` and `dagster-webserver` as subprocesses on a PostgreSQL
 instance, driven over the webserver's GraphQL API the way the UI drives it.
 
-    pg = Postgres(tmp / "pg").start()            # tests/servers.py, or the `postgres_server` fixture below
+    pg = Postgres(tmp / "pg").start()            # tests/servers.py, or the `postgres_server` fixture (conftest.py)
     write_instance_yaml(home, pg.port, db_name=fresh_database(pg, "t1"))
     with DaemonStack(home, env={"CNG_SENSOR_INTERVAL": "5"}) as stack:
         backfill = stack.launch_partition_backfill([["ds", "geoparquet"]], ["countries"])
@@ -27,18 +27,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
 import requests
 import yaml
 
@@ -105,24 +102,6 @@ def python_file_workspace(py_file: Path, location: str) -> Path:
     path.write_text(yaml.safe_dump({"load_from": [{"python_file": {
         "relative_path": py_file.name, "working_directory": ".", "location_name": location}}]}))
     return path
-
-
-@pytest.fixture(scope="module")
-def postgres_server():
-    """A PostgreSQL server for the module's stacks; skips where PostgreSQL is not installed (.ci/run installs it).
-    Its folder is outside pytest's: another pytest session starting meanwhile makes /tmp/pytest-of-<user> 0700
-    again, after which the `postgres` user can neither checkpoint (PANIC) nor `pg_ctl stop` (the server leaks)."""
-    from tests.servers import Postgres
-
-    folder = Path(tempfile.mkdtemp(prefix="daemon-stack-pg-"))
-    try:
-        server = Postgres(folder).start()
-    except RuntimeError as e:
-        shutil.rmtree(folder, ignore_errors=True)
-        pytest.skip(f"PostgreSQL is not installed here ({e}); .ci/run installs it")
-    yield server
-    server.stop()
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _free_port() -> int:

@@ -7,9 +7,7 @@ from __future__ import annotations
 import textwrap
 import time
 
-from tests.daemon_stack import DaemonStack, fresh_database, postgres_server, python_file_workspace, write_instance_yaml
-
-__all__ = ["postgres_server"]  # the fixture, imported to be used here
+from tests.daemon_stack import DaemonStack, fresh_database, python_file_workspace, write_instance_yaml
 
 TINY_DEFS = '''
 import os

@@ -80,3 +80,71 @@ def test_observe_records_an_observable_sources_data_version(tmp_path):
         P.observe([src], instance=instance)
         obs = instance.fetch_observations(src.key, limit=1).records[0].asset_observation
         assert obs.tags[P.DATA_VERSION_TAG] == "v1"
+
+
+def test_stale_dependency_limit_is_where_the_resolver_stops_looking_upstream(tmp_path):
+    """An unpartitioned asset over a partitioned one: a new upstream data version makes it stale below the limit,
+    and is not looked at from the limit on (cng_assets.lineage follows the same rule)."""
+    many = dg.DynamicPartitionsDefinition(name="many")
+
+    @dg.asset(partitions_def=many, code_version="1")
+    def wide() -> None: ...
+
+    @dg.asset(deps=[wide], code_version="1")
+    def summary() -> None: ...
+
+    graph = dg.Definitions(assets=[wide, summary]).resolve_asset_graph()
+    for n, looked_at in ((P.STALE_DEPENDENCY_LIMIT - 1, True), (P.STALE_DEPENDENCY_LIMIT, False)):
+        with dg.instance_for_test(temp_dir=str(tmp_path / str(n))) as instance:
+            keys = [f"k{i}" for i in range(n)]
+            instance.add_dynamic_partitions("many", keys)
+            for k in keys:
+                instance.report_runless_asset_event(dg.AssetMaterialization(wide.key, partition=k, tags={P.DATA_VERSION_TAG: "1"}))
+            pointer = instance.fetch_materializations(wide.key, limit=1).records[0].storage_id
+            instance.report_runless_asset_event(dg.AssetMaterialization(summary.key, tags={
+                "dagster/code_version": "1", P.DATA_VERSION_TAG: "s", "dagster/input_data_version/wide": "1",
+                "dagster/input_event_pointer/wide": str(pointer)}))
+            with P.partition_loading_context(dynamic_partitions_store=instance):
+                assert P.stale_resolver(instance, graph).get_status(summary.key) == P.StaleStatus.FRESH
+            instance.report_runless_asset_event(dg.AssetMaterialization(wide.key, partition="k0", tags={P.DATA_VERSION_TAG: "2"}))
+            with P.partition_loading_context(dynamic_partitions_store=instance):
+                status = P.stale_resolver(instance, graph).get_status(summary.key)
+            assert status == (P.StaleStatus.STALE if looked_at else P.StaleStatus.FRESH), n
+
+
+def test_latest_storage_ids_by_partition_are_each_partitions_latest_event(world):
+    _, instance = world
+    for pk in ("a", "b", "a"):
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=up.key, partition=pk))
+    instance.report_runless_asset_event(dg.AssetObservation(asset_key=up.key, partition="b"))
+    newest = {r.partition_key: r.storage_id for r in reversed(instance.fetch_materializations(up.key, limit=10).records)}
+    assert P.latest_storage_ids_by_partition(instance, up.key, dg.DagsterEventType.ASSET_MATERIALIZATION) == newest
+    [obs] = instance.fetch_observations(up.key, limit=10).records
+    assert P.latest_storage_ids_by_partition(instance, up.key, dg.DagsterEventType.ASSET_OBSERVATION) == {"b": obs.storage_id}
+
+
+def test_latest_data_versions_by_partition_before_a_storage_id(world):
+    _, instance = world
+    for pk, version in (("a", "1"), ("b", "1"), ("a", "2")):
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=up.key, partition=pk,
+                                                                    tags={P.DATA_VERSION_TAG: version}))
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=up.key, partition="b"))  # no version
+    first = min(r.storage_id for r in instance.fetch_materializations(up.key, limit=10).records)
+    kind = dg.DagsterEventType.ASSET_MATERIALIZATION
+    assert P.latest_data_versions_by_partition(instance, up.key, kind) == {"a": "2"}  # b's latest has none
+    assert P.latest_data_versions_by_partition(instance, up.key, kind, before_storage_id=first + 1) == {"a": "1"}
+    instance.report_runless_asset_event(dg.AssetObservation(asset_key=up.key, partition="b", tags={P.DATA_VERSION_TAG: "o"}))
+    assert P.latest_data_versions_by_partition(instance, up.key, dg.DagsterEventType.ASSET_OBSERVATION) == {"b": "o"}
+
+
+def test_snapshot_partitions_store_reads_each_set_once_and_backs_partition_loading(world):
+    defs, instance = world
+    store = P.SnapshotPartitionsStore(instance)
+    with P.partition_loading_context(dynamic_partitions_store=store):
+        assert parts.get_partition_keys() == ["a", "b"] and parts.has_partition_key("a")
+        instance.add_dynamic_partitions("layers", ["c"])  # after the read: not seen
+        assert not parts.has_partition_key("c") and parts.get_partition_keys() == ["a", "b"]
+        graph = defs.resolve_asset_graph()
+        assert {k.partition_key for k in graph.get_children_partitions(up.key, "a")} == {"a"}
+    assert not store.has_dynamic_partition("layers", "c") and store.get_existing_dynamic_partitions("layers", ["a", "c"]) == {"a"}
+    assert P.SnapshotPartitionsStore(instance).has_dynamic_partition("layers", "c")

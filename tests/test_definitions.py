@@ -126,7 +126,10 @@ def test_demo_materializes_every_layer_with_checks(instance, tmp_path):
     thumb = latest(instance, "thumbnail", "countries")
     assert thumb.metadata["map"].value.startswith("![countries](data:image/png;base64,")
 
-    # re-running everything replaces products, it never appends
+    # a second run has nothing to do: everything is fresh
     again = materialize_dataset(ds, instance, str(data))
+    assert again.failed == again.succeeded == [] and len(again.fresh) == len(report.succeeded)
+    # re-running everything replaces products, it never appends
+    again = materialize_dataset(ds, instance, str(data), rebuild=True)
     assert again.failed == [] and len(gpd.read_parquet(data / "demo" / "countries.parquet")) == 177
     assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{data}/demo/hex/countries/*/*.parquet')").fetchone()[0] == rows[0]

@@ -1,6 +1,7 @@
 """Staleness you can see: `asset_status` (what `cng-assets status` prints) names exactly the right partitions and
 causes after a code version bump and after a partial re-upload of a FileGDB source, and walks the whole
-downstream graph."""
+downstream graph. Each partition's own status and causes are also checked against Dagster's own stale resolver,
+asked one partition at a time, which `asset_status` replaces with a few bulk queries per asset."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import dagster as dg
 import pyogrio
 import pytest
 
-from cng_assets.dagster_private import observe
 from cng_assets.catalog import Dataset
+from cng_assets.dagster_private import StaleStatus, observe, partition_loading_context, stale_resolver
 from cng_assets.definitions import definitions_with
 from cng_assets.demo import LAYERS, build_demo_source
 from cng_assets.lineage import FRESH, MISSING, STALE, WILL_BE_STALE, asset_status
@@ -50,16 +51,50 @@ def by_key(rows) -> dict:
     return {(r.asset.split("/")[-1], r.partition): r for r in rows}
 
 
+def _dagster_cause(cause) -> str:
+    what = {"CODE": "new code version", "DATA": "new upstream data", "DEPENDENCIES": "dependencies changed"}[cause.category.value]
+    dep = cause.dependency
+    name = "/".join(dep.asset_key.path) + (f"[{dep.partition_key}]" if dep and dep.partition_key else "") if dep else ""
+    return f"{what}: {cause.reason}" + (f" ({name})" if dep else "")
+
+
+def assert_as_dagster_says(rows, defs, instance, dataset: str) -> None:
+    """Every partition's own status and causes are what Dagster's resolver gives it (partition by partition);
+    only the walk downstream may turn a fresh one into "will be stale"."""
+    graph = defs.resolve_asset_graph()
+    resolver = stale_resolver(instance, graph)
+    mine = {(r.asset, r.partition): r for r in rows}
+    with partition_loading_context(dynamic_partitions_store=instance):
+        for key in graph.toposorted_asset_keys:
+            node = graph.get(key)
+            if not node.is_materializable or key.path[0] not in (dataset, "stac_catalog"):
+                continue
+            for pk in node.partitions_def.get_partition_keys() if node.partitions_def else [None]:
+                row, status = mine.pop(("/".join(key.path), pk)), resolver.get_status(key, pk)
+                causes = sorted({_dagster_cause(c) for c in resolver.get_stale_causes(key, pk)}) if status == StaleStatus.STALE else []
+                legacy = [c for c in row.causes if c.startswith("legacy product: ")]
+                if status == StaleStatus.FRESH and not legacy:
+                    assert row.status in (FRESH, WILL_BE_STALE) and (row.status == FRESH) == (not row.causes), row
+                else:
+                    assert (row.status, row.causes) == ("stale" if legacy else status.value.lower(), legacy + causes), row
+    assert not mine, mine
+
+
 def test_everything_fresh_after_a_run(world):
     ds, instance, data, *_ = world
-    rows = asset_status(definitions_with(ds, data), instance, ds.name)
+    defs = definitions_with(ds, data)
+    rows = asset_status(defs, instance, ds.name)
     assert rows and {r.status for r in rows} == {FRESH}, [r for r in rows if r.status != FRESH]
+    assert_as_dagster_says(rows, defs, instance, ds.name)
 
 
 def test_code_version_bump_is_stale_and_everything_below_will_be(world, monkeypatch):
     ds, instance, data, *_ = world
     monkeypatch.setattr(geoparquet, "VERSION", geoparquet.VERSION + ".bumped")
-    s = by_key(asset_status(definitions_with(ds, data), instance, ds.name))
+    defs = definitions_with(ds, data)
+    rows = asset_status(defs, instance, ds.name)
+    assert_as_dagster_says(rows, defs, instance, ds.name)
+    s = by_key(rows)
     for layer in ("countries", "continents"):
         assert s[("geoparquet", layer)].status == STALE
         assert any(c.startswith("new code version") for c in s[("geoparquet", layer)].causes)
@@ -78,7 +113,9 @@ def test_partial_reupload_makes_exactly_that_layer_stale(world):
     defs = definitions_with(ds, data)
     source = next(a for a in defs.assets if getattr(a, "key", None) == dg.AssetKey(["lin", "source"]))
     observe([source], instance=instance, resources=defs.resources)  # the source asset's own observation
-    s = by_key(asset_status(defs, instance, ds.name))
+    rows = asset_status(defs, instance, ds.name)
+    assert_as_dagster_says(rows, defs, instance, ds.name)
+    s = by_key(rows)
     assert s[("geoparquet", "countries")].status == STALE
     assert any("new upstream data" in c and "lin/source[countries]" in c for c in s[("geoparquet", "countries")].causes)
     assert s[("hex", "countries")].status == WILL_BE_STALE
@@ -86,7 +123,9 @@ def test_partial_reupload_makes_exactly_that_layer_stale(world):
     assert s[("table", "continent_lookup")].status == FRESH
     # a layer added to the source: its partitions appear as missing once discovery has run
     instance.add_dynamic_partitions("lin__features", ["lakes"])
-    s = by_key(asset_status(defs, instance, ds.name))
+    rows = asset_status(defs, instance, ds.name)
+    assert_as_dagster_says(rows, defs, instance, ds.name)
+    s = by_key(rows)
     assert s[("geoparquet", "lakes")].status == MISSING and s[("pmtiles", "lakes")].status == MISSING
     assert s[("stac", None)].status == WILL_BE_STALE  # the dataset docs will list the new layer
 
@@ -119,3 +158,4 @@ def test_reprocess_stale_submits_one_backfill_and_run_now_makes_it_fresh(world):
     assert all(ok for _, ok in results), [t for t, ok in results if not ok]
     rows = asset_status(defs, instance, ds.name)
     assert {r.status for r in rows} == {FRESH}, [(r.asset, r.partition, r.status, r.causes) for r in rows if r.status != FRESH]
+    assert_as_dagster_says(rows, defs, instance, ds.name)

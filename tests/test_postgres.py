@@ -7,7 +7,6 @@ import shutil
 
 import dagster as dg
 import pyogrio
-import pytest
 
 from cng_assets.catalog import Dataset
 from cng_assets.definitions import definitions_with
@@ -17,23 +16,11 @@ from tests.conftest import REPO
 from tests.ticks import tick
 
 
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory):
-    from tests.servers import Postgres
-
-    try:
-        server = Postgres(tmp_path_factory.mktemp("pg")).start()
-    except RuntimeError as e:
-        pytest.skip(f"PostgreSQL is not installed here ({e}); .ci/run installs it")
-    yield server
-    server.stop()
-
-
-def test_partitioned_materialization_and_sensor_tick_on_postgres(postgres, tmp_path, monkeypatch):
+def test_partitioned_materialization_and_sensor_tick_on_postgres(postgres_server, tmp_path, monkeypatch):
     home = tmp_path / "home"
     home.mkdir()
     shutil.copy(REPO / "k8s" / "instance" / "dagster.yaml", home / "dagster.yaml")
-    for name, value in {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(postgres.port), "DAGSTER_PG_USER": "postgres",
+    for name, value in {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(postgres_server.port), "DAGSTER_PG_USER": "postgres",
                         "DAGSTER_PG_PASSWORD": "trust-auth", "DAGSTER_PG_DB": "postgres", "DAGSTER_HOME": str(home)}.items():
         monkeypatch.setenv(name, value)
     src = build_demo_source(tmp_path / "raw" / "demo.gpkg")

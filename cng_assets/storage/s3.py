@@ -110,7 +110,12 @@ class S3Storage(ProductStorage):
                 for o in self.list_objects(b, key.rstrip("/") + "/"):
                     target = path / o.key[len(key.rstrip("/")) + 1:]
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    self.client.download_file(b, o.key, str(target), Config=self.transfer)
+                    try:
+                        self.client.download_file(b, o.key, str(target), Config=self.transfer)
+                    except ClientError as e:  # deleted since the listing (e.g. chunk files after consolidation)
+                        if not _missing(e):
+                            raise
+                        target.unlink(missing_ok=True)
             yield path
 
     def _delete_keys(self, bucket: str, keys: list[str]) -> None:
