@@ -94,8 +94,8 @@ class Lab:
         hexes = [self.latest("hex", slug) for slug in layers]
         if min(hexes) <= since or self.busy():
             return False
-        last = max(hexes)
-        return all(self.latest(a) > last for a in ("stac", "docs", "stac_catalog"))
+        last = max(hexes)  # STAC and README after the last hex, the root catalog after the last STAC
+        return all(self.latest(a) > last for a in ("stac", "docs")) and self.latest("stac_catalog") > self.latest("stac")
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         env = {**os.environ, **self.env, "DAGSTER_HOME": str(self.home)}
