@@ -19,6 +19,7 @@ from cng_assets.defs.automation import AFTER_CHUNKS
 from cng_assets.defs.partitions import by_layer, chunk_partitions, polygon_partitions
 from cng_assets.defs.pods import MEMORY_TAG, op_tags
 from cng_assets.storage import ProductStorage
+from cng_assets.transforms import layout
 from cng_assets.transforms.hex import chunk, consolidate, plan
 from cng_assets.transforms.hex.fill import HexSettings
 from cng_assets.transforms.hex.layer import chunk_count, chunk_units
@@ -38,7 +39,7 @@ def hex_settings(ds: Dataset) -> HexSettings:
 
 
 def _read_plan(storage: ProductStorage, ds: Dataset, slug: str):
-    key = products.hex_plan_key(ds, slug)
+    key = products.key(ds, layout.hex_plan(slug))
     if not storage.exists(ds.bucket, key):
         raise dg.Failure(f"{ds.name}/{slug}: no hex plan yet", metadata={"what to do": f"materialize hex_plan[{slug}]"})
     with storage.local_path(ds.bucket, key) as path:
@@ -57,13 +58,13 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
                           f"(at most {ds.h3.max_chunks}); huge features are split by coarse H3 cells.")
     def hex_plan(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
         slug = context.partition_key
-        if not storage.exists(ds.bucket, products.geoparquet_key(ds, slug)):
+        if not storage.exists(ds.bucket, products.key(ds, layout.geoparquet(slug))):
             raise dg.Failure(f"{ds.name}/{slug}: no GeoParquet for this layer yet",
                              metadata={"what to do": f"materialize geoparquet[{slug}] first"})
-        with storage.local_path(ds.bucket, products.geoparquet_key(ds, slug)) as gp:
+        with storage.local_path(ds.bucket, products.key(ds, layout.geoparquet(slug))) as gp:
             table = plan.plan_layer(str(gp), settings.resolution, max_chunks=ds.h3.max_chunks,
                                     target_cells=ds.h3.target_cells_per_chunk)
-        with storage.publish(ds.bucket, products.hex_plan_key(ds, slug)) as tmp:
+        with storage.publish(ds.bucket, products.key(ds, layout.hex_plan(slug))) as tmp:
             pq.write_table(table, tmp)
         n = chunk_count(table)
         per_chunk = table.group_by("chunk").aggregate([("est_cells", "sum")]).column("est_cells_sum").to_pylist()
@@ -73,7 +74,7 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
             "smallest_chunk_estimate": round(min(per_chunk, default=0)),
             "features_split": len(set(table.filter(table.column("roots").is_valid()).column("_cng_fid").to_pylist())),
             "plan_digest": plan.plan_digest(table),
-            "uri": dg.MetadataValue.path(storage.uri(ds.bucket, products.hex_plan_key(ds, slug))),
+            "uri": dg.MetadataValue.path(storage.uri(ds.bucket, products.key(ds, layout.hex_plan(slug)))),
         })
 
     @dg.asset(key=[ds.name, "hex_chunk"], op_tags=op_tags(ds, "hex_chunk"),
@@ -88,8 +89,8 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
         table = _read_plan(storage, ds, slug)
         units = chunk_units(table, k)
         memory = int(context.run.tags.get(MEMORY_TAG, ds.pod("hex_chunk").memory_gib))
-        with storage.publish_dir(ds.bucket, products.hex_chunk_key(ds, slug, k)) as out:
-            with storage.local_path(ds.bucket, products.geoparquet_key(ds, slug)) as gp:
+        with storage.publish_dir(ds.bucket, products.key(ds, layout.hex_chunk(slug, k))) as out:
+            with storage.local_path(ds.bucket, products.key(ds, layout.geoparquet(slug))) as gp:
                 stats = chunk.run_chunk(str(gp), units, settings, out, plan.plan_digest(table))
             faults.out_of_memory(memory)  # tests only: die as an OOM-killed pod would, written but not published
         return dg.MaterializeResult(metadata={
@@ -109,9 +110,9 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
         slug = context.partition_key
         table = _read_plan(storage, ds, slug)
         digest, n = plan.plan_digest(table), chunk_count(table)
-        chunk_keys = [products.hex_chunk_key(ds, slug, k) for k in range(n)]
+        chunk_keys = [products.key(ds, layout.hex_chunk(slug, k)) for k in range(n)]
         with ExitStack() as stack:  # every chunk stays readable (downloaded, on S3) until consolidation is done
-            gp = stack.enter_context(storage.local_path(ds.bucket, products.geoparquet_key(ds, slug)))
+            gp = stack.enter_context(storage.local_path(ds.bucket, products.key(ds, layout.geoparquet(slug))))
             chunk_dirs, chunk_rows = [], 0
             for key in chunk_keys:
                 d = Path(stack.enter_context(storage.local_path(ds.bucket, key)))
@@ -121,7 +122,7 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
                                      metadata={"what to do": f"materialize hex_chunk for layer {slug}, then hex"})
                 chunk_dirs.append(d)
                 chunk_rows += marker["cells"]
-            with storage.publish_dir(ds.bucket, products.hex_key(ds, slug)) as staged:
+            with storage.publish_dir(ds.bucket, products.key(ds, layout.hex(slug))) as staged:
                 done = consolidate.consolidate(chunk_dirs, str(gp), staged, settings, attributes=ds.h3.attributes,
                                                chunk_rows=chunk_rows)
                 rows = done.rows_per_h0
@@ -133,7 +134,7 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
             metadata={"dagster/row_count": sum(rows.values()), "h0_partitions": len(rows), "chunks": n,
                       "resolution": settings.resolution, "parents": list(settings.parents),
                       "containment": settings.containment, "columns": [f"h{r}" for r in (settings.resolution, *settings.parents)],
-                      "uri": dg.MetadataValue.path(storage.uri(ds.bucket, products.hex_key(ds, slug)))},
+                      "uri": dg.MetadataValue.path(storage.uri(ds.bucket, products.key(ds, layout.hex(slug))))},
             check_results=checks,
         )
 

@@ -16,63 +16,17 @@ from cng_assets.transforms import layers, layout
 from cng_assets.transforms.layers import Inventory
 
 
-def inventory_key(ds: Dataset) -> str:
-    return f"{ds.prefix}/{layout.INVENTORY}"
-
-
-def table_key(ds: Dataset, slug: str) -> str:
-    return f"{ds.prefix}/{layout.table(slug)}"
-
-
-def geoparquet_key(ds: Dataset, slug: str) -> str:
-    return f"{ds.prefix}/{layout.geoparquet(slug)}"
-
-
-def pmtiles_key(ds: Dataset, slug: str) -> str:
-    return f"{ds.prefix}/{layout.pmtiles(slug)}"
-
-
-def cog_key(ds: Dataset, slug: str) -> str:
-    return f"{ds.prefix}/{layout.cog(slug)}"
-
-
-def geozarr_key(ds: Dataset, slug: str) -> str:
-    return f"{ds.prefix}/{layout.geozarr(slug)}"
-
-
-def thumbnail_key(ds: Dataset, slug: str) -> str:
-    return f"{ds.prefix}/{layout.thumbnail(slug)}"
-
-
-def hex_plan_key(ds: Dataset, slug: str) -> str:
-    return f"{ds.prefix}/{layout.hex_plan(slug)}"
-
-
-def hex_chunk_key(ds: Dataset, slug: str, chunk: int) -> str:
-    return f"{ds.prefix}/{layout.hex_chunk(slug, chunk)}"
-
-
-def hex_key(ds: Dataset, slug: str) -> str:
-    return f"{ds.prefix}/{layout.hex(slug)}"
-
-
-def stac_dir_key(ds: Dataset) -> str:
-    return f"{ds.prefix}/{layout.STAC_DIR}"
-
-
-def stac_collection_key(ds: Dataset) -> str:
-    return f"{ds.prefix}/{layout.STAC_COLLECTION}"
-
-
-def readme_key(ds: Dataset) -> str:
-    return f"{ds.prefix}/{layout.README}"
+def key(ds: Dataset, relative: str) -> str:
+    """A product's key inside the dataset's bucket: its place in the layout (transforms/layout.py), under the
+    dataset's prefix."""
+    return f"{ds.prefix}/{relative}"
 
 
 def load_inventory(storage: ProductStorage, ds: Dataset) -> Inventory:
-    if not storage.exists(ds.bucket, inventory_key(ds)):
+    if not storage.exists(ds.bucket, key(ds, layout.INVENTORY)):
         raise dg.Failure(f"dataset {ds.name!r} has no layer inventory yet",
                          metadata={"what to do": f"materialize {ds.name}/layers first"})
-    with storage.open(ds.bucket, inventory_key(ds)) as f:
+    with storage.open(ds.bucket, key(ds, layout.INVENTORY)) as f:
         return Inventory.from_json(json.load(f))
 
 

@@ -38,8 +38,8 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
               description="Vector tiles of the layer (tippecanoe), layer name = slug, zoom range from the data.")
     def pmtiles_layer(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
         slug = context.partition_key
-        key = products.pmtiles_key(ds, slug)
-        with storage.local_path(ds.bucket, products.geoparquet_key(ds, slug)) as gp, products.input_errors(ds, slug), \
+        key = products.key(ds, layout.pmtiles(slug))
+        with storage.local_path(ds.bucket, products.key(ds, layout.geoparquet(slug))) as gp, products.input_errors(ds, slug), \
                 storage.publish(ds.bucket, key) as tmp:
             stats = pmtiles.write_pmtiles(gp, tmp, layer=slug)
         return dg.MaterializeResult(metadata={
@@ -52,8 +52,8 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
               kinds={"png"}, code_version=describe.VERSION, description="A PNG map of the layer.")
     def thumbnail(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
         slug = context.partition_key
-        key = products.thumbnail_key(ds, slug)
-        with storage.local_path(ds.bucket, products.geoparquet_key(ds, slug)) as gp, \
+        key = products.key(ds, layout.thumbnail(slug))
+        with storage.local_path(ds.bucket, products.key(ds, layout.geoparquet(slug))) as gp, \
                 storage.publish(ds.bucket, key) as tmp:
             describe.thumbnail(gp, tmp, width_px=800)
             png = base64.b64encode(tmp.read_bytes()).decode()
@@ -69,10 +69,10 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
               description="A STAC Collection for the dataset with an Item per spatial layer (STAC 1.1).")
     def stac_collection(storage: ProductStorage) -> dg.MaterializeResult:
         f = _facts(storage, ds, absolute=True)
-        with products.input_errors(ds), storage.publish_dir(ds.bucket, products.stac_dir_key(ds)) as out:
+        with products.input_errors(ds), storage.publish_dir(ds.bucket, products.key(ds, layout.STAC_DIR)) as out:
             written = stac.write_dataset_stac(f, out)
         return dg.MaterializeResult(metadata={
-            "items": len(written) - 1, "uri": dg.MetadataValue.path(storage.uri(ds.bucket, products.stac_collection_key(ds)))})
+            "items": len(written) - 1, "uri": dg.MetadataValue.path(storage.uri(ds.bucket, products.key(ds, layout.STAC_COLLECTION)))})
 
     @dg.asset(key=[ds.name, "docs"], op_tags=op_tags(ds, "docs"),
               deps=deps, group_name=ds.name, kinds={"markdown"}, code_version=ds.code_version(describe.VERSION),
@@ -82,7 +82,7 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
         f = _facts(storage, ds, absolute=False)
         with storage.local_path(ds.bucket, ds.prefix) as root, products.input_errors(ds):
             text = describe.dataset_readme(f, describe.profile_products(f, root), context.run.run_id)
-        key = products.readme_key(ds)
+        key = products.key(ds, layout.README)
         with storage.publish(ds.bucket, key) as tmp:
             tmp.write_text(text)
         return dg.MaterializeResult(metadata={"preview": dg.MetadataValue.md(text),
@@ -99,7 +99,7 @@ def stac_catalog_asset(datasets: list[Dataset]) -> dg.AssetsDefinition:
     def stac_catalog(storage: ProductStorage) -> dg.MaterializeResult:
         hrefs = {}  # public hrefs, else relative to the catalog at the root of the default place
         for ds in datasets:
-            key = products.stac_collection_key(ds)
+            key = products.key(ds, layout.STAC_COLLECTION)
             if storage.exists(ds.bucket, key):
                 base = storage.href_base(ds.bucket, ds.prefix)
                 hrefs[ds.name] = base + layout.STAC_COLLECTION if base else f"{ds.bucket + '/' if ds.bucket else ''}{key}"

@@ -20,6 +20,7 @@ from cng_assets.defs.partitions import by_layer, chunk_partitions, raster_partit
 from cng_assets.defs.pods import op_tags
 from cng_assets.defs.sources import source_dep
 from cng_assets.storage import ProductStorage
+from cng_assets.transforms import layout
 from cng_assets.transforms.hex.consolidate import HexCheck, parents_check
 from cng_assets.transforms.legacy import inspect_tiff
 from cng_assets.transforms.raster import cog, geozarr
@@ -38,7 +39,7 @@ def chunk_rows(ds: Dataset, height: int, width: int) -> list[tuple[int, int]]:
 
 def _cog_shape(storage: ProductStorage, ds: Dataset, slug: str) -> tuple[str, int, int]:
     """GDAL path, height and width of the layer's COG."""
-    key = products.cog_key(ds, slug)
+    key = products.key(ds, layout.cog(slug))
     if not storage.exists(ds.bucket, key):
         raise dg.Failure(f"{ds.name}/{slug}: no COG yet", metadata={"what to do": f"materialize cog[{slug}] first"})
     path = storage.gdal_path(ds.bucket, key)
@@ -66,7 +67,7 @@ def raster_assets(ds: Dataset) -> list:
     def cog_layer(context: dg.AssetExecutionContext, storage: ProductStorage):
         slug = context.partition_key
         layer = raster_layer(storage, ds, slug)
-        key = products.cog_key(ds, slug)
+        key = products.key(ds, layout.cog(slug))
         with products.input_errors(ds, slug), storage.publish(ds.bucket, key) as tmp:
             stats = cog.write_cog(layer.raster["path"], tmp, to_wgs84=ds.raster.to_wgs84,
                                   categorical=ds.raster.categorical, gdal_options=storage.gdal_options())
@@ -95,7 +96,7 @@ def raster_assets(ds: Dataset) -> list:
         bands = chunk_rows(ds, height, width)
         if k >= len(bands):  # nothing to write: raster_hex reads only this layer's own chunks
             return dg.MaterializeResult(metadata={"empty": True})
-        with storage.publish_dir(ds.bucket, products.hex_chunk_key(ds, slug, k)) as out:
+        with storage.publish_dir(ds.bucket, products.key(ds, layout.hex_chunk(slug, k))) as out:
             with products.input_errors(ds, slug), rasterio.Env(**storage.gdal_options()):
                 stats = raster_hex.raster_hex(path, out, settings.resolution, settings.parents, stats=_stats(ds),
                                               rows=bands[k])
@@ -116,24 +117,24 @@ def raster_assets(ds: Dataset) -> list:
         _, height, width = _cog_shape(storage, ds, slug)
         n = len(chunk_rows(ds, height, width))
         with ExitStack() as stack:  # every chunk stays readable (downloaded, on S3) until consolidation is done
-            dirs = [Path(stack.enter_context(storage.local_path(ds.bucket, products.hex_chunk_key(ds, slug, k))))
+            dirs = [Path(stack.enter_context(storage.local_path(ds.bucket, products.key(ds, layout.hex_chunk(slug, k)))))
                     for k in range(n)]
             missing = [k for k, d in enumerate(dirs) if not (d / raster_hex.MARKER).exists()]
             if missing:
                 raise dg.Failure(f"{ds.name}/{slug}: raster hex chunks {missing} are missing",
                                  metadata={"what to do": f"materialize raster_hex_chunk for layer {slug}, then raster_hex"})
             valid = sum(_chunk_valid(d) for d in dirs)
-            with storage.publish_dir(ds.bucket, products.hex_key(ds, slug)) as staged:
+            with storage.publish_dir(ds.bucket, products.key(ds, layout.hex(slug))) as staged:
                 rows = raster_hex.consolidate_raster_hex(dirs, staged, settings.resolution, settings.parents, _stats(ds))
                 checks = [dg.AssetCheckResult(check_name=c.name, passed=c.passed, metadata=c.detail)
                           for c in _checks(staged, settings, valid)]
                 yield from products.blocking_checks(checks, f"{ds.name}/{slug}: raster hex")
         for k in range(n):
-            storage.delete(ds.bucket, products.hex_chunk_key(ds, slug, k))
+            storage.delete(ds.bucket, products.key(ds, layout.hex_chunk(slug, k)))
         yield dg.MaterializeResult(
             metadata={"dagster/row_count": sum(rows.values()), "h0_partitions": len(rows), "chunks": n,
                       "resolution": settings.resolution, "parents": list(settings.parents),
-                      "uri": dg.MetadataValue.path(storage.uri(ds.bucket, products.hex_key(ds, slug)))},
+                      "uri": dg.MetadataValue.path(storage.uri(ds.bucket, products.key(ds, layout.hex(slug))))},
             check_results=checks)
 
     @dg.asset(key=[ds.name, "geozarr"], op_tags=op_tags(ds, "geozarr"), partitions_def=rasters,
@@ -144,7 +145,7 @@ def raster_assets(ds: Dataset) -> list:
     def geozarr_layer(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
         slug = context.partition_key
         path, _, _ = _cog_shape(storage, ds, slug)
-        key = products.geozarr_key(ds, slug)
+        key = products.key(ds, layout.geozarr(slug))
         with products.input_errors(ds, slug), storage.publish_dir(ds.bucket, key) as out:
             stats = geozarr.write_geozarr(path, out, categorical=ds.raster.categorical, gdal_options=storage.gdal_options())
         return dg.MaterializeResult(metadata={"uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)),

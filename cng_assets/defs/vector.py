@@ -14,7 +14,7 @@ from cng_assets.defs.partitions import feature_partitions, new_partition_keys, p
 from cng_assets.defs.pods import op_tags
 from cng_assets.defs.sources import is_observed, source_asset, source_dep
 from cng_assets.storage import ProductStorage
-from cng_assets.transforms import geoparquet, layers, tables
+from cng_assets.transforms import geoparquet, layers, layout, tables
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX
 
 
@@ -30,7 +30,7 @@ def vector_assets(ds: Dataset) -> list:
     def layer_inventory(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
         with products.input_errors(ds):
             inv = products.discover(storage, ds)
-        with storage.publish(ds.bucket, products.inventory_key(ds)) as tmp:
+        with storage.publish(ds.bucket, products.key(ds, layout.INVENTORY)) as tmp:
             tmp.write_text(json.dumps(inv.to_json(), indent=1))
         added = new_partition_keys(ds, inv, is_observed(ds), context.instance.get_dynamic_partitions)
         for name, keys in added.items():
@@ -46,7 +46,7 @@ def vector_assets(ds: Dataset) -> list:
             "skipped_by_catalog": inv.skipped,
             "partitions_added": added,
             "partitions_no_longer_in_source": gone,  # reported, never deleted automatically
-            "uri": dg.MetadataValue.path(storage.uri(ds.bucket, products.inventory_key(ds))),
+            "uri": dg.MetadataValue.path(storage.uri(ds.bucket, products.key(ds, layout.INVENTORY))),
         })
 
     @dg.asset(key=[ds.name, "table"], op_tags=op_tags(ds, "table"),
@@ -57,7 +57,7 @@ def vector_assets(ds: Dataset) -> list:
                   "rows_match_source": "rows in the written file = rows in the source"}))
     def table(context: dg.AssetExecutionContext, storage: ProductStorage):
         slug = context.partition_key
-        key = products.table_key(ds, slug)
+        key = products.key(ds, layout.table(slug))
         with products.input_errors(ds, slug):
             inv = products.discover(storage, ds)
             with storage.publish(ds.bucket, key) as tmp:
@@ -84,7 +84,7 @@ def vector_assets(ds: Dataset) -> list:
                   "counts_reconcile": "source features = rows written + dropped and reported"}))
     def geoparquet_layer(context: dg.AssetExecutionContext, storage: ProductStorage):
         slug = context.partition_key
-        key = products.geoparquet_key(ds, slug)
+        key = products.key(ds, layout.geoparquet(slug))
         with products.input_errors(ds, slug):
             layer = products.discover(storage, ds).layer(slug)
             with storage.publish(ds.bucket, key) as tmp:
