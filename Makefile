@@ -22,7 +22,7 @@ test: $(STAMP)  ## run the test suite
 
 ui: $(STAMP)  ## the Dagster UI on http://127.0.0.1:3000, on the same instance and products as `make demo`
 	mkdir -p $(DAGSTER_HOME)
-	$(BIN)/dagster dev -w workspace.yaml
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dg dev
 
 validate: $(STAMP)
 	mkdir -p $(DAGSTER_HOME)

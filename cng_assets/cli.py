@@ -79,7 +79,7 @@ def _materialize(ds: Dataset, out: str, rebuild: bool) -> None:
         console.print(escape(f"note: {step}: {note}"))
     console.print(f"\nProducts are in {storage.uri(ds.bucket, ds.prefix)}")
     console.print(f"Open the UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} CNG_DATA_DIR={data_dir} "
-                  f".venv/bin/dagster dev   (or `make ui`), then http://127.0.0.1:3000")
+                  f".venv/bin/dg dev   (or `make ui`), then http://127.0.0.1:3000")
     if report.failed:
         console.print(f"\n[red]{len(report.failed)} of {len(report.failed) + len(report.succeeded)} steps failed:[/red]")
         for step, message in report.failed:

@@ -125,8 +125,9 @@ class DaemonStack:
 
     def __init__(self, home: Path, env: Mapping[str, str] | None = None, workspace: Path | Sequence[str] | None = None,
                  location: str = "cng_assets", repository: str = "__repository__", cwd: Path = REPO,
-                 startup_timeout: float = 240, stop_timeout: float = 30):
+                 startup_timeout: float = 240, stop_timeout: float = 30, dg_dev: bool = False):
         self.home = Path(home)
+        self.dg_dev = dg_dev  # one `dg dev` process (what `make ui` runs) instead of the daemon and the webserver
         self.env = dict(env or {})
         if workspace is None or isinstance(workspace, (str, Path)):
             self.workspace_args = ["-w", str(workspace or REPO / "workspace.yaml")]
@@ -136,7 +137,8 @@ class DaemonStack:
         self.startup_timeout, self.stop_timeout = startup_timeout, stop_timeout
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.logs = {"daemon": self.home / "daemon.log", "webserver": self.home / "webserver.log"}
+        self.logs = ({"dg dev": self.home / "dg-dev.log"} if dg_dev else
+                     {"daemon": self.home / "daemon.log", "webserver": self.home / "webserver.log"})
         self.procs: dict[str, subprocess.Popen] = {}
         self.startup_seconds: float | None = None
         self.stop_seconds: float | None = None
@@ -159,10 +161,11 @@ class DaemonStack:
             raise FileNotFoundError(f"{self.home / 'dagster.yaml'} is missing: write_instance_yaml() first")
         started = time.time()
         env = {**os.environ, **self.env, "DAGSTER_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
-        commands = {
+        commands = {"dg dev": [str(BIN / "dg"), "dev", "--host", "127.0.0.1", "--port", str(self.port)]} if self.dg_dev else {
             "daemon": [str(BIN / "dagster-daemon"), "run", *self.workspace_args],
             "webserver": [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.port), *self.workspace_args],
         }
+        env["PATH"] = f"{BIN}:{env.get('PATH', '')}"  # as `make ui` runs it: the venv's tools first
         for name, cmd in commands.items():
             with open(self.logs[name], "ab") as log:
                 # its own session: the process group holds its code servers and their run workers and steps
