@@ -1,26 +1,28 @@
 """Status at scale: `asset_status` (what `cng-assets status --dataset D` prints) for one dataset of 60 polygon
-layers x 200 chunks with every partition materialized, and one tick of the dataset's chunk-run sensor, against
-the instance the CLI uses (SQLite under a DAGSTER_HOME; `--postgres`: a throwaway PostgreSQL server with
-k8s/instance/dagster.yaml, the production storage).
+layers x 200 chunks with every partition materialized (12,304 rows), and ticks of the dataset's chunk-run sensor,
+against the instance the CLI uses (SQLite under a DAGSTER_HOME; with `--postgres` also a throwaway PostgreSQL
+server configured by k8s/instance/dagster.yaml, the production storage).
 
-    .venv/bin/python bench/status_at_scale.py                      # SQLite, 60 layers, fresh + bumped
-    .venv/bin/python bench/status_at_scale.py --postgres
-    .venv/bin/python bench/status_at_scale.py --profile            # cProfile of the fresh status call
+    .venv/bin/python bench/status_at_scale.py                 # SQLite: fresh + bumped, and the sensor ticks
+    .venv/bin/python bench/status_at_scale.py --postgres      # and the same on PostgreSQL (its fill: minutes)
+    .venv/bin/python bench/status_at_scale.py --profile --scenarios fresh --no-ticks   # cProfile of one call
 
-The SQLite instance is filled once (a few minutes; cached under bench/out/status/, copied for each run) without
-runs, as quickly as the public API allows (`report_runless_asset_event`, one
-event at a time): the `source` observations (one data version per layer), then every partition of every
-materializable asset in graph order, each materialization carrying the tags a run would give it (code version,
-data version, each parent's input data version and event pointer). A layer's plan uses the first n chunks (n
-differs by layer) and the rest are recorded as the chunk sensor records them: empty, without a run and without
+The instance is filled without runs, one event at a time through the public API (`report_runless_asset_event`;
+about 2 minutes for SQLite, made once under bench/out/status/ and copied for each run, since a run adds events):
+the `source` observations (a data version per layer), then every partition of every materializable asset in
+graph order, each materialization with the tags a run gives it (code version, data version, each parent's input
+data version and event pointer) and, for a chunk, a chunk run's metadata. A layer's plan uses its first n
+chunks (n differs by layer); the rest are recorded as the chunk sensor records them: empty, without a run or
 provenance tags. Two scenarios are timed:
 
-  fresh    everything as recorded: every row fresh
-  bumped   geoparquet's code version bumped (as tests/test_lineage.py does): every geoparquet partition stale
-           and everything below it will be stale, so every row carries causes
+  fresh    as filled: every row fresh
+  bumped   geoparquet's code version bumped (as tests/test_lineage.py does): every geoparquet partition stale,
+           everything below it "will be stale", so every row has causes
 
-Figures are wall time (time.perf_counter) and CPU time of this process (time.process_time): the database's
-own CPU (PostgreSQL) is in the wall time only.
+then one tick of `scale__chunk_runs` with no cursor, and one after a new hex_plan materialization (200 chunks)
+for one layer, through tests/ticks.py (which also validates each run request's config against its job).
+Figures are wall time (time.perf_counter) and CPU time of this process (time.process_time); the PostgreSQL
+server's own CPU is in the wall time only.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 
 OUT = ROOT / "bench" / "out" / "status"
 FILLED = "cng-bench-filled.json"  # in a filled home: what it holds
-FILL_VERSION = 1  # bump when fill() changes
+FILL_VERSION = 2  # bump when fill() changes
 
 
 def dataset():
@@ -71,8 +73,9 @@ def fill(instance, defs, ds, n_layers: int) -> dict:
     import dagster as dg
 
     from cng_assets.dagster_private import DATA_VERSION_TAG, partition_loading_context
-    from cng_assets.defs.partitions import chunk_key, empty_chunks, partition_keys
+    from cng_assets.defs.partitions import empty_chunks, partition_keys
     from cng_assets.defs.sources import observations, source_key
+    from cng_assets.transforms.hex.chunk import ChunkStats
 
     t0 = time.perf_counter()
     inv = inventory(n_layers)
@@ -120,8 +123,11 @@ def fill(instance, defs, ds, n_layers: int) -> dict:
                     tags[f"dagster/input_data_version/{parent.to_user_string()}"] = v
                     tags[f"dagster/input_event_pointer/{parent.to_user_string()}"] = str(latest_sid.get(parent, "NULL"))
                 tags[DATA_VERSION_TAG] = _digest(node.code_version or "", *inputs)
-                metadata = {"units": 10, "cells": 1000, "memory_gib": 8, "estimated_cells": 1200, "empty": False,
-                            "rows": 1000, "bytes": 123456, "h0_partitions": 4}
+                metadata = {"uri": f"s3://b/{key.to_user_string()}/{pk}", "bytes": 123456}
+                if key.path[-1] == "hex_chunk":  # what a chunk run records
+                    metadata = {**ChunkStats(features=900, parts=950, cells=1000, groups=3, seconds=12.5,
+                                             peak_rss_mib=812.0).to_dict(),
+                                "empty": False, "units": 10, "memory_gib": 8, "estimated_cells": 1200}
                 if key.path[-1] == "hex_plan":
                     metadata = {"chunks": n[pk], "units": 10 * n[pk], "plan_digest": _digest(pk)[:16]}
                 instance.report_runless_asset_event(dg.AssetMaterialization(
@@ -268,6 +274,14 @@ def main() -> None:
         folder = Path(tempfile.mkdtemp(prefix="cng-pg-"))  # outside pytest's folders, as tests/conftest.py says
         server = Postgres(folder / "pg").start()
         try:
+            import psycopg2  # dagster-postgres' driver
+
+            conn = psycopg2.connect(server.url)  # no fsync per commit: the fill's 12,000 commits, not the reads
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("ALTER SYSTEM SET synchronous_commit = off")
+                cur.execute("SELECT pg_reload_conf()")
+            conn.close()
             home = folder / "home"
             home.mkdir()
             shutil.copy(ROOT / "k8s" / "instance" / "dagster.yaml", home / "dagster.yaml")

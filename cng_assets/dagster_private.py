@@ -4,8 +4,11 @@ one fails a test named for it instead of a sensor in production."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import dagster as dg
 from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
@@ -21,11 +24,15 @@ from dagster._core.definitions.observe import observe  # runs an observable sour
 from dagster._core.definitions.partitions.context import partition_loading_context
 from dagster._core.execution.backfill import PartitionBackfill
 from dagster._core.instance.types import CachingDynamicPartitionsLoader
+from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
+from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+from dagster._core.storage.sqlalchemy_compat import db_result, db_select
 from dagster._time import get_current_datetime
 
-__all__ = ["DATA_VERSION_TAG", "STALE_DEPENDENCY_LIMIT", "AssetKeyPartitionKey", "SnapshotPartitionsStore", "StaleStatus",
-           "add_backfill", "backfill_run_request", "latest_data_versions_by_partition",
-           "latest_storage_ids_by_partition", "observe", "partition_loading_context", "stale_resolver"]
+__all__ = ["DATA_VERSION_TAG", "STALE_DEPENDENCY_LIMIT", "AssetEventFacts", "AssetKeyPartitionKey",
+           "SnapshotPartitionsStore", "StaleStatus", "add_backfill", "asset_event_facts", "backfill_run_request",
+           "latest_data_versions_by_partition", "latest_storage_ids_by_partition", "observe",
+           "partition_loading_context", "stale_resolver"]
 
 # Dagster's stale resolver neither checks nor propagates through an edge where a partition has this many upstream
 # partitions or more (a layer's hex over its 200 chunks); runs record such an input as if unpartitioned.
@@ -95,3 +102,64 @@ class SnapshotPartitionsStore(CachingDynamicPartitionsLoader):
     def get_existing_dynamic_partitions(self, partitions_def_name: str, partition_keys) -> set[str]:
         keys = self._keys(partitions_def_name)
         return {k for k in partition_keys if k in keys}
+
+
+@dataclass(frozen=True)
+class AssetEventFacts:
+    """What staleness needs of one materialization or observation: not its metadata."""
+
+    storage_id: int
+    timestamp: float
+    tags: Mapping[str, str]
+    description: str | None
+
+
+# how each kind of asset event is stored (serdes' JSON of EventLogEntry > DagsterEvent > its event data)
+_EVENT_DATA = {dg.DagsterEventType.ASSET_MATERIALIZATION: ("StepMaterializationData", "materialization", "AssetMaterialization"),
+               dg.DagsterEventType.ASSET_OBSERVATION: ("AssetObservationData", "asset_observation", "AssetObservation")}
+_BATCH = 500  # storage ids per query
+
+
+def asset_event_facts(instance: dg.DagsterInstance, asset_key: dg.AssetKey, event_type: dg.DagsterEventType,
+                      storage_ids: Sequence[int]) -> dict[int, AssetEventFacts]:
+    """These materializations (or observations) of the asset, by storage id. On Dagster's SQL event logs (SQLite,
+    PostgreSQL) they are read from each event's stored JSON without rebuilding the event and its metadata, which
+    is most of what `fetch_materializations` costs (about 0.2 ms of CPU an event: 2 s for 12,000 chunks) and
+    which staleness does not need. On any other event log, and for an event stored in a shape this does not know,
+    through the public records API."""
+    out: dict[int, AssetEventFacts] = {}
+    storage = instance.event_log_storage
+    if isinstance(storage, SqlEventLogStorage):
+        table = SqlEventLogStorageTable
+        for i in range(0, len(storage_ids), _BATCH):
+            query = db_select([table.c.id, table.c.event]).where(table.c.id.in_(list(storage_ids[i:i + _BATCH])))
+            with storage.index_connection() as conn, db_result(conn, query) as result:
+                rows = result.fetchall()
+            for storage_id, text in rows:
+                if (facts := _facts_from_json(storage_id, text, event_type)) is not None:
+                    out[storage_id] = facts
+    missing = [sid for sid in storage_ids if sid not in out]
+    fetch = instance.fetch_observations if event_type == dg.DagsterEventType.ASSET_OBSERVATION else instance.fetch_materializations
+    for i in range(0, len(missing), _BATCH):
+        batch = missing[i:i + _BATCH]
+        for r in fetch(dg.AssetRecordsFilter(asset_key=asset_key, storage_ids=batch), limit=len(batch)).records:
+            event = r.asset_materialization or r.asset_observation
+            out[r.storage_id] = AssetEventFacts(r.storage_id, r.timestamp, dict(event.tags or {}), event.description)
+    return out
+
+
+def _facts_from_json(storage_id: int, text: str, event_type: dg.DagsterEventType) -> AssetEventFacts | None:
+    data_class, field_name, event_class = _EVENT_DATA[event_type]
+    try:
+        entry = json.loads(text)
+        data = entry["dagster_event"]["event_specific_data"]
+        event = data[field_name]
+        tags, description, timestamp = event.get("tags") or {}, event.get("description"), entry["timestamp"]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    if (entry.get("__class__") != "EventLogEntry" or data.get("__class__") != data_class
+            or event.get("__class__") != event_class
+            or not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values())
+            or not isinstance(timestamp, (int, float)) or not isinstance(description, (str, type(None)))):
+        return None
+    return AssetEventFacts(storage_id, float(timestamp), tags, description)

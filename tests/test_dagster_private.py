@@ -95,6 +95,7 @@ def test_stale_dependency_limit_is_where_the_resolver_stops_looking_upstream(tmp
 
     graph = dg.Definitions(assets=[wide, summary]).resolve_asset_graph()
     for n, looked_at in ((P.STALE_DEPENDENCY_LIMIT - 1, True), (P.STALE_DEPENDENCY_LIMIT, False)):
+        (tmp_path / str(n)).mkdir()
         with dg.instance_for_test(temp_dir=str(tmp_path / str(n))) as instance:
             keys = [f"k{i}" for i in range(n)]
             instance.add_dynamic_partitions("many", keys)
@@ -148,3 +149,41 @@ def test_snapshot_partitions_store_reads_each_set_once_and_backs_partition_loadi
         assert {k.partition_key for k in graph.get_children_partitions(up.key, "a")} == {"a"}
     assert not store.has_dynamic_partition("layers", "c") and store.get_existing_dynamic_partitions("layers", ["a", "c"]) == {"a"}
     assert P.SnapshotPartitionsStore(instance).has_dynamic_partition("layers", "c")
+
+
+def _check_asset_event_facts(instance, monkeypatch, key: dg.AssetKey) -> None:
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition="a", description="why",
+                                                                tags={P.DATA_VERSION_TAG: "1", "cng/legacy": "audit"},
+                                                                metadata={"rows": 3, "uri": dg.MetadataValue.path("/x")}))
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition="b"))  # no tags
+    instance.report_runless_asset_event(dg.AssetObservation(asset_key=key, partition="b", tags={P.DATA_VERSION_TAG: "o"}))
+    kinds = {dg.DagsterEventType.ASSET_MATERIALIZATION: instance.fetch_materializations,
+             dg.DagsterEventType.ASSET_OBSERVATION: instance.fetch_observations}
+    for kind, fetch in kinds.items():
+        records = fetch(key, limit=10).records
+        events = {r.storage_id: r.asset_materialization or r.asset_observation for r in records}
+        expected = {r.storage_id: P.AssetEventFacts(r.storage_id, r.timestamp, dict(events[r.storage_id].tags or {}),
+                                                    events[r.storage_id].description) for r in records}
+        with monkeypatch.context() as m:  # read from the stored JSON, not through the records API
+            m.setattr(type(instance), "fetch_materializations", None)
+            m.setattr(type(instance), "fetch_observations", None)
+            assert P.asset_event_facts(instance, key, kind, sorted(expected)) == expected
+        with monkeypatch.context() as m:  # an event stored in a shape the reader does not know: the records API
+            m.setattr(P, "_facts_from_json", lambda storage_id, text, event_type: None)
+            assert P.asset_event_facts(instance, key, kind, sorted(expected)) == expected
+
+
+def test_asset_event_facts_read_from_the_stored_json_are_the_records_facts(world, monkeypatch):
+    _, instance = world
+    dg.materialize([up], instance=instance, partition_key="a")  # a run's materialization, with its provenance tags
+    _check_asset_event_facts(instance, monkeypatch, up.key)
+    latest = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=up.key, asset_partitions=["a"]), limit=2).records
+    run_event = P.asset_event_facts(instance, up.key, dg.DagsterEventType.ASSET_MATERIALIZATION, [latest[1].storage_id])
+    assert run_event[latest[1].storage_id].tags["dagster/code_version"] == "1"
+
+
+def test_asset_event_facts_on_postgres(postgres_server, monkeypatch, tmp_path):
+    storage = {"storage": {"postgres": {"postgres_url": postgres_server.url}}}
+    with dg.instance_for_test(temp_dir=str(tmp_path), overrides=storage) as instance:
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        _check_asset_event_facts(instance, monkeypatch, dg.AssetKey(["dagster_private_contract", f"up_{tmp_path.name}"]))
