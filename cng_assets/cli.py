@@ -88,7 +88,8 @@ def _materialize(ds: Dataset, out: str, rebuild: bool) -> None:
             console.print(f"{len(report.skipped)} later steps of those layers were skipped.")
         sys.exit(1)
     console.print(f"{len(report.succeeded)} steps succeeded" + (
-        f"; {len(report.fresh)} already fresh, not run (--rebuild runs them too)." if report.fresh else "."))
+        f"; {len(report.fresh)} already fresh, not run (--rebuild runs them too)." if report.fresh else ".")
+        + (f" In the UI: Runs > backfill {report.backfill_id}." if report.backfill_id else ""))
 
 
 def _print_products(ds: Dataset, storage) -> None:
@@ -258,7 +259,7 @@ def reprocess(stale_only: bool, dataset: str | None, layers: str | None, run_now
     from cng_assets.reprocess import select_targets, submit_backfill
     from cng_assets.runner import QUIET
 
-    _, defs, instance = _catalog_and_defs(dataset)
+    catalog, defs, instance = _catalog_and_defs(dataset)
     chosen = [x.strip() for x in layers.split(",")] if layers else None
     targets = select_targets(defs, instance, dataset, chosen, stale_only)
     if not targets:
@@ -268,11 +269,11 @@ def reprocess(stale_only: bool, dataset: str | None, layers: str | None, run_now
         f"{'/'.join(t.asset_key.path)}[{t.partition_key}]" if t.partition_key else "/".join(t.asset_key.path) for t in targets[:20]))
         + (" ..." if len(targets) > 20 else ""))
     if run_now:
-        results = execute(defs, instance, targets, QUIET)
+        results = execute(defs, catalog, instance, targets, QUIET)
         failed = [t for t, ok in results if not ok]
         console.print(f"{len(results) - len(failed)} succeeded, {len(failed)} failed")
         sys.exit(1 if failed else 0)
-    backfill = submit_backfill(defs, instance, targets, "stale" if stale_only else "requested")
+    backfill = submit_backfill(defs, catalog, instance, targets, "stale" if stale_only else "requested")
     console.print(f"backfill {backfill} submitted: the daemon runs it (UI: Overview > Backfills)")
 
 
@@ -282,9 +283,15 @@ def reprocess(stale_only: bool, dataset: str | None, layers: str | None, run_now
 def demo(out: str, rebuild: bool):
     """Build the demo source and materialize the demo dataset's whole asset graph."""
     try:
-        ds = load_catalog()["demo"]
+        catalog = load_catalog()
+        ds = catalog["demo"]
     except CngInputError as e:
         _fail(str(e))
+    if "inbox" in catalog:  # the folder the inbox sensor watches: products follow each file dropped there
+        inbox = Path(out) / catalog["inbox"].source
+        inbox.mkdir(parents=True, exist_ok=True)
+        console.print(f"Inbox: while `make ui` runs, copy a file GDAL reads (e.g. a shapefile with its sidecars, "
+                      f"a GeoJSON, a GeoTIFF) into {inbox}/; its products appear under {Path(out) / 'inbox'}/.")
     _materialize(ds, out, rebuild)
 
 

@@ -21,18 +21,20 @@ from dagster._core.definitions.data_version import (
 )
 from dagster._core.definitions.events import AssetKeyPartitionKey
 from dagster._core.definitions.observe import observe  # runs an observable source's observation in-process
-from dagster._core.definitions.partitions.context import partition_loading_context
-from dagster._core.execution.backfill import PartitionBackfill
+from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 from dagster._core.instance.types import CachingDynamicPartitionsLoader
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 from dagster._core.storage.sqlalchemy_compat import db_result, db_select
+from dagster._core.storage.tags import BACKFILL_ID_TAG
 from dagster._time import get_current_datetime
 
-__all__ = ["DATA_VERSION_TAG", "STALE_DEPENDENCY_LIMIT", "AssetEventFacts", "AssetKeyPartitionKey",
-           "SnapshotPartitionsStore", "StaleStatus", "add_backfill", "asset_event_facts", "backfill_run_request",
+__all__ = ["BACKFILL_TAG", "DATA_VERSION_TAG", "STALE_DEPENDENCY_LIMIT", "AssetEventFacts", "AssetKeyPartitionKey",
+           "SnapshotPartitionsStore", "StaleStatus", "add_backfill", "record_backfill", "asset_event_facts", "backfill_run_request",
            "latest_data_versions_by_partition", "latest_storage_ids_by_partition", "observe",
-           "partition_loading_context", "stale_resolver"]
+           "stale_resolver"]
+
+BACKFILL_TAG = BACKFILL_ID_TAG  # the run tag that puts a run in a backfill
 
 # Dagster's stale resolver neither checks nor propagates through an edge where a partition has this many upstream
 # partitions or more (a layer's hex over its 200 chunks); runs record such an input as if unpartitioned.
@@ -55,6 +57,29 @@ def add_backfill(instance: dg.DagsterInstance, asset_graph, targets: set[AssetKe
         asset_graph_subset=AssetGraphSubset.from_asset_partition_set(targets, asset_graph), title=title,
         description=None, run_config=None))
     return backfill_id
+
+
+def record_backfill(instance: dg.DagsterInstance, asset_graph, backfill_id: str, started: float,
+                    succeeded: set[AssetKeyPartitionKey], failed: set[AssetKeyPartitionKey],
+                    skipped: set[AssetKeyPartitionKey], tags: dict[str, str], title: str) -> None:
+    """Record runs already made in-process (each tagged `dagster/backfill: <backfill_id>`) as one finished
+    backfill, so the UI groups them as it groups a daemon's backfill: its targets, what materialized, what failed
+    or was skipped after a failure, and its runs. Recorded once they are done, so no backfill daemon picks it up."""
+    targets = succeeded | failed | skipped
+    backfill = PartitionBackfill.from_asset_graph_subset(
+        backfill_id=backfill_id, backfill_timestamp=started, tags=tags, dynamic_partitions_store=instance,
+        asset_graph_subset=AssetGraphSubset.from_asset_partition_set(targets, asset_graph), title=title,
+        description=None, run_config=None)
+
+    def subset(keys):
+        return AssetGraphSubset.from_asset_partition_set(keys, asset_graph)
+
+    data = backfill.asset_backfill_data._replace(
+        requested_subset=subset(succeeded | failed), materialized_subset=subset(succeeded),
+        failed_and_downstream_subset=subset(failed | skipped), requested_runs_for_target_roots=True)
+    status = BulkActionStatus.COMPLETED_FAILED if failed else BulkActionStatus.COMPLETED_SUCCESS
+    instance.add_backfill(backfill.with_asset_backfill_data(data, instance, asset_graph).with_status(status)
+                          .with_end_timestamp(time.time()))
 
 
 def stale_resolver(instance: dg.DagsterInstance, asset_graph) -> CachingStaleStatusResolver:
@@ -83,7 +108,7 @@ def latest_data_versions_by_partition(instance: dg.DagsterInstance, asset_key: d
 
 
 class SnapshotPartitionsStore(CachingDynamicPartitionsLoader):
-    """A dynamic-partitions store (for `partition_loading_context`) that reads each partitions set once and
+    """A dynamic-partitions store (for `dg.partition_loading_context`) that reads each partitions set once and
     answers every later question from that read: mapping 12,000 chunk x layer partitions through Dagster's
     partition mappings otherwise asks the instance about every key."""
 

@@ -31,7 +31,6 @@ from cng_assets.dagster_private import (
     asset_event_facts,
     latest_data_versions_by_partition,
     latest_storage_ids_by_partition,
-    partition_loading_context,
 )
 
 FRESH, STALE, MISSING, WILL_BE_STALE = "fresh", "stale", "missing", "will be stale"
@@ -68,7 +67,7 @@ def asset_status(defs: dg.Definitions, instance: dg.DagsterInstance, dataset: st
     graph = defs.resolve_asset_graph()
     store = SnapshotPartitionsStore(instance)
     rows: dict[AssetKeyPartitionKey, PartitionStatus] = {}
-    with partition_loading_context(dynamic_partitions_store=store):
+    with dg.partition_loading_context(dynamic_partitions_store=store):
         facts = _Facts(instance, graph)
         for key in graph.toposorted_asset_keys:
             node = graph.get(key)

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import dagster as dg
 
-from cng_assets.catalog import load_catalog
+from collections.abc import Mapping
+
+from cng_assets.catalog import Dataset
 from cng_assets.dagster_private import AssetKeyPartitionKey, add_backfill
-from cng_assets.defs.partitions import CHUNK_PARENTS, chunk_keys, empty_chunks, planned_chunks
+from cng_assets.defs.partitions import CHUNK_PARENTS, CHUNKED, chunk_keys, empty_chunks, planned_chunks
 from cng_assets.lineage import FRESH, asset_status
 
 DATASET_WIDE = {"stac", "docs", "stac_catalog", "layers", "source"}  # assets with no per-layer partition
-CONSOLIDATED = {"hex": "hex_plan", "raster_hex": "cog"}  # a layer's hex -> what plans its chunks
+BY_PRODUCT = {c.product: c for c in CHUNKED}  # a layer's hex -> its chunks and what plans them
 
 
 def _layer(partition: str | None) -> str | None:
@@ -55,54 +57,54 @@ def _chunk(t: AssetKeyPartitionKey) -> tuple[str, str, int] | None:
     return name, keys["layer"], int(keys["chunk"])
 
 
-def _planned(instance: dg.DagsterInstance, catalog: dict, t: AssetKeyPartitionKey) -> bool:
+def _planned(instance: dg.DagsterInstance, datasets: Mapping[str, Dataset], t: AssetKeyPartitionKey) -> bool:
     """A chunk that its layer's current plan uses (the others are recorded as empty, never run)."""
     name, layer, k = _chunk(t)
-    ds = catalog.get(t.asset_key.path[0])
-    n = planned_chunks(instance, ds, name, layer) if ds else None
-    return ds is None or (n is not None and k < n)
+    n = planned_chunks(instance, datasets[t.asset_key.path[0]], name, layer)
+    return n is not None and k < n
 
 
-def backfill_targets(instance: dg.DagsterInstance, targets: list[AssetKeyPartitionKey]) -> set[AssetKeyPartitionKey]:
+def backfill_targets(instance: dg.DagsterInstance, datasets: Mapping[str, Dataset],
+                     targets: list[AssetKeyPartitionKey]) -> set[AssetKeyPartitionKey]:
     """What the backfill itself runs. A layer whose plan (or COG) is rebuilt gets its chunks from the chunk
     sensor, with the new plan's count, and its hex by automation: neither goes in. Otherwise only chunks the
     current plan uses, and all of them when the layer's hex is rebuilt (consolidation deletes the chunk files)."""
-    catalog = load_catalog()
-    replanned = {(t.asset_key.path[0], CHUNK_PARENTS[c], t.partition_key) for t in targets for c in CHUNK_PARENTS
-                 if t.asset_key.path[-1] == CHUNK_PARENTS[c]}
+    replanned = {(t.asset_key.path[0], t.asset_key.path[-1], t.partition_key) for t in targets
+                 if t.asset_key.path[-1] in CHUNK_PARENTS.values()}
     out = set()
     for t in targets:
-        name = t.asset_key.path[-1]
-        if (c := _chunk(t)) and ((t.asset_key.path[0], CHUNK_PARENTS[c[0]], c[1]) in replanned or not _planned(instance, catalog, t)):
+        name, dataset = t.asset_key.path[-1], t.asset_key.path[0]
+        if (c := _chunk(t)) and ((dataset, CHUNK_PARENTS[c[0]], c[1]) in replanned or not _planned(instance, datasets, t)):
             continue
-        if name in CONSOLIDATED and (t.asset_key.path[0], CONSOLIDATED[name], t.partition_key) in replanned:
-            continue
-        if name in CONSOLIDATED and (ds := catalog.get(t.asset_key.path[0])):
-            chunk_asset = next(c for c, p in CHUNK_PARENTS.items() if p == CONSOLIDATED[name])
-            n = planned_chunks(instance, ds, chunk_asset, t.partition_key) or 0
-            out |= {AssetKeyPartitionKey(dg.AssetKey([ds.name, chunk_asset]),
+        if (chunked := BY_PRODUCT.get(name)) is not None:
+            if (dataset, chunked.plan, t.partition_key) in replanned:
+                continue
+            ds = datasets[dataset]
+            n = planned_chunks(instance, ds, chunked.chunks, t.partition_key) or 0
+            out |= {AssetKeyPartitionKey(dg.AssetKey([ds.name, chunked.chunks]),
                                          dg.MultiPartitionKey({"chunk": c, "layer": t.partition_key}))
                     for c in chunk_keys(ds)[:n]}
         out.add(t)
     return out
 
 
-def submit_backfill(defs: dg.Definitions, instance: dg.DagsterInstance, targets: list[AssetKeyPartitionKey],
-                    reason: str) -> str:
-    return add_backfill(instance, defs.resolve_asset_graph(), backfill_targets(instance, targets),
+def submit_backfill(defs: dg.Definitions, datasets: Mapping[str, Dataset], instance: dg.DagsterInstance,
+                    targets: list[AssetKeyPartitionKey], reason: str) -> str:
+    """`datasets`: those `defs` was built from (by name)."""
+    return add_backfill(instance, defs.resolve_asset_graph(), backfill_targets(instance, datasets, targets),
                         tags={"cng/reason": reason}, title=f"cng-assets reprocess: {reason}")
 
 
-def run_now(defs: dg.Definitions, instance: dg.DagsterInstance, targets: list[AssetKeyPartitionKey],
-            run_config: dict | None = None) -> list[tuple[AssetKeyPartitionKey, bool]]:
+def run_now(defs: dg.Definitions, datasets: Mapping[str, Dataset], instance: dg.DagsterInstance,
+            targets: list[AssetKeyPartitionKey], run_config: dict | None = None) -> list[tuple[AssetKeyPartitionKey, bool]]:
     """The targets in-process, one run per partition, in graph order (parents first). Chunks are chosen once
     their plans have run: those the plan uses run, the rest are recorded as empty."""
     job = defs.resolve_implicit_global_asset_job_def()
     order = {k: i for i, k in enumerate(defs.resolve_asset_graph().toposorted_asset_keys)}
-    catalog, results, recorded = load_catalog(), [], set()
+    results, recorded = [], set()
     for t in sorted(targets, key=lambda t: order[t.asset_key]):
-        if (c := _chunk(t)) and not _planned(instance, catalog, t):
-            ds = catalog[t.asset_key.path[0]]  # _planned is True for a dataset outside the catalog
+        if (c := _chunk(t)) and not _planned(instance, datasets, t):
+            ds = datasets[t.asset_key.path[0]]
             if (c[0], c[1]) not in recorded:
                 recorded.add((c[0], c[1]))
                 for event in empty_chunks(ds, c[0], c[1], planned_chunks(instance, ds, c[0], c[1]) or 0):

@@ -1,10 +1,12 @@
 """Materialize a dataset's whole asset graph in-process on a Dagster instance: what `cng-assets run` and
 `cng-assets demo` do. The same definitions and the same runs a person sees in the UI, one run per partition,
-as a backfill would launch them."""
+as a backfill would launch them, and grouped in the UI as one backfill."""
 
 from __future__ import annotations
 
 import os
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,9 +14,10 @@ from pathlib import Path
 import dagster as dg
 
 from cng_assets.catalog import Dataset
+from cng_assets.dagster_private import BACKFILL_TAG, AssetKeyPartitionKey, record_backfill
 from cng_assets.definitions import definitions_with
 from cng_assets.defs import products
-from cng_assets.defs.partitions import CHUNK_PARENTS, chunk_keys, empty_chunks, partition_keys, planned_chunks
+from cng_assets.defs.partitions import CHUNK_PARENTS, CHUNKED, chunk_keys, empty_chunks, partition_keys, planned_chunks
 from cng_assets.defs.sensors import RUNNER_TAG
 from cng_assets.defs.sources import is_observed, layer_versions, observations, source_files
 from cng_assets.lineage import FRESH, asset_status
@@ -48,6 +51,7 @@ class Report:
     skipped: list[Step] = field(default_factory=list)  # a layer's later stages, after one of its steps failed
     fresh: list[Step] = field(default_factory=list)  # already built from the current code and data: not run
     notes: dict[str, str] = field(default_factory=dict)  # step -> what was repaired or dropped
+    backfill_id: str | None = None  # the backfill the UI groups the runs under (none when nothing ran)
 
 
 def project_instance(home: str | Path | None = None) -> dg.DagsterInstance:
@@ -101,9 +105,6 @@ def chunk_steps(ds: Dataset, instance: dg.DagsterInstance, asset: str, layers: l
     return steps
 
 
-CONSOLIDATES = {"hex_chunk": "hex", "raster_hex_chunk": "raster_hex"}
-
-
 def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str | None = None,
                         on_step: Callable[[Step, int, int | None, bool], None] | None = None,
                         rebuild: bool = False) -> Report:
@@ -113,7 +114,9 @@ def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str
     job = defs.resolve_implicit_global_asset_job_def()
     storage: ProductStorage = defs.resources["storage"]
     report = Report()
+    backfill_id, started = uuid.uuid4().hex[:8], time.time()
     status: dict[tuple[str, str | None], str] = {}
+    consolidated = {c.chunks: c.product for c in CHUNKED}
 
     def look() -> None:  # what is fresh, once per phase: what runs after a rebuilt step shows as "will be stale"
         status.clear()
@@ -122,18 +125,18 @@ def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str
     def needed(step: Step) -> bool:
         if rebuild:
             return True
-        if step.asset in CONSOLIDATES:  # consolidation deletes the chunk files: rebuilding hex needs every chunk
-            return status.get((CONSOLIDATES[step.asset], step.layer)) != FRESH
+        if step.asset in consolidated:  # consolidation deletes the chunk files: rebuilding hex needs every chunk
+            return status.get((consolidated[step.asset], step.layer)) != FRESH
         return status.get((step.asset, str(step.partition) if step.partition else None)) != FRESH
 
     def run(step: Step, done: int, total: int | None) -> bool:
         if not needed(step):
             report.fresh.append(step)
             return True
-        key = dg.AssetKey([step.asset] if step.asset in GLOBAL_ASSETS else [ds.name, step.asset])
-        result = job.execute_in_process(instance=instance, asset_selection=[key],
+        result = job.execute_in_process(instance=instance, asset_selection=[target(step).asset_key],
                                         partition_key=step.partition, raise_on_error=False,
-                                        tags={"cng/dataset": ds.name, RUNNER_TAG: "in-process"}, run_config=QUIET)
+                                        tags={"cng/dataset": ds.name, RUNNER_TAG: "in-process", BACKFILL_TAG: backfill_id},
+                                        run_config=QUIET)
         # A run fails when a blocking check fails too, so success here means the checks passed.
         if result.success:
             report.succeeded.append(step)
@@ -146,11 +149,24 @@ def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str
             on_step(step, done, total, result.success)
         return result.success
 
+    def target(step: Step) -> AssetKeyPartitionKey:
+        return AssetKeyPartitionKey(dg.AssetKey([step.asset] if step.asset in GLOBAL_ASSETS else [ds.name, step.asset]),
+                                    step.partition)
+
+    def finish() -> Report:  # the runs made, as one backfill in the UI
+        if report.succeeded or report.failed:
+            report.backfill_id = backfill_id
+            record_backfill(instance, defs.resolve_asset_graph(), backfill_id, started,
+                            {target(s) for s in report.succeeded}, {target(s) for s, _ in report.failed},
+                            {target(s) for s in report.skipped}, {"cng/dataset": ds.name, RUNNER_TAG: "in-process"},
+                            f"cng-assets: {ds.name}" + " (rebuild)" * rebuild)
+        return report
+
     head = ([Step("source")] if ds.source_builder else []) + [Step("layers")]
     look()
     for i, step in enumerate(head):
         if not run(step, i + 1, None):  # the total is known once the layers are
-            return report
+            return finish()
     inv = products.load_inventory(storage, ds)
     if is_observed(ds):  # record each layer's data version, so a later re-upload shows exactly what is stale
         versions = layer_versions(storage, ds, inv, source_files(storage, ds))
@@ -182,4 +198,4 @@ def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str
             done += 1
             if not run(step, done, None) and step.layer:
                 failed.add((key, step.layer))
-    return report
+    return finish()

@@ -311,6 +311,18 @@ class DaemonStack:
         runs = self._ok(result["runsOrError"], "Runs", "listing runs")["results"]
         return [{**r, "tags": {t["key"]: t["value"] for t in r["tags"]}} for r in runs]
 
+    def runs_feed(self, limit: int = 100) -> list[dict]:
+        """The Runs page's entries (its default view, ROOTS), newest first: a backfill is one entry ({kind: "backfill", id, status, title}),
+        a run outside any backfill another ({kind: "run", id, status})."""
+        result = self.graphql("""query($limit: Int!) { runsFeedOrError(limit: $limit, view: ROOTS) { __typename
+            ... on RunsFeedConnection { results { __typename
+              ... on PartitionBackfill { id backfillStatus: status title } ... on Run { runId status } } }
+            ... on PythonError { message } } }""", {"limit": limit})
+        entries = self._ok(result["runsFeedOrError"], "RunsFeedConnection", "the runs feed")["results"]
+        return [{"kind": "backfill", "id": e["id"], "status": e["backfillStatus"], "title": e["title"]}
+                if e["__typename"] == "PartitionBackfill" else {"kind": "run", "id": e["runId"], "status": e["status"]}
+                for e in entries]
+
     def run_events(self, run_id: str) -> list[dict]:
         """A run's event log: {__typename, eventType, level, stepKey, message, error: {message, stack} | None,
         errorSource (STEP_FAILURE only)}."""
@@ -398,5 +410,4 @@ class DaemonStack:
             time.sleep(interval)
         raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
                              + (f" (last: {last_error})" if last_error else "")
-                             + f"\n--- daemon log tail ---\n{_tail(self.logs['daemon'])}"
-                             + f"\n--- webserver log tail ---\n{_tail(self.logs['webserver'], 20)}")
+                             + "".join(f"\n--- {name} log tail ---\n{_tail(path)}" for name, path in self.logs.items()))

@@ -33,7 +33,7 @@ def targets():
 
 def test_backfill_run_request_is_a_backfill_of_exactly_those_partitions(world):
     defs, instance = world
-    with P.partition_loading_context(dynamic_partitions_store=instance):
+    with dg.partition_loading_context(dynamic_partitions_store=instance):
         request = P.backfill_run_request(targets(), defs.resolve_asset_graph(), {"t": "1"})
     assert request.requires_backfill_daemon() and request.tags == {"t": "1"}
     assert set(request.asset_graph_subset.iterate_asset_partitions()) == targets()
@@ -51,7 +51,7 @@ def test_stale_resolver_sees_missing_fresh_and_code_changes(world):
     defs, instance = world
     dg.materialize([up, down], instance=instance, partition_key="a")
     graph = defs.resolve_asset_graph()
-    with P.partition_loading_context(dynamic_partitions_store=instance):
+    with dg.partition_loading_context(dynamic_partitions_store=instance):
         resolver = P.stale_resolver(instance, graph)
         assert resolver.get_status(down.key, "a") == P.StaleStatus.FRESH
         assert resolver.get_status(down.key, "b") == P.StaleStatus.MISSING
@@ -60,7 +60,7 @@ def test_stale_resolver_sees_missing_fresh_and_code_changes(world):
     def bumped() -> None: ...
 
     graph2 = dg.Definitions(assets=[up, bumped]).resolve_asset_graph()
-    with P.partition_loading_context(dynamic_partitions_store=instance):
+    with dg.partition_loading_context(dynamic_partitions_store=instance):
         assert P.stale_resolver(instance, graph2).get_status(down.key, "a") == P.StaleStatus.STALE
 
 
@@ -105,10 +105,10 @@ def test_stale_dependency_limit_is_where_the_resolver_stops_looking_upstream(tmp
             instance.report_runless_asset_event(dg.AssetMaterialization(summary.key, tags={
                 "dagster/code_version": "1", P.DATA_VERSION_TAG: "s", "dagster/input_data_version/wide": "1",
                 "dagster/input_event_pointer/wide": str(pointer)}))
-            with P.partition_loading_context(dynamic_partitions_store=instance):
+            with dg.partition_loading_context(dynamic_partitions_store=instance):
                 assert P.stale_resolver(instance, graph).get_status(summary.key) == P.StaleStatus.FRESH
             instance.report_runless_asset_event(dg.AssetMaterialization(wide.key, partition="k0", tags={P.DATA_VERSION_TAG: "2"}))
-            with P.partition_loading_context(dynamic_partitions_store=instance):
+            with dg.partition_loading_context(dynamic_partitions_store=instance):
                 status = P.stale_resolver(instance, graph).get_status(summary.key)
             assert status == (P.StaleStatus.STALE if looked_at else P.StaleStatus.FRESH), n
 
@@ -141,7 +141,7 @@ def test_latest_data_versions_by_partition_before_a_storage_id(world):
 def test_snapshot_partitions_store_reads_each_set_once_and_backs_partition_loading(world):
     defs, instance = world
     store = P.SnapshotPartitionsStore(instance)
-    with P.partition_loading_context(dynamic_partitions_store=store):
+    with dg.partition_loading_context(dynamic_partitions_store=store):
         assert parts.get_partition_keys() == ["a", "b"] and parts.has_partition_key("a")
         instance.add_dynamic_partitions("layers", ["c"])  # after the read: not seen
         assert not parts.has_partition_key("c") and parts.get_partition_keys() == ["a", "b"]

@@ -1,27 +1,75 @@
-"""The embedded default as `make ui` runs it: `dg dev` in the repository (its [tool.dg] project) on a SQLite
-instance and a local product folder. The cluster's datasets (PAD-US, CPAD: `s3://` sources a
-laptop cannot reach) show with their sensors stopped; nothing that runs logs an error or fails a tick."""
+"""The embedded default as a laptop user meets it: `cng-assets demo` (what `make demo` runs) twice, then `dg dev`
+(what `make ui` runs: its [tool.dg] project) on the same SQLite instance and product folder, then a file copied
+into the demo inbox. The demo is one backfill in the UI; the cluster's datasets (PAD-US, CPAD: `s3://` sources a
+laptop cannot reach) show with their sensors stopped; the inbox file becomes products through the sensor alone;
+nothing that runs logs an error or fails a tick."""
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
 import time
+from pathlib import Path
 
-from tests.daemon_stack import DaemonStack
+import duckdb
+import geopandas as gpd
+import pystac
+
+from tests.daemon_stack import BIN, REPO, DaemonStack
+
+WILDERNESS = Path(__file__).resolve().parents[2] / "shared" / "data" / "coutwildrnp"  # a shapefile with sidecars
 
 
-def test_make_ui_shows_no_failing_sensor_and_a_clean_daemon_log(tmp_path):
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")  # what runner.project_instance writes
-    env = {"CNG_STORAGE": "local", "CNG_DATA_DIR": str(tmp_path / "data"), "CNG_SENSOR_INTERVAL": "5",
-           "CNG_RAW_INTERVAL": "5"}
+def _demo(env: dict, out: Path) -> str:
+    done = subprocess.run([str(BIN / "cng-assets"), "demo", "--out", str(out)], cwd=REPO, env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Traceback" not in done.stdout + done.stderr
+    return done.stdout
+
+
+def test_demo_twice_then_ui_then_a_file_in_the_inbox_becomes_products(tmp_path):
+    home, data = tmp_path / "home", tmp_path / "data"
+    env = {"DAGSTER_HOME": str(home), "CNG_STORAGE": "local", "CNG_DATA_DIR": str(data), "CNG_SENSOR_INTERVAL": "5"}
+    first = _demo(env, data)
+    backfill = re.search(r"backfill (\w+)", first).group(1)
+    ran = int(re.search(r"(\d+) steps succeeded", first).group(1))
+    second = _demo(env, data)
+    assert re.search(r"\b0 steps succeeded; \d+ already fresh", second), second[-1500:]
+    inbox = data / "raw" / "inbox"
+    assert inbox.is_dir() and str(inbox) in first
+
     with DaemonStack(home, env=env, dg_dev=True) as stack:
         status = {s["name"]: s["status"] for s in stack.sensors()}
         for ds in ("padus_4_1", "cpad_2025b"):
             assert {status[f"{ds}__{s}"] for s in ("raw_uploads", "chunk_runs", "chunk_failures")} == {"STOPPED"}
-        assert status["demo__chunk_runs"] == status["cng_automation"] == "RUNNING"
-        time.sleep(30)  # several ticks of every running sensor and of the automation sensor
-        ticks = stack.sensor_ticks("demo__chunk_runs")
-        assert ticks and {t["status"] for t in ticks} == {"SKIPPED"}
+        assert status["demo__chunk_runs"] == status["inbox__raw_uploads"] == status["cng_automation"] == "RUNNING"
+
+        # The demo is one entry on the Runs page: its backfill, holding every run it made.
+        feed = stack.runs_feed()
+        assert [(e["kind"], e["id"], e["status"]) for e in feed] == [("backfill", backfill, "COMPLETED_SUCCESS")]
+        runs = stack.runs({"tags": [{"key": "dagster/backfill", "value": backfill}]})
+        assert len(runs) == ran and {r["status"] for r in runs} == {"SUCCESS"}
+
+        time.sleep(20)  # several ticks of every running sensor on an empty inbox: all skip
+        assert {t["status"] for t in stack.sensor_ticks("inbox__raw_uploads")} == {"SKIPPED"}
+
+        for f in sorted(WILDERNESS.iterdir()):  # as `cp coutwildrnp.* inbox/` does: one file after another
+            shutil.copy(f, inbox / f.name)
+        readme, collection = data / "inbox" / "README.md", data / "inbox" / "stac" / "collection.json"
+        stack.wait_for(lambda: readme.exists() and "coutwildrnp" in readme.read_text() and collection.exists()
+                       and stack.materializations(["inbox", "hex"]), 600, "the inbox file's products", interval=5)
+
+        source = gpd.read_file(WILDERNESS / "coutwildrnp.shp")
+        product = gpd.read_parquet(data / "inbox" / "coutwildrnp.parquet")
+        assert len(product) == len(source) and product.crs.to_epsg() == 4326
+        hexed = duckdb.sql(f"SELECT count(DISTINCT _cng_fid) FROM read_parquet('{data}/inbox/hex/coutwildrnp/*/*.parquet', "
+                           "hive_types = {'h0': 'UBIGINT'})").fetchone()[0]
+        assert hexed == len(source)
+        assert (data / "inbox" / "coutwildrnp.pmtiles").stat().st_size > 0
+        items = {i.id for i in pystac.Collection.from_file(str(data / "inbox" / "stac" / "collection.json")).get_items()}
+        assert items == {"coutwildrnp"}
         assert stack.failed_ticks() == []
         assert stack.daemon_log_errors() == []

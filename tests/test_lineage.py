@@ -13,7 +13,7 @@ import pyogrio
 import pytest
 
 from cng_assets.catalog import Dataset
-from cng_assets.dagster_private import StaleStatus, observe, partition_loading_context, stale_resolver
+from cng_assets.dagster_private import StaleStatus, observe, stale_resolver
 from cng_assets.definitions import definitions_with
 from cng_assets.demo import LAYERS, build_demo_source
 from cng_assets.lineage import FRESH, MISSING, STALE, WILL_BE_STALE, asset_status
@@ -64,7 +64,7 @@ def assert_as_dagster_says(rows, defs, instance, dataset: str) -> None:
     graph = defs.resolve_asset_graph()
     resolver = stale_resolver(instance, graph)
     mine = {(r.asset, r.partition): r for r in rows}
-    with partition_loading_context(dynamic_partitions_store=instance):
+    with dg.partition_loading_context(dynamic_partitions_store=instance):
         for key in graph.toposorted_asset_keys:
             node = graph.get(key)
             if not node.is_materializable or key.path[0] not in (dataset, "stac_catalog"):
@@ -146,7 +146,7 @@ def test_reprocess_stale_submits_one_backfill_and_run_now_makes_it_fresh(world):
     only = select_targets(defs, instance, ds.name, ["continents"], stale_only=False)
     assert {p for _, p in ((t.asset_key.path[-1], t.partition_key) for t in only) if p and "|" not in str(p)} == {"continents"}
 
-    backfill_id = submit_backfill(defs, instance, targets, "stale")
+    backfill_id = submit_backfill(defs, {ds.name: ds}, instance, targets, "stale")
     [backfill] = [b for b in instance.get_backfills() if b.backfill_id == backfill_id]
     submitted = {(k.asset_key.path[-1], str(k.partition_key) if k.partition_key else None)
                  for k in backfill.asset_backfill_data.target_subset.iterate_asset_partitions()}
@@ -154,7 +154,7 @@ def test_reprocess_stale_submits_one_backfill_and_run_now_makes_it_fresh(world):
     assert ("hex_plan", "countries") in submitted and ("geoparquet", "countries") in submitted
     assert not any(a in ("hex_chunk", "hex") for a, _ in submitted), submitted
 
-    results = run_now(defs, instance, targets)
+    results = run_now(defs, {ds.name: ds}, instance, targets)
     assert all(ok for _, ok in results), [t for t, ok in results if not ok]
     rows = asset_status(defs, instance, ds.name)
     assert {r.status for r in rows} == {FRESH}, [(r.asset, r.partition, r.status, r.causes) for r in rows if r.status != FRESH]

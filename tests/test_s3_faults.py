@@ -51,7 +51,7 @@ def test_server_down_fails_clearly_and_a_restart_mid_run_then_a_rerun_is_complet
         # what an operator does next: rebuild what is stale or missing
         defs = definitions_with(ds)
         targets = select_targets(defs, instance, ds.name, None, stale_only=True)
-        results = run_now(defs, instance, targets, QUIET)
+        results = run_now(defs, {ds.name: ds}, instance, targets, QUIET)
         assert all(ok for _, ok in results), [t for t, ok in results if not ok]
         assert {r.status for r in asset_status(defs, instance, ds.name)} == {"fresh"}
     storage = storage_from_env()

@@ -6,8 +6,9 @@ on the cluster; nothing needs setting on a laptop):
 - `CNG_ACTIVE_DATASETS=a,b`: the datasets whose sensors start running. By default, those whose source this
   environment can reach: `s3://` sources only with S3 storage; relative ones (in the product storage) anywhere. So a
   laptop shows the cluster's datasets (PAD-US, CPAD) with their sensors stopped, not failing every tick.
-- `CNG_SENSOR_INTERVAL`: seconds between sensor evaluations (default 30; raw uploads are listed at most every
-  `CNG_RAW_INTERVAL`, default 300, since a listing of a big `.gdb` costs requests).
+- `CNG_SENSOR_INTERVAL`: seconds between sensor evaluations (default 30). Raw uploads in S3 are listed at most
+  every `CNG_RAW_INTERVAL` (default 300), since a listing of a big `.gdb` costs requests; a local source (the
+  demo inbox) as often as the other sensors.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ def sensor_interval() -> int:
     return int(os.environ.get("CNG_SENSOR_INTERVAL", "30"))
 
 
-def raw_interval() -> int:
-    return int(os.environ.get("CNG_RAW_INTERVAL", "300"))
+def raw_interval(ds: Dataset) -> int:
+    remote = ds.source.startswith(("s3://", "https://", "http://")) or os.environ.get("CNG_STORAGE", "local") == "s3"
+    return int(os.environ.get("CNG_RAW_INTERVAL", "300")) if remote else sensor_interval()
 
 
 def is_active(ds: Dataset) -> bool:

@@ -15,6 +15,7 @@ import dagster as dg
 
 from cng_assets.catalog import Dataset
 from cng_assets.defs.environment import sensor_interval, sensor_status
+from cng_assets.defs.partitions import chunk_keys
 from cng_assets.defs.pods import MEMORY_TAG, NAMESPACE, memory_run_config
 
 OOM, PREEMPTED, OTHER = "out of memory", "preempted", "other"
@@ -65,12 +66,15 @@ def next_memory(ds: Dataset, current_gib: int) -> int | None:
 
 
 def last_good_memory(instance: dg.DagsterInstance, ds: Dataset, layer: str) -> int:
-    """The memory this layer's chunks last succeeded with (their materialization metadata), else the default."""
-    records = instance.fetch_materializations(dg.AssetKey([ds.name, "hex_chunk"]), limit=500).records
+    """The memory this layer's chunks last succeeded with (their materialization metadata), else the default.
+    A plan records its unused chunk keys as empty before its chunks run, and always runs one at least, so the
+    layer's newest `max_chunks` chunk events hold a real one whenever the layer has one."""
+    keys = [str(dg.MultiPartitionKey({"chunk": c, "layer": layer})) for c in chunk_keys(ds)]
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey([ds.name, "hex_chunk"]), asset_partitions=keys), limit=len(keys)).records
     for r in records:  # newest first
-        m = r.asset_materialization
-        if m and m.partition and str(m.partition).endswith(f"|{layer}") and "memory_gib" in m.metadata:
-            return int(m.metadata["memory_gib"].value)
+        if "memory_gib" in r.asset_materialization.metadata:
+            return int(r.asset_materialization.metadata["memory_gib"].value)
     return ds.pod("hex_chunk").memory_gib
 
 

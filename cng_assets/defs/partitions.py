@@ -4,6 +4,7 @@ partition that really gets built: a table layer never shows up as a "missing" Ge
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import dagster as dg
 
@@ -79,7 +80,18 @@ def new_partition_keys(ds: Dataset, inv: Inventory, observed: bool, existing) ->
     return out
 
 
-CHUNK_PARENTS = {"hex_chunk": "hex_plan", "raster_hex_chunk": "cog"}  # chunk asset -> the asset that plans its chunks
+@dataclass(frozen=True)
+class Chunked:
+    """A product built in chunk partitions: `plan` (its materialization's `chunks` says how many a layer uses) ->
+    `chunks` (chunk x layer) -> `product` (per layer, consolidating the layer's chunks)."""
+
+    plan: str
+    chunks: str
+    product: str
+
+
+CHUNKED = (Chunked("hex_plan", "hex_chunk", "hex"), Chunked("cog", "raster_hex_chunk", "raster_hex"))
+CHUNK_PARENTS = {c.chunks: c.plan for c in CHUNKED}  # chunk asset -> the asset that plans its chunks
 
 
 def planned_chunks(instance: dg.DagsterInstance, ds: Dataset, chunk_asset: str, layer: str) -> int | None:

@@ -61,5 +61,5 @@ def memory_run_config(ds: Dataset, asset: str, memory_gib: int) -> dict:
     limited, and the run's MEMORY_TAG still records it)."""
     if not on_k8s():
         return {}
-    step = {"container_config": pod_config(ds.pod("hex_chunk"), memory_gib)["container_config"]}
+    step = {"container_config": pod_config(ds.pod(asset), memory_gib)["container_config"]}
     return {"execution": {"config": {"per_step_k8s_config": {f"{ds.name}__{asset}": step}}}}

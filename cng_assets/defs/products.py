@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 from cng_assets.catalog import Dataset
 from cng_assets.errors import CngInputError
 from cng_assets.storage import ProductStorage
-from cng_assets.transforms import layers, layout
-from cng_assets.transforms.layers import Inventory
+from cng_assets.transforms import folders, layers, layout
+from cng_assets.transforms.layers import Inventory, Layer
 
 
 def key(ds: Dataset, relative: str) -> str:
@@ -30,9 +30,17 @@ def load_inventory(storage: ProductStorage, ds: Dataset) -> Inventory:
         return Inventory.from_json(json.load(f))
 
 
-def discover(storage: ProductStorage, ds: Dataset) -> Inventory:
-    """The source's layers as the catalog selects them, read now (not from the stored inventory)."""
-    return layers.discover(storage.source_path(ds.source), ds.include, ds.exclude, storage.gdal_options())
+def discover(storage: ProductStorage, ds: Dataset, files: dict[str, str] | None = None) -> Inventory:
+    """The source's layers as the catalog selects them, read now (not from the stored inventory). A folder
+    source's files are listed here unless the caller has them (`files`)."""
+    if files is None and folders.may_be_folder(ds.source):
+        files = storage.source_files(ds.source)
+    return layers.discover(storage.source_path(ds.source), ds.include, ds.exclude, storage.gdal_options(), files)
+
+
+def layer_source(storage: ProductStorage, ds: Dataset, layer: Layer) -> str:
+    """What GDAL opens to read this layer."""
+    return layers.layer_path(storage.source_path(ds.source), layer)
 
 
 def parquet_metadata(storage: ProductStorage, bucket: str | None, key: str) -> dict:

@@ -42,7 +42,7 @@ def _listing_digest(files: dict[str, str]) -> str:
 def raw_upload_sensor(ds: Dataset) -> dg.SensorDefinition:
     selection = dg.AssetSelection.assets(*[dg.AssetKey([ds.name, a]) for a in LAYER_ASSETS])
 
-    @dg.sensor(name=f"{ds.name}__raw_uploads", minimum_interval_seconds=raw_interval(), default_status=sensor_status(ds),
+    @dg.sensor(name=f"{ds.name}__raw_uploads", minimum_interval_seconds=raw_interval(ds), default_status=sensor_status(ds),
                asset_selection=selection,
                description=f"New or changed objects of `{ds.source}` -> discovery, new layer partitions, and a "
                            "backfill of the changed layers' products.")
@@ -59,11 +59,14 @@ def raw_upload_sensor(ds: Dataset) -> dg.SensorDefinition:
         if listing == seen.get("listing") and seen.get("catalog") == catalog:
             return dg.SkipReason(f"{ds.source}: no new or changed objects")
         try:
-            inv = products.discover(storage, ds)
+            inv = products.discover(storage, ds, files)
             versions = layer_versions(storage, ds, inv, files)
         except CngInputError as e:  # e.g. a .gdb still being uploaded: the cursor stays, the next tick retries
             e.where(dataset=ds.name)
             return dg.SkipReason(f"cannot read the source yet: {e}")
+        if inv.unread:
+            context.log.warning(f"{ds.name}: files GDAL cannot read, left out: "
+                                + "; ".join(f"{f}: {why}" for f, why in inv.unread.items()))
         old = seen["layers"] if "layers" in seen else recorded_versions(context.instance, ds, versions)
         changed = sorted(k for k, v in versions.items() if old.get(k) != v)
         gone = sorted(set(old) - set(versions))
@@ -85,22 +88,21 @@ def raw_upload_sensor(ds: Dataset) -> dg.SensorDefinition:
 
 
 def chunk_run_sensor(ds: Dataset) -> dg.SensorDefinition:
-    parents = CHUNK_PARENTS
-    key = {name: dg.AssetKey([ds.name, name]) for name in [*parents, *parents.values()]}
+    key = {name: dg.AssetKey([ds.name, name]) for name in [*CHUNK_PARENTS, *CHUNK_PARENTS.values()]}
 
     @dg.sensor(name=f"{ds.name}__chunk_runs", minimum_interval_seconds=sensor_interval(), default_status=sensor_status(ds),
-               asset_selection=dg.AssetSelection.assets(*[key[c] for c in parents]),
+               asset_selection=dg.AssetSelection.assets(*[key[c] for c in CHUNK_PARENTS]),
                description="Each new hex plan (or COG) -> one run per chunk it made, at the memory the layer last "
                            "needed; the layer's other chunk keys recorded as empty, without a run.")
     def _sensor(context: dg.SensorEvaluationContext):
         instance = context.instance
         if context.cursor is None:  # first tick: follow plans made from now on, do not replay history
-            latest = {c: instance.fetch_materializations(key[p], limit=1).records for c, p in parents.items()}
+            latest = {c: instance.fetch_materializations(key[p], limit=1).records for c, p in CHUNK_PARENTS.items()}
             return dg.SensorResult(skip_reason="started", cursor=json.dumps(
                 {c: r[0].storage_id if r else 0 for c, r in latest.items()}))
         after = json.loads(context.cursor)
         runs, events = [], []
-        for chunk_asset, parent in parents.items():
+        for chunk_asset, parent in CHUNK_PARENTS.items():
             records = instance.fetch_materializations(
                 dg.AssetRecordsFilter(asset_key=key[parent], after_storage_id=after[chunk_asset]),
                 limit=PLANS_PER_TICK, ascending=True).records

@@ -19,7 +19,7 @@ from cng_assets.defs import products
 from cng_assets.defs.partitions import source_partitions
 from cng_assets.defs.pods import op_tags
 from cng_assets.storage import ProductStorage
-from cng_assets.transforms import gdb
+from cng_assets.transforms import folders, gdb
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX, Inventory
 from cng_assets.transforms.sources import remote_version
 
@@ -41,6 +41,11 @@ def source_files(storage: ProductStorage, ds: Dataset) -> dict[str, str]:
 
 
 def layer_versions(storage: ProductStorage, ds: Dataset, inv: Inventory, files: dict[str, str]) -> dict[str, str]:
+    """A data version per layer partition key: from the layer's own file in a folder source (folders.py), its own
+    tables in a FileGDB, else the source file's ETag (gdb.py)."""
+    if folders.is_folder(ds.source, files):
+        by_file = folders.units(files)
+        return {x.slug: by_file[x.file] for x in inv.layers}
     return gdb.layer_versions(files, {x.name: x.slug for x in inv.layers},
                               [DOMAIN_KEY_PREFIX + d.slug for d in inv.domains], storage.source_path(ds.source))
 
@@ -79,7 +84,7 @@ def source_asset(ds: Dataset):
                     raise dg.Failure(f"{ds.name}: source {ds.source} was not found",
                                      metadata={"what to do": "upload it, or fix `source` in the catalog"})
                 with products.input_errors(ds):
-                    inv = products.discover(storage, ds)
+                    inv = products.discover(storage, ds, files)
                 known = set(context.instance.get_dynamic_partitions(source_partitions(ds).name))
                 versions = layer_versions(storage, ds, inv, files)
                 return dg.DataVersionsByPartition({k: v for k, v in versions.items() if k in known})

@@ -68,7 +68,7 @@ def vector_assets(ds: Dataset) -> list:
                 else:
                     layer = inv.layer(slug)
                     expected, origin = layer.features, {"layer": layer.name}
-                    tables.write_table(storage.source_path(ds.source), layer.name, tmp)
+                    tables.write_table(products.layer_source(storage, ds, layer), layer.name, tmp)
                 written = pq.read_metadata(tmp).num_rows
                 check = dg.AssetCheckResult(check_name="rows_match_source", passed=written == expected,
                                             metadata={"source_rows": expected, "written_rows": written})
@@ -88,7 +88,7 @@ def vector_assets(ds: Dataset) -> list:
         with products.input_errors(ds, slug):
             layer = products.discover(storage, ds).layer(slug)
             with storage.publish(ds.bucket, key) as tmp:
-                stats = geoparquet.write_geoparquet(storage.source_path(ds.source), layer.name, tmp,
+                stats = geoparquet.write_geoparquet(products.layer_source(storage, ds, layer), layer.name, tmp,
                                                     kind=layer.kind, crs=ds.crs)
                 written = pq.read_metadata(tmp).num_rows
                 check = dg.AssetCheckResult(

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import difflib
+import os
 import fnmatch
 from dataclasses import asdict, dataclass, field
 
 from cng_assets.errors import CngInputError
-from cng_assets.transforms import sources
+from cng_assets.transforms import folders, sources
 from cng_assets.transforms.domains import Domain, read_filegdb_domains
 from cng_assets.transforms.raster.info import list_rasters
 from cng_assets.transforms.slugs import unique_slugs
 
 POLYGON, OTHER, TABLE, RASTER = "polygon", "other", "table", "raster"
-VERSION = "2"  # bump when discovery output changes
+VERSION = "3"  # bump when discovery output changes
 DOMAIN_KEY_PREFIX = "domain-"  # slugify never makes a hyphen, so domain keys cannot clash with layer slugs
 
 
@@ -28,6 +29,7 @@ class Layer:
     fields: list[tuple[str, str]]  # (name, OGR type); a raster's bands as (b1, dtype), ...
     domains: dict[str, str] = field(default_factory=dict)  # field -> coded-value domain name
     raster: dict | None = None  # a raster's GDAL path, size, bands, dtype, nodata
+    file: str | None = None  # in a folder source: the file it is in, relative to the folder
 
 
 @dataclass
@@ -35,16 +37,17 @@ class Inventory:
     layers: list[Layer]
     domains: list[Domain]
     skipped: list[str]  # layer names left out by include/exclude
+    unread: dict[str, str] = field(default_factory=dict)  # in a folder source: files GDAL cannot read -> why
 
     def to_json(self) -> dict:
         return {"layers": [asdict(x) for x in self.layers], "domains": [asdict(d) for d in self.domains],
-                "skipped": self.skipped}
+                "skipped": self.skipped, "unread": self.unread}
 
     @classmethod
     def from_json(cls, data: dict) -> Inventory:
         layers = [Layer(**{**x, "fields": [tuple(f) for f in x["fields"]]}) for x in data["layers"]]
         domains = [Domain(**{**d, "codes": [tuple(c) for c in d["codes"]]}) for d in data["domains"]]
-        return cls(layers=layers, domains=domains, skipped=data["skipped"])
+        return cls(layers=layers, domains=domains, skipped=data["skipped"], unread=data.get("unread", {}))
 
     def layer(self, slug: str) -> Layer:
         for x in self.layers:
@@ -79,13 +82,8 @@ def _matches(name: str, slug: str, pattern: str) -> bool:
     return fnmatch.fnmatch(name.lower(), p) or fnmatch.fnmatch(slug, p)
 
 
-def discover(path: str, include: list[str] | tuple = ("*",), exclude: list[str] | tuple = (),
-             gdal_options: dict | None = None) -> Inventory:
-    """Read every layer's facts from `path` (a GDAL path), keeping those `include` selects and `exclude` does not.
-
-    An include pattern without wildcards that names no layer is an error (a typo must not silently drop a layer).
-    Coded-value domains are all kept when every layer is selected, else only those the selected layers use.
-    """
+def _listing(path: str, gdal_options: dict | None) -> list[tuple[str, str | None, object]]:
+    """(name, declared geometry type, RasterInfo or None) of every vector and raster layer of one source."""
     rasters = list_rasters(path, gdal_options)
     try:
         listed = sources.list_layers(path)
@@ -93,34 +91,69 @@ def discover(path: str, include: list[str] | tuple = ("*",), exclude: list[str] 
         if not rasters:  # neither vector nor raster: the vector reader's message says why
             raise
         listed = []
-    listed += [(r.name, None) for r in rasters]
-    raster_by_name = {r.name: r for r in rasters}
-    names = [n for n, _ in listed]
+    return [(n, g, None) for n, g in listed] + [(r.name, None, r) for r in rasters]
+
+
+def _member(path: str, file: str | None) -> str:
+    return f"{path.rstrip('/')}/{file}" if file else path
+
+
+def layer_path(path: str, layer: Layer) -> str:
+    """What GDAL opens for this layer: the source, or in a folder source the layer's file."""
+    return _member(path, layer.file)
+
+
+def discover(path: str, include: list[str] | tuple = ("*",), exclude: list[str] | tuple = (),
+             gdal_options: dict | None = None, files: dict[str, str] | None = None) -> Inventory:
+    """Read every layer's facts from `path` (a GDAL path), keeping those `include` selects and `exclude` does not.
+    `files` (relative path -> ETag) makes a folder of files one source (folders.py); files GDAL cannot read are
+    listed in `unread`, not fatal, so one stray file does not hold back the rest.
+
+    An include pattern without wildcards that names no layer is an error (a typo must not silently drop a layer).
+    Coded-value domains are all kept when every layer is selected, else only those the selected layers use.
+    """
+    listed, unread = [], {}
+    if files is None and os.path.isdir(path) and not folders.is_filegdb(path):
+        files = folders.local_files(path)
+    if files is not None and folders.is_folder(path, files):
+        for unit in folders.units(files):
+            try:
+                listed += [(*x, unit) for x in _listing(_member(path, unit), gdal_options)]
+            except CngInputError as e:
+                unread[unit] = e.problem
+        if not listed:
+            raise CngInputError(f"no file in folder {path!r} holds a layer GDAL reads"
+                                + (f" (not read: {', '.join(unread)})" if unread else ""),
+                                hint="put shapefiles, GeoJSON, GeoPackages, GeoTIFFs or other GDAL formats in it")
+    else:
+        listed = [(*x, None) for x in _listing(path, gdal_options)]
+    names = [n for n, _, _, _ in listed]
     slugs = unique_slugs(names)
     for pattern in include:
         if not any(c in pattern for c in "*?[") and not any(_matches(n, s, pattern) for n, s in zip(names, slugs)):
             close = difflib.get_close_matches(pattern, names + slugs, n=3)
             raise CngInputError(f"source has no layer {pattern!r}",
                                 hint=f"did you mean {', '.join(close)}?" if close else f"its layers are {', '.join(names)}")
-    domains, field_domains = read_filegdb_domains(path, [n for n in names if n not in raster_by_name])
+    vector_names = [n for n, _, r, f in listed if r is None and f is None]
+    domains, field_domains = read_filegdb_domains(path, vector_names) if vector_names else ([], {})
     layers, skipped = [], []
-    for (name, gtype), slug in zip(listed, slugs):
+    for (name, gtype, r, file), slug in zip(listed, slugs):
         if not any(_matches(name, slug, p) for p in include) or any(_matches(name, slug, p) for p in exclude):
             skipped.append(name)
             continue
-        if name in raster_by_name:
-            r = raster_by_name[name]
+        if r is not None:
             layers.append(Layer(name=name, slug=slug, kind=RASTER, geometry_type=None, features=r.width * r.height,
-                                crs=r.crs, fields=[(f"b{i + 1}", r.dtype) for i in range(r.bands)], raster=r.to_json()))
+                                crs=r.crs, fields=[(f"b{i + 1}", r.dtype) for i in range(r.bands)], raster=r.to_json(),
+                                file=file))
             continue
-        info = sources.read_info(path, name)
+        info = sources.read_info(_member(path, file), name)
         gtype = info["geometry_type"] or gtype
         layers.append(Layer(
             name=name, slug=slug, kind=classify(gtype), geometry_type=gtype, features=int(info["features"]),
             crs=info["crs"], fields=[(str(f), str(t)) for f, t in zip(info["fields"], info["ogr_types"])],
-            domains=field_domains.get(name, {}),
+            domains=field_domains.get(name, {}), file=file,
         ))
     if skipped:
         used = {d for x in layers for d in x.domains.values()}
         domains = [d for d in domains if d.name in used]
-    return Inventory(layers=layers, domains=domains, skipped=skipped)
+    return Inventory(layers=layers, domains=domains, skipped=skipped, unread=unread)
