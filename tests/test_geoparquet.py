@@ -4,6 +4,7 @@ import json
 
 import duckdb
 import geopandas as gpd
+import h3
 import numpy as np
 import pyarrow.parquet as pq
 import pyogrio
@@ -12,6 +13,8 @@ import shapely
 
 from cng_assets.errors import CngInputError
 from cng_assets.transforms.geoparquet import write_geoparquet
+from cng_assets.transforms.hex.fill import HexSettings
+from cng_assets.transforms.hex.layer import hex_layer
 from cng_assets.transforms.hilbert import hilbert_keys
 from tests.conftest import FIXTURES, shared
 
@@ -136,6 +139,25 @@ def test_antimeridian_polygon_from_projected_source_is_split(tmp_path):
     assert stats.counts.split_antimeridian == 1
     assert len(g.geoms) == 2 and g.area == pytest.approx(100, rel=1e-3)  # a band around the globe would be 3500
     assert sorted(round(p.bounds[0]) for p in g.geoms) == [-180, 175]
+
+
+def test_lon_lat_ring_written_across_180_is_split_with_its_real_area_and_cells(tmp_path):
+    # An island group from 177°E to 178°W, its ring written in lon/lat as 177 ... -178 ... 177 (no reprojection).
+    src = tmp_path / "islands.gpkg"
+    ring = shapely.Polygon([(177, -18), (-178, -18), (-178, -16), (177, -16)])
+    pyogrio.write_dataframe(gpd.GeoDataFrame({"name": ["islands"]}, geometry=[ring], crs=4326), src, layer="i")
+    out = tmp_path / "i.parquet"
+    stats = write_geoparquet(str(src), "i", out, kind="polygon")
+    g = gpd.read_parquet(out).geometry.iloc[0]
+    assert stats.counts.split_antimeridian == 1
+    assert g.area == pytest.approx(5 * 2) and len(g.geoms) == 2  # the band around the globe is 355 x 2
+
+    east, west = shapely.box(177, -18, 180, -16), shapely.box(-180, -18, -178, -16)  # the real footprint
+    expected = {c for part in (east, west) for c in h3.geo_to_cells(part, 5)}
+    result = hex_layer(str(out), tmp_path / "hex", HexSettings(5, (0,)))
+    assert result.passed
+    cells = duckdb.sql(f"SELECT count(*), count(DISTINCT h5) FROM read_parquet('{tmp_path}/hex/*/*.parquet')").fetchone()
+    assert cells == (len(expected), len(expected))
 
 
 def test_source_column_named_like_ours_is_renamed(tmp_path):

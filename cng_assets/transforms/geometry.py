@@ -78,7 +78,8 @@ def _keep_family(geom, family: set[str]):
 
 
 def _split_at_antimeridian(geom):
-    """A geometry reprojected across ±180° comes back as a band around the globe; cut it into two sides instead."""
+    """A geometry across ±180° (reprojected, or written so in lon/lat) is a band around the globe; cut it into two
+    sides instead."""
     def shift(coords):
         out = coords.copy()
         out[:, 0] = np.where(out[:, 0] < 0, out[:, 0] + 360.0, out[:, 0])
@@ -94,7 +95,7 @@ def _split_at_antimeridian(geom):
 
 
 def _crosses_antimeridian(geom) -> bool:
-    """True when a line or ring jumps across ±180° an even number of times: a reprojected feature that wraps.
+    """True when a line or ring jumps across ±180° an even number of times: a feature that wraps.
 
     A ring around a pole (Antarctica) jumps an odd number of times; lon/lat already draws it correctly.
     """
@@ -109,6 +110,15 @@ def _crosses_antimeridian(geom) -> bool:
             return False
         crossing |= jumps > 0
     return crossing
+
+
+def _split_wrapped(g: np.ndarray, counts: CleanCounts) -> None:
+    """Split, in place, the lon/lat geometries whose lines or rings cross ±180° (only those over 180° wide can)."""
+    bounds = shapely.bounds(g)
+    for i in np.flatnonzero(bounds[:, 2] - bounds[:, 0] > 180):
+        if _crosses_antimeridian(g[i]):
+            g[i] = _split_at_antimeridian(g[i])
+            counts.split_antimeridian += 1
 
 
 def _promote(geoms: np.ndarray, family: set[str]) -> np.ndarray:
@@ -143,12 +153,9 @@ def clean(geoms: np.ndarray, *, kind: str, geometry_type: str | None, transforme
         bad = np.unique(owner[~np.isfinite(coords).all(axis=1)])
         counts.dropped_unrepairable += len(bad)
         g[bad] = None
-        bounds = shapely.bounds(g)
-        wide = np.flatnonzero(bounds[:, 2] - bounds[:, 0] > 180)
-        for i in wide:
-            if _crosses_antimeridian(g[i]):
-                g[i] = _split_at_antimeridian(g[i])
-                counts.split_antimeridian += 1
+    # Before repair: make_valid would keep a wrapped ring's band around the globe. Sources already in lon/lat
+    # wrap too, when a ring is written 177 ... -178 ... 177 across ±180.
+    _split_wrapped(g, counts)
     # Repair invalid geometries; keep only the layer's family (a polygon layer drops lines and points that
     # make_valid or the source left in a collection). Nothing left means the feature is dropped and counted.
     dropped = shapely.is_missing(g)
