@@ -160,6 +160,41 @@ def test_lon_lat_ring_written_across_180_is_split_with_its_real_area_and_cells(t
     assert cells == (len(expected), len(expected))
 
 
+def write_layer(path, crs, geoms, layer="l"):
+    pyogrio.write_dataframe(gpd.GeoDataFrame({"n": range(len(geoms))}, geometry=geoms, crs=crs), path, layer=layer)
+    return str(path)
+
+
+@pytest.mark.parametrize("crs, boxes, told", [
+    # UTM metres in a layer declaring lon/lat (beside one feature that really is in degrees)
+    ("EPSG:4326", [(10, 45, 11, 46), (501000, 4000000, 501100, 4001000)],
+     ["bounds 10, 45, 501,100, 4,001,000", "EPSG:4326 (WGS 84)", "look like UTM metres"]),
+    ("EPSG:4326", [(170, -10, 190, 10)], ["longitudes run 0..360"]),
+    ("EPSG:32633", [(10, 45, 12, 46)], ["EPSG:32633", "area of use is x 166,021..833,979", "look like lon/lat degrees"]),
+    ("EPSG:3857", [(0, 0, 1e9, 1e9)], ["far outside its area of use", "x -20,037,508..20,037,508"]),
+])
+def test_coordinates_the_crs_cannot_hold_are_refused(tmp_path, crs, boxes, told):
+    src = write_layer(tmp_path / "s.gpkg", crs, [shapely.box(*b) for b in boxes])
+    out = tmp_path / "l.parquet"
+    with pytest.raises(CngInputError) as e:
+        write_geoparquet(src, "l", out, kind="polygon")
+    assert e.value.layer == "l" and "do not fit the layer's declared CRS" in e.value.problem
+    assert all(t in str(e.value) for t in told), str(e.value)
+    assert "fix the CRS the source declares" in e.value.hint
+    assert not out.exists()
+
+
+def test_projected_data_well_past_the_area_of_use_are_kept(tmp_path):
+    # PAD-US in CONUS Albers (area of use: CONUS onshore) also holds Guam, American Samoa and Wake Island.
+    places = [(-100, 40), (144.7, 13.4), (-170.7, -14.3), (166.6, 19.3)]
+    lonlat = gpd.GeoSeries([shapely.Point(p).buffer(0.1) for p in places], crs=4326)
+    src = write_layer(tmp_path / "padus.gpkg", "ESRI:102039", list(lonlat.to_crs("ESRI:102039")))
+    out = tmp_path / "l.parquet"
+    assert write_geoparquet(src, "l", out, kind="polygon").rows_written == 4
+    centres = shapely.centroid(gpd.read_parquet(out).sort_values("n").geometry.values)
+    assert np.allclose(shapely.get_coordinates(centres), places, atol=1e-3)
+
+
 def test_source_column_named_like_ours_is_renamed(tmp_path):
     src = tmp_path / "clash.gpkg"
     pyogrio.write_dataframe(gpd.GeoDataFrame({"bbox": ["x"]}, geometry=[shapely.box(0, 0, 1, 1)], crs=4326), src)
