@@ -16,7 +16,7 @@ from cng_assets.transforms.geoparquet import write_geoparquet
 from cng_assets.transforms.hex.fill import HexSettings
 from cng_assets.transforms.hex.layer import hex_layer
 from cng_assets.transforms.hilbert import hilbert_keys
-from tests.conftest import FIXTURES, shared
+from tests.conftest import FIXTURES, MIXED, shared
 
 
 def geo_metadata(path) -> dict:
@@ -193,6 +193,21 @@ def test_projected_data_well_past_the_area_of_use_are_kept(tmp_path):
     assert write_geoparquet(src, "l", out, kind="polygon").rows_written == 4
     centres = shapely.centroid(gpd.read_parquet(out).sort_values("n").geometry.values)
     assert np.allclose(shapely.get_coordinates(centres), places, atol=1e-3)
+
+
+def test_polygon_layer_of_mixed_types_keeps_only_polygons_and_counts_the_rest(mixed_geojson, tmp_path):
+    out = tmp_path / "m.parquet"
+    stats = write_geoparquet(str(mixed_geojson), "mixed", out, kind="polygon")
+    c = stats.counts
+    assert (c.dropped_other_geometry_types, c.trimmed_other_geometry_types, c.repaired) == (2, 1, 1)
+    assert stats.rows_written + stats.dropped == stats.features_read == len(MIXED)
+    df = gpd.read_parquet(out).set_index("name")
+    assert sorted(df.index) == ["collection", "multi", "spike", "square"]
+    assert set(df.geom_type) == {"MultiPolygon"} and df.is_valid.all()  # no line left in a collection
+    assert geo_metadata(out)["columns"]["geometry"]["geometry_types"] == ["MultiPolygon"]
+    # what is kept is the polygonal part of each feature, whole
+    assert df.geometry["collection"].equals(shapely.MultiPolygon([MIXED["collection"].geoms[0]]))
+    assert df.geometry["spike"].area == pytest.approx(1)
 
 
 def test_source_column_named_like_ours_is_renamed(tmp_path):

@@ -1,4 +1,6 @@
+import geopandas as gpd
 import pyarrow.parquet as pq
+import pyogrio
 import pytest
 from click.testing import CliRunner
 
@@ -6,7 +8,7 @@ from cng_assets.cli import main
 from cng_assets.errors import CngInputError
 from cng_assets.transforms import layers, sources, tables
 from cng_assets.transforms.slugs import slugify, unique_slugs
-from tests.conftest import shared
+from tests.conftest import MIXED, shared
 
 EXPECTED_FGDB = {  # name: (kind, features), from the sample's README
     "basetable_2": ("table", 3), "basetable": ("table", 2), "base_table1": ("table", 14),
@@ -51,6 +53,22 @@ def test_shapefiles_and_odd_names(bad_gpkg):
     assert layers.discover(str(shared("coutwildrnp") / "coutwildrnp.shp")).layers[0].features == 67
     slugs = {x.name: x.slug for x in layers.discover(str(bad_gpkg)).layers}
     assert slugs["Áreas protegidas"] == "areas_protegidas" and slugs["empty layer"] == "empty_layer"
+
+
+def test_layer_of_mixed_types_is_classified_by_its_geometries(mixed_geojson):
+    layer = layers.discover(str(mixed_geojson)).layers[0]
+    assert (layer.geometry_type, layer.kind, layer.features) == ("Unknown", "polygon", len(MIXED))
+    assert layer.geometry_families == {"polygon": 3, "point": 1, "line": 1, "line+polygon": 1}
+    assert layer.geometry_label == "Unknown (3 polygon, 1 line, 1 point, 1 line+polygon)"
+
+
+@pytest.mark.parametrize("names, kind", [(["point", "line"], "other"), (["square", "multi"], "polygon")])
+def test_layer_without_one_declared_type_gets_the_kind_of_its_data(tmp_path, names, kind):
+    path = tmp_path / "l.gpkg"
+    frame = gpd.GeoDataFrame({"name": names}, geometry=[MIXED[n] for n in names], crs="EPSG:4326")
+    pyogrio.write_dataframe(frame, path, layer="l", geometry_type="Unknown")
+    layer = layers.discover(str(path)).layers[0]
+    assert layer.geometry_type == "Unknown" and layer.kind == kind
 
 
 def test_slugs_are_keys_and_unique():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import shapely
 from pyproj import CRS, Transformer
 
@@ -16,12 +17,21 @@ TYPE_IDS = {"Point": 0, "LineString": 1, "LinearRing": 2, "Polygon": 3, "MultiPo
             "MultiPolygon": 6, "GeometryCollection": 7}
 
 
+# ISO WKB's base geometry types (Z, M and ZM add 1000, 2000, 3000) by the family a layer's products take them in;
+# curves count with what GDAL linearises them to.
+WKB_FAMILIES = {"polygon": {3, 6, 10, 12, 14, 15, 16, 17}, "line": {2, 5, 8, 9, 11, 13}, "point": {1, 4},
+                "collection": {7}}
+FAMILY_TYPES = {"polygon": POLYGONAL, "line": LINEAL, "point": PUNTAL}
+
+
 @dataclass
 class CleanCounts:
     repaired: int = 0
     split_antimeridian: int = 0
     dropped_null_or_empty: int = 0
     dropped_unrepairable: int = 0  # invalid, and repair left nothing of the layer's geometry family
+    dropped_other_geometry_types: int = 0  # nothing of the layer's family at all: a point or line in a polygon layer
+    trimmed_other_geometry_types: int = 0  # a collection that kept its parts of the layer's family and lost the others
 
     def add(self, other: CleanCounts) -> None:
         for k, v in vars(other).items():
@@ -41,6 +51,50 @@ def parse_wkb(wkb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             except NotImplementedError:
                 curved.append(i)
         return out, np.asarray(curved, dtype=np.int64)
+
+
+def wkb_type_ids(wkb: pa.Array) -> np.ndarray:
+    """Each value's base geometry type from its WKB header alone (no parsing; -1 where null or empty)."""
+    wide = pa.types.is_large_binary(wkb.type)
+    offsets = np.frombuffer(wkb.buffers()[1], np.int64 if wide else np.int32)[wkb.offset:wkb.offset + len(wkb) + 1]
+    data = np.frombuffer(wkb.buffers()[2], np.uint8) if len(wkb) else np.empty(0, np.uint8)
+    starts = offsets[:-1].astype(np.int64)
+    ok = (offsets[1:] - starts >= 5) & np.asarray(wkb.is_valid().to_numpy(zero_copy_only=False), bool)
+    head = data[starts[ok, None] + np.arange(5)].astype(np.uint32)
+    little = head[:, 0] == 1
+    code = np.where(little, head[:, 1] | head[:, 2] << 8 | head[:, 3] << 16 | head[:, 4] << 24,
+                    head[:, 4] | head[:, 3] << 8 | head[:, 2] << 16 | head[:, 1] << 24)
+    out = np.full(len(wkb), -1, np.int64)
+    out[ok] = (code & 0x0FFFFFFF) % 1000  # EWKB keeps Z/M/SRID flags in the high bits, ISO adds thousands
+    return out
+
+
+def families(geoms) -> set[str]:
+    """The families ("polygon", "line", "point") of the geometries' parts, collections opened."""
+    kinds = shapely.get_type_id(_flat_parts(geoms))
+    return {f for f, types in FAMILY_TYPES.items() if np.isin(kinds, _ids(types)).any()}
+
+
+def open_collections(geoms) -> tuple[np.ndarray, np.ndarray]:
+    """The geometries with each geometry collection replaced by its non-empty members (nested collections opened
+    too; multi-geometries stay whole), and the position of the geometry each came from, in order."""
+    out, rows = np.asarray(geoms, dtype=object), np.arange(len(geoms))
+    while (gc := shapely.get_type_id(out) == TYPE_IDS["GeometryCollection"]).any():
+        members, owner = shapely.get_parts(out[gc], return_index=True)
+        out, rows = np.concatenate([out[~gc], members]), np.concatenate([rows[~gc], rows[gc][owner]])
+        order = np.argsort(rows, kind="stable")
+        out, rows = out[order], rows[order]
+    full = ~shapely.is_empty(out)
+    return out[full], rows[full]
+
+
+def _flat_parts(geoms) -> np.ndarray:
+    """Non-empty single parts, geometry collections (nested ones too) opened."""
+    return shapely.get_parts(open_collections(np.atleast_1d(np.asarray(geoms, dtype=object)))[0])
+
+
+def _ids(types: set[str]) -> list[int]:
+    return [TYPE_IDS[t] for t in types]
 
 
 def to_wgs84(crs: str) -> Transformer | None:
@@ -65,7 +119,7 @@ def _keep_family(geom, family: set[str]):
     """The part of a repaired geometry that belongs to the layer's family (make_valid may return collections)."""
     if geom.geom_type in family:
         return geom
-    parts = [p for p in shapely.get_parts(geom) if p.geom_type in family and not p.is_empty]
+    parts = [p for p in _flat_parts(geom) if p.geom_type in family]
     if not parts:
         return None
     if all(p.geom_type in POLYGONAL for p in parts):
@@ -160,14 +214,20 @@ def clean(geoms: np.ndarray, *, kind: str, geometry_type: str | None, transforme
     # make_valid or the source left in a collection). Nothing left means the feature is dropped and counted.
     dropped = shapely.is_missing(g)
     invalid = ~shapely.is_valid(g) & ~dropped
-    off_family = ~np.isin(shapely.get_type_id(g), [TYPE_IDS[t] for t in family]) & ~dropped
+    off_family = ~np.isin(shapely.get_type_id(g), _ids(family)) & ~dropped
     for i in np.flatnonzero(invalid | off_family):
+        ours = np.isin(shapely.get_type_id(_flat_parts(g[i])), _ids(family))
+        if not ours.any():  # a point or line in a polygon layer: another product's, not a broken polygon
+            counts.dropped_other_geometry_types += 1
+            g[i] = None
+            continue
         kept = _keep_family(shapely.make_valid(g[i]) if invalid[i] else g[i], family)
         if kept is None or kept.is_empty:
             counts.dropped_unrepairable += 1
             g[i] = None
         else:
             counts.repaired += int(invalid[i])
+            counts.trimmed_other_geometry_types += int(not ours.all())
             g[i] = kept
     keep = ~shapely.is_missing(g)
     g[keep] = _promote(g[keep], family)

@@ -30,7 +30,7 @@ from cng_assets.transforms.extent import check_extent
 from cng_assets.transforms.geometry import WGS84, CleanCounts, clean, parse_wkb, to_wgs84
 from cng_assets.transforms.hilbert import hilbert_keys
 
-VERSION = "1"  # bump when the product changes: products made before become stale
+VERSION = "2"  # bump when the product changes: products made before become stale
 GEOPARQUET_VERSION = "1.1.0"
 FID = "_cng_fid"
 GEOMETRY = "geometry"
@@ -53,7 +53,8 @@ class GeoParquetStats:
 
     @property
     def dropped(self) -> int:
-        return self.counts.dropped_null_or_empty + self.counts.dropped_unrepairable
+        c = self.counts
+        return c.dropped_null_or_empty + c.dropped_unrepairable + c.dropped_other_geometry_types
 
     def to_dict(self) -> dict:
         return {**asdict(self), "dropped": self.dropped}
@@ -165,8 +166,10 @@ def write_geoparquet(path: str, layer: str, out_path: str | Path, *, kind: str, 
         stats.rows_written = stats.features_read - stats.dropped
         if stats.features_read and not stats.rows_written:
             raise CngInputError(
-                f"all {stats.features_read} features have null, empty or unrepairable geometry "
-                f"({stats.counts.dropped_null_or_empty} null/empty, {stats.counts.dropped_unrepairable} unrepairable)",
+                f"all {stats.features_read} features have null, empty or unrepairable geometry, or geometry of "
+                f"another type than the layer's {kind} ({stats.counts.dropped_null_or_empty} null/empty, "
+                f"{stats.counts.dropped_unrepairable} unrepairable, {stats.counts.dropped_other_geometry_types} "
+                f"other types)",
                 layer=layer, hint="check the source layer, or leave it out with `exclude:` in the catalog entry")
         stats.geometry_types = sorted(_TYPE_NAMES[t] for t in types)
         stats.bbox = bounds.tolist() if np.isfinite(bounds).all() else None
