@@ -12,6 +12,7 @@ import pytest
 import shapely
 
 from cng_assets.errors import CngInputError
+from cng_assets.transforms import layers
 from cng_assets.transforms.geoparquet import write_geoparquet
 from cng_assets.transforms.hex.fill import HexSettings
 from cng_assets.transforms.hex.layer import hex_layer
@@ -208,6 +209,26 @@ def test_polygon_layer_of_mixed_types_keeps_only_polygons_and_counts_the_rest(mi
     # what is kept is the polygonal part of each feature, whole
     assert df.geometry["collection"].equals(shapely.MultiPolygon([MIXED["collection"].geoms[0]]))
     assert df.geometry["spike"].area == pytest.approx(1)
+
+
+def test_topojson_of_polygons_and_a_point_is_a_polygon_layer(tmp_path):
+    # TopoJSON's objects share arcs; GDAL reads them as one layer of type "Unknown", with no CRS.
+    src = tmp_path / "t.topojson"
+    src.write_text(json.dumps({
+        "type": "Topology", "transform": {"scale": [1, 1], "translate": [0, 0]},
+        "arcs": [[[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], [[1, 0], [1, 0], [0, 1], [-1, 0], [0, -1]]],
+        "objects": {"shapes": {"type": "GeometryCollection", "geometries": [
+            {"type": "Polygon", "arcs": [[0]], "properties": {"n": 1}},
+            {"type": "MultiPolygon", "arcs": [[[1]]], "properties": {"n": 2}},
+            {"type": "Point", "coordinates": [9, 9], "properties": {"n": 3}}]}}}))
+    layer = layers.discover(str(src)).layers[0]
+    assert (layer.geometry_type, layer.kind, layer.geometry_families) == ("Unknown", "polygon", {"polygon": 2, "point": 1})
+    out = tmp_path / "t.parquet"
+    stats = write_geoparquet(str(src), layer.name, out, kind=layer.kind, crs="EPSG:4326")
+    assert stats.counts.dropped_other_geometry_types == 1
+    df = gpd.read_parquet(out)
+    assert sorted(df.n) == [1, 2] and set(df.geom_type) == {"MultiPolygon"}
+    assert shapely.area(df.geometry.values).sum() == pytest.approx(2)
 
 
 def test_source_column_named_like_ours_is_renamed(tmp_path):
