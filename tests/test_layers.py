@@ -1,12 +1,15 @@
 import geopandas as gpd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pyogrio
 import pytest
+import shapely
 from click.testing import CliRunner
 
 from cng_assets.cli import main
 from cng_assets.errors import CngInputError
 from cng_assets.transforms import layers, sources, tables
+from cng_assets.transforms.geometry import wkb_type_ids
 from cng_assets.transforms.slugs import slugify, unique_slugs
 from tests.conftest import MIXED, shared
 
@@ -96,3 +99,17 @@ def test_unreadable_sources_give_clear_errors(tmp_path, make, message):
     result = CliRunner().invoke(main, ["layers", str(make(tmp_path))])
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
     assert "What to do" in result.output
+
+
+def test_wkb_headers_give_the_base_type_in_any_byte_order_and_flavour():
+    geoms = [shapely.Point(1, 2, 3), shapely.box(0, 0, 1, 1), shapely.MultiLineString([[(0, 0), (1, 1)]]),
+             shapely.GeometryCollection([shapely.Point(0, 0)])]
+    expected = [1, 3, 5, 7]  # the WKB numbers of Point, Polygon, MultiLineString, GeometryCollection
+    for order in (0, 1):
+        for flavor in ("iso", "extended"):
+            wkb = [shapely.to_wkb(g, byte_order=order, flavor=flavor, include_srid=flavor == "extended")
+                   for g in geoms]
+            for kind in (pa.binary(), pa.large_binary()):
+                values = pa.array([b"x", None, b"", *wkb], kind).slice(1)  # an offset, a null, an empty value
+                assert wkb_type_ids(values).tolist() == [-1, -1, *expected], (order, flavor, kind)
+    assert wkb_type_ids(pa.array([], pa.binary())).tolist() == []
