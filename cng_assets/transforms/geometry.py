@@ -19,8 +19,8 @@ TYPE_IDS = {"Point": 0, "LineString": 1, "LinearRing": 2, "Polygon": 3, "MultiPo
 
 # ISO WKB's base geometry types (Z, M and ZM add 1000, 2000, 3000) by the family a layer's products take them in;
 # curves count with what GDAL linearises them to.
-WKB_FAMILIES = {"polygon": {3, 6, 10, 12, 14, 15, 16, 17}, "line": {2, 5, 8, 9, 11, 13}, "point": {1, 4},
-                "collection": {7}}
+WKB_FAMILIES = {"polygon": {3, 6, 10, 12, 14, 15, 16, 17}, "line": {2, 5, 8, 9, 11, 13}, "point": {1, 4}}
+WKB_COLLECTION = 7
 FAMILY_TYPES = {"polygon": POLYGONAL, "line": LINEAL, "point": PUNTAL}
 
 

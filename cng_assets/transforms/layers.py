@@ -14,8 +14,8 @@ from pyogrio.raw import open_arrow
 
 from cng_assets.errors import CngInputError
 from cng_assets.transforms import sources
-from cng_assets.transforms.geometry import WKB_FAMILIES, families, parse_wkb, wkb_type_ids
 from cng_assets.transforms.domains import Domain, read_filegdb_domains
+from cng_assets.transforms.geometry import WKB_COLLECTION, WKB_FAMILIES, families, parse_wkb, wkb_type_ids
 from cng_assets.transforms.raster.info import list_rasters
 from cng_assets.transforms.slugs import unique_slugs
 
@@ -108,8 +108,8 @@ def families_present(path: str, layer: str) -> dict[str, int]:
         for batch in reader:
             wkb = batch.column(meta["geometry_name"] or "wkb_geometry")
             ids = wkb_type_ids(wkb)
-            found.update({f: int(np.isin(ids, list(t)).sum()) for f, t in WKB_FAMILIES.items() if f != "collection"})
-            collections, _ = parse_wkb(wkb.filter(pa.array(ids == 7)).to_numpy(zero_copy_only=False))
+            found.update({f: int(np.isin(ids, list(t)).sum()) for f, t in WKB_FAMILIES.items()})
+            collections, _ = parse_wkb(wkb.filter(pa.array(ids == WKB_COLLECTION)).to_numpy(zero_copy_only=False))
             found.update("+".join(sorted(f)) for f in map(families, collections) if f)
     return {f: n for f, n in found.items() if n}
 

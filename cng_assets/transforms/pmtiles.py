@@ -341,7 +341,8 @@ def _stats(path: Path, layer: str, features: int, collections_split: int, column
     strategies = meta.get("strategies") or []
     at_max = strategies[h["max_zoom"]] if len(strategies) > h["max_zoom"] else {}
     return PMTilesStats(
-        layer=layer, features=features, collections_split=collections_split, bytes=path.stat().st_size, min_zoom=h["min_zoom"], max_zoom=h["max_zoom"],
+        layer=layer, features=features, collections_split=collections_split, bytes=path.stat().st_size,
+        min_zoom=h["min_zoom"], max_zoom=h["max_zoom"],
         bounds=[h[k] / 1e7 for k in ("min_lon_e7", "min_lat_e7", "max_lon_e7", "max_lat_e7")],
         tile_count=h["addressed_tiles_count"], attributes=columns, zoom_reason=reason,
         dropped_at_max_zoom=int(at_max.get("dropped_as_needed", 0)), tippecanoe_args=args,
