@@ -161,6 +161,21 @@ def test_lon_lat_ring_written_across_180_is_split_with_its_real_area_and_cells(t
     assert cells == (len(expected), len(expected))
 
 
+def test_only_the_parts_that_wrap_are_cut(tmp_path):
+    # One feature: an island across 180°, an island across 0° and a ring around the south pole (lon/lat).
+    across_180 = shapely.Polygon([(177, -18), (-178, -18), (-178, -16), (177, -16)])
+    across_0 = shapely.box(-1, 50, 1, 51)
+    pole = shapely.Polygon([(-180, -80), (180, -80), (180, -90), (-180, -90)])
+    src = tmp_path / "parts.gpkg"
+    feature = shapely.MultiPolygon([across_180, across_0, pole])
+    pyogrio.write_dataframe(gpd.GeoDataFrame({"n": [1]}, geometry=[feature], crs=4326), src, layer="p")
+    stats = write_geoparquet(str(src), "p", tmp_path / "p.parquet", kind="polygon")
+    g = gpd.read_parquet(tmp_path / "p.parquet").geometry.iloc[0]
+    assert stats.counts.split_antimeridian == 1
+    assert g.area == pytest.approx(5 * 2 + 2 * 1 + 360 * 10) and len(g.geoms) == 4
+    assert g.covers(across_0) and g.covers(pole)
+
+
 def write_layer(path, crs, geoms, layer="l"):
     pyogrio.write_dataframe(gpd.GeoDataFrame({"n": range(len(geoms))}, geometry=geoms, crs=crs), path, layer=layer)
     return str(path)

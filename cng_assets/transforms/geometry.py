@@ -131,8 +131,8 @@ def _keep_family(geom, family: set[str]):
     return shapely.geometrycollections(parts)
 
 
-def _split_at_antimeridian(geom):
-    """A geometry across ±180° (reprojected, or written so in lon/lat) is a band around the globe; cut it into two
+def _cut_at_antimeridian(geom):
+    """A part across ±180° (reprojected, or written so in lon/lat) is a band around the globe; cut it into two
     sides instead."""
     def shift(coords):
         out = coords.copy()
@@ -151,7 +151,8 @@ def _split_at_antimeridian(geom):
 def _crosses_antimeridian(geom) -> bool:
     """True when a line or ring jumps across ±180° an even number of times: a feature that wraps.
 
-    A ring around a pole (Antarctica) jumps an odd number of times; lon/lat already draws it correctly.
+    A ring around a pole (Antarctica) jumps an odd number of times; lon/lat already draws it correctly. An edge
+    from -180 to 180 runs along the edge of the lon/lat plane (a band around a pole): no jump either.
     """
     if geom.geom_type in PUNTAL:
         return False
@@ -159,7 +160,8 @@ def _crosses_antimeridian(geom) -> bool:
     crossing = False
     for line in shapely.get_parts(edges):
         x = shapely.get_coordinates(line)[:, 0]
-        jumps = int((np.abs(np.diff(x)) > 180).sum())
+        on_edge = np.abs(x) >= 180
+        jumps = int(((np.abs(np.diff(x)) > 180) & ~(on_edge[:-1] & on_edge[1:])).sum())
         if jumps % 2 and geom.geom_type in POLYGONAL:
             return False
         crossing |= jumps > 0
@@ -167,11 +169,14 @@ def _crosses_antimeridian(geom) -> bool:
 
 
 def _split_wrapped(g: np.ndarray, counts: CleanCounts) -> None:
-    """Split, in place, the lon/lat geometries whose lines or rings cross ±180° (only those over 180° wide can)."""
+    """Split, in place, the lon/lat geometries whose lines or rings cross ±180° (only those over 180° wide can).
+    Only the parts that wrap are cut: the others (around a pole, or across 0°) stay as they are."""
     bounds = shapely.bounds(g)
     for i in np.flatnonzero(bounds[:, 2] - bounds[:, 0] > 180):
-        if _crosses_antimeridian(g[i]):
-            g[i] = _split_at_antimeridian(g[i])
+        parts = shapely.get_parts(g[i])
+        wraps = np.array([_crosses_antimeridian(p) for p in parts])
+        if wraps.any():
+            g[i] = shapely.union_all([*map(_cut_at_antimeridian, parts[wraps]), *parts[~wraps]])
             counts.split_antimeridian += 1
 
 
