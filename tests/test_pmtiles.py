@@ -166,6 +166,15 @@ def test_geometry_collections_are_tiled_as_their_members(tmp_path):
     assert names == ["line", "nested", "nested", "point"]
 
 
+def test_rows_without_geometry_are_counted_not_sent(tmp_path):
+    gp, out = tmp_path / "e.parquet", tmp_path / "e.pmtiles"
+    geoms = [shapely.box(0, 0, 1, 1), shapely.Polygon(), None]
+    gpd.GeoDataFrame({"_cng_fid": [1, 2, 3]}, geometry=geoms, crs=4326).to_parquet(gp)
+    stats = P.write_pmtiles(gp, out, layer="e")
+    assert (stats.features, stats.skipped_empty) == (1, 2)
+    assert [f["properties"]["_cng_fid"] for f in features(out, 0, 0, 0, "e")] == [1]
+
+
 def test_antimeridian_features_do_not_smear(demo, countries, tmp_path):
     # A polygon from 175°E to 175°W, drawn in a Pacific-centred CRS so it is one piece in the source; the
     # GeoParquet step splits it at ±180. An anchor polygon around lon 0 makes sure the tiles there exist.

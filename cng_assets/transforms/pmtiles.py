@@ -49,6 +49,7 @@ class PMTilesStats:
     layer: str
     features: int  # sent to tippecanoe, and the count it reports reading (else TippecanoeError)
     collections_split: int  # features more than rows: geometry collections sent as their members, one each
+    skipped_empty: int  # rows with null or empty geometry, not sent (tippecanoe would drop them unsaid)
     bytes: int
     min_zoom: int  # as written in the archive's header
     max_zoom: int
@@ -115,7 +116,7 @@ def write_pmtiles(geoparquet: str | Path, out_path: str | Path, *, layer: str, a
     with tempfile.TemporaryDirectory(prefix="cng-pmtiles-", dir=scratch_dir) as tmp:
         written, rows = _run(find_tippecanoe(), args, Path(tmp), _features(pf, geom_col, columns))
         shutil.move(Path(tmp) / out_path.name, out_path)
-    return _stats(out_path, layer, written, written - rows, columns, reason, args)
+    return _stats(out_path, layer, written, written - rows, pf.metadata.num_rows - rows, columns, reason, args)
 
 
 def tippecanoe_args(name: str, layer: str, min_zoom: int, max_zoom: int, *, points: bool) -> list[str]:
@@ -146,6 +147,7 @@ def choose_max_zoom(pf: pq.ParquetFile, geom_col: str, bbox_col: str | None, *, 
     last = None
     for batch in pf.iter_batches(batch_size=65_536, columns=[bbox_col or geom_col]):
         b = _batch_bounds(batch, geom_col, bbox_col)
+        b = b[~np.isnan(b).any(axis=1)]  # null and empty geometries: nothing to tile
         lo, hi = _mercator(b[:, :2]), _mercator(b[:, 2:])
         area += float(np.prod(hi - lo, axis=1).sum())
         centres = (lo + hi) / 2
@@ -332,8 +334,8 @@ def _run(binary: str, args: list[str], tmp: Path, chunks) -> tuple[int, int]:
     return written, rows
 
 
-def _stats(path: Path, layer: str, features: int, collections_split: int, columns: list[str], reason: str,
-           args: list[str]) -> PMTilesStats:
+def _stats(path: Path, layer: str, features: int, collections_split: int, skipped_empty: int, columns: list[str],
+           reason: str, args: list[str]) -> PMTilesStats:
     """Facts read back from the archive with the pmtiles reader, not taken from what tippecanoe was asked."""
     with open(path, "rb") as f:
         reader = Reader(MmapSource(f))
@@ -341,7 +343,8 @@ def _stats(path: Path, layer: str, features: int, collections_split: int, column
     strategies = meta.get("strategies") or []
     at_max = strategies[h["max_zoom"]] if len(strategies) > h["max_zoom"] else {}
     return PMTilesStats(
-        layer=layer, features=features, collections_split=collections_split, bytes=path.stat().st_size,
+        layer=layer, features=features, collections_split=collections_split, skipped_empty=skipped_empty,
+        bytes=path.stat().st_size,
         min_zoom=h["min_zoom"], max_zoom=h["max_zoom"],
         bounds=[h[k] / 1e7 for k in ("min_lon_e7", "min_lat_e7", "max_lon_e7", "max_lat_e7")],
         tile_count=h["addressed_tiles_count"], attributes=columns, zoom_reason=reason,
