@@ -102,15 +102,15 @@ def families_present(path: str, layer: str) -> dict[str, int]:
     """Features per geometry family, from each feature's WKB header; geometry collections are parsed and
     counted as their one family, or as e.g. "line+polygon" when they mix families."""
     found: Counter = Counter()
-    with warnings.catch_warnings(), open_arrow(path, layer=layer, columns=[], batch_size=65_536,
-                                               use_pyarrow=True) as (meta, reader):
-        warnings.simplefilter("ignore", UserWarning)
-        for batch in reader:
-            wkb = batch.column(meta["geometry_name"] or "wkb_geometry")
-            ids = wkb_type_ids(wkb)
-            found.update({f: int(np.isin(ids, list(t)).sum()) for f, t in WKB_FAMILIES.items()})
-            collections, _ = parse_wkb(wkb.filter(pa.array(ids == WKB_COLLECTION)).to_numpy(zero_copy_only=False))
-            found.update("+".join(sorted(f)) for f in map(families, collections) if f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "Measured (M) geometry types are not supported"
+        with open_arrow(path, layer=layer, columns=[], batch_size=65_536, use_pyarrow=True) as (meta, reader):
+            for batch in reader:
+                wkb = batch.column(meta["geometry_name"] or "wkb_geometry")
+                ids = wkb_type_ids(wkb)
+                found.update({f: int(np.isin(ids, list(t)).sum()) for f, t in WKB_FAMILIES.items()})
+                collections, _ = parse_wkb(wkb.filter(pa.array(ids == WKB_COLLECTION)).to_numpy(zero_copy_only=False))
+                found.update("+".join(sorted(f)) for f in map(families, collections) if f)
     return {f: n for f, n in found.items() if n}
 
 
