@@ -50,7 +50,7 @@ def layers(source: str):
         _fail(str(e))
     table = Table("layer", "slug", "kind", "geometry", "features", "CRS")
     for x in inv.layers:
-        table.add_row(x.name, x.slug, x.kind, x.geometry_type or "", str(x.features), x.crs or "")
+        table.add_row(x.name, x.slug, x.kind, x.geometry_label, str(x.features), x.crs or "")
     Console(width=200).print(table)
     if inv.domains:
         console.print(f"{len(inv.domains)} coded-value domains (lookup tables): "

@@ -57,6 +57,24 @@ def bad_gpkg(tmp_path) -> Path:
     return path
 
 
+MIXED = {  # name: geometry, of a GeoJSON layer that mixes geometry types (GDAL: "Unknown")
+    "square": shapely.box(0, 0, 1, 1),
+    "multi": shapely.MultiPolygon([shapely.box(2, 0, 3, 1)]),
+    "spike": shapely.from_wkt("POLYGON((4 0, 5 0, 5 1, 4 1, 4 0, 3.5 -0.5, 4 0))"),  # repair: polygon + line
+    "point": shapely.Point(5, 5),
+    "line": shapely.LineString([(5, 5), (6, 6)]),
+    "collection": shapely.GeometryCollection([shapely.box(7, 0, 8, 1), shapely.LineString([(7, 0), (9, 2)])]),
+}
+
+
+@pytest.fixture
+def mixed_geojson(tmp_path) -> Path:
+    path = tmp_path / "mixed.geojson"
+    frame = gpd.GeoDataFrame({"name": list(MIXED)}, geometry=list(MIXED.values()), crs="EPSG:4326")
+    pyogrio.write_dataframe(frame, path, layer="mixed")
+    return path
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A real S3 server (SeaweedFS) on loopback for the whole session."""

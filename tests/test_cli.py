@@ -1,11 +1,15 @@
 """`cng-assets run` end to end on awkward input: each bad layer fails clearly, the others are produced."""
 
+import re
+
 import geopandas as gpd
+import pyogrio
 import pytest
+import shapely
 from click.testing import CliRunner
 
 from cng_assets.cli import main
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, MIXED
 
 
 @pytest.fixture
@@ -124,3 +128,34 @@ def test_run_on_a_geotiff_makes_a_cog_and_raster_hex(cli, tmp_path):
     assert len(rows) > 1000 and all(h3.cell_to_parent(h3.int_to_str(r[0]), 6) == h3.int_to_str(r[1]) for r in rows[:100])
     assert sum(r[4] for r in rows) > 0 and all(r[3] is None or 0 < r[3] <= 255 for r in rows)  # nodata 0 is skipped
     assert (out / "rgb" / "stac" / "rgb_byte" / "rgb_byte.json").exists()
+
+
+def test_real_world_geometry_gives_a_correct_product_or_a_clear_error(cli, tmp_path):
+    src, out = tmp_path / "world.gpkg", tmp_path / "out"
+    layers = {
+        "islands": [shapely.Polygon([(177, -18), (-178, -18), (-178, -16), (177, -16)])],  # ring across 180°
+        "wrong_crs": [shapely.box(10, 45, 11, 46), shapely.box(501000, 4000000, 501100, 4001000)],  # UTM metres
+        "mixed": list(MIXED.values()),
+    }
+    for name, geoms in layers.items():
+        frame = gpd.GeoDataFrame({"n": range(len(geoms))}, geometry=geoms, crs=4326)
+        pyogrio.write_dataframe(frame, src, layer=name, geometry_type="Unknown" if name == "mixed" else None,
+                                append=src.exists())
+    result = cli("run", "--source", str(src), "--dataset", "world", "--out", str(out), "--resolution", "5",
+                 "--parents", "0")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert ("geoparquet[wrong_crs]: dataset 'world', layer 'wrong_crs': coordinates (bounds 10, 45, 501,100, "
+            "4,001,000) do not fit the layer's declared CRS EPSG:4326") in result.output
+    assert "look like UTM metres" in result.output and "What to do: fix the CRS the source declares" in result.output
+    assert re.search(r"\b1 of \d+ steps failed", result.output)  # that step alone
+    assert "note: geoparquet[mixed]: repaired: 1, dropped other geometry types: 2, trimmed other geometry types: 1" \
+        in result.output
+    products = files_under(out / "world")
+    assert not any("wrong_crs" in p for p in products)  # nothing published for it
+    assert "wrong_crs" not in (out / "world" / "README.md").read_text()
+    for layer in ("islands", "mixed"):  # polygon layers: every polygon product, hex too
+        assert {f"{layer}.parquet", f"{layer}.pmtiles", f"stac/{layer}/{layer}.json"} <= set(products), products
+        assert any(p.startswith(f"hex/{layer}/h0=") for p in products)
+    islands = gpd.read_parquet(out / "world" / "islands.parquet").geometry.iloc[0]
+    assert islands.area == pytest.approx(10)
+    assert set(gpd.read_parquet(out / "world" / "mixed.parquet").geom_type) == {"MultiPolygon"}

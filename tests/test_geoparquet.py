@@ -4,6 +4,7 @@ import json
 
 import duckdb
 import geopandas as gpd
+import h3
 import numpy as np
 import pyarrow.parquet as pq
 import pyogrio
@@ -11,9 +12,12 @@ import pytest
 import shapely
 
 from cng_assets.errors import CngInputError
+from cng_assets.transforms import layers
 from cng_assets.transforms.geoparquet import write_geoparquet
+from cng_assets.transforms.hex.fill import HexSettings
+from cng_assets.transforms.hex.layer import hex_layer
 from cng_assets.transforms.hilbert import hilbert_keys
-from tests.conftest import FIXTURES, shared
+from tests.conftest import FIXTURES, MIXED, shared
 
 
 def geo_metadata(path) -> dict:
@@ -136,6 +140,110 @@ def test_antimeridian_polygon_from_projected_source_is_split(tmp_path):
     assert stats.counts.split_antimeridian == 1
     assert len(g.geoms) == 2 and g.area == pytest.approx(100, rel=1e-3)  # a band around the globe would be 3500
     assert sorted(round(p.bounds[0]) for p in g.geoms) == [-180, 175]
+
+
+def test_lon_lat_ring_written_across_180_is_split_with_its_real_area_and_cells(tmp_path):
+    # An island group from 177°E to 178°W, its ring written in lon/lat as 177 ... -178 ... 177 (no reprojection).
+    src = tmp_path / "islands.gpkg"
+    ring = shapely.Polygon([(177, -18), (-178, -18), (-178, -16), (177, -16)])
+    pyogrio.write_dataframe(gpd.GeoDataFrame({"name": ["islands"]}, geometry=[ring], crs=4326), src, layer="i")
+    out = tmp_path / "i.parquet"
+    stats = write_geoparquet(str(src), "i", out, kind="polygon")
+    g = gpd.read_parquet(out).geometry.iloc[0]
+    assert stats.counts.split_antimeridian == 1
+    assert g.area == pytest.approx(5 * 2) and len(g.geoms) == 2  # the band around the globe is 355 x 2
+
+    east, west = shapely.box(177, -18, 180, -16), shapely.box(-180, -18, -178, -16)  # the real footprint
+    expected = {c for part in (east, west) for c in h3.geo_to_cells(part, 5)}
+    result = hex_layer(str(out), tmp_path / "hex", HexSettings(5, (0,)))
+    assert result.passed
+    cells = duckdb.sql(f"SELECT count(*), count(DISTINCT h5) FROM read_parquet('{tmp_path}/hex/*/*.parquet')").fetchone()
+    assert cells == (len(expected), len(expected))
+
+
+def test_only_the_parts_that_wrap_are_cut(tmp_path):
+    # One feature: an island across 180°, an island across 0° and a ring around the south pole (lon/lat).
+    across_180 = shapely.Polygon([(177, -18), (-178, -18), (-178, -16), (177, -16)])
+    across_0 = shapely.box(-1, 50, 1, 51)
+    pole = shapely.Polygon([(-180, -80), (180, -80), (180, -90), (-180, -90)])
+    src = tmp_path / "parts.gpkg"
+    feature = shapely.MultiPolygon([across_180, across_0, pole])
+    pyogrio.write_dataframe(gpd.GeoDataFrame({"n": [1]}, geometry=[feature], crs=4326), src, layer="p")
+    stats = write_geoparquet(str(src), "p", tmp_path / "p.parquet", kind="polygon")
+    g = gpd.read_parquet(tmp_path / "p.parquet").geometry.iloc[0]
+    assert stats.counts.split_antimeridian == 1
+    assert g.area == pytest.approx(5 * 2 + 2 * 1 + 360 * 10) and len(g.geoms) == 4
+    assert g.covers(across_0) and g.covers(pole)
+
+
+def write_layer(path, crs, geoms, layer="l"):
+    pyogrio.write_dataframe(gpd.GeoDataFrame({"n": range(len(geoms))}, geometry=geoms, crs=crs), path, layer=layer)
+    return str(path)
+
+
+@pytest.mark.parametrize("crs, boxes, told", [
+    # UTM metres in a layer declaring lon/lat (beside one feature that really is in degrees)
+    ("EPSG:4326", [(10, 45, 11, 46), (501000, 4000000, 501100, 4001000)],
+     ["bounds 10, 45, 501,100, 4,001,000", "EPSG:4326 (WGS 84)", "look like UTM metres"]),
+    ("EPSG:4326", [(170, -10, 190, 10)], ["longitudes run 0..360"]),
+    ("EPSG:32633", [(10, 45, 12, 46)], ["EPSG:32633", "area of use is x 166,021..833,979", "look like lon/lat degrees"]),
+    ("EPSG:3857", [(0, 0, 1e9, 1e9)], ["far outside its area of use", "x -20,037,508..20,037,508"]),
+])
+def test_coordinates_the_crs_cannot_hold_are_refused(tmp_path, crs, boxes, told):
+    src = write_layer(tmp_path / "s.gpkg", crs, [shapely.box(*b) for b in boxes])
+    out = tmp_path / "l.parquet"
+    with pytest.raises(CngInputError) as e:
+        write_geoparquet(src, "l", out, kind="polygon")
+    assert e.value.layer == "l" and "do not fit the layer's declared CRS" in e.value.problem
+    assert all(t in str(e.value) for t in told), str(e.value)
+    assert "fix the CRS the source declares" in e.value.hint
+    assert not out.exists()
+
+
+def test_projected_data_well_past_the_area_of_use_are_kept(tmp_path):
+    # PAD-US in CONUS Albers (area of use: CONUS onshore) also holds Guam, American Samoa and Wake Island.
+    places = [(-100, 40), (144.7, 13.4), (-170.7, -14.3), (166.6, 19.3)]
+    lonlat = gpd.GeoSeries([shapely.Point(p).buffer(0.1) for p in places], crs=4326)
+    src = write_layer(tmp_path / "padus.gpkg", "ESRI:102039", list(lonlat.to_crs("ESRI:102039")))
+    out = tmp_path / "l.parquet"
+    assert write_geoparquet(src, "l", out, kind="polygon").rows_written == 4
+    centres = shapely.centroid(gpd.read_parquet(out).sort_values("n").geometry.values)
+    assert np.allclose(shapely.get_coordinates(centres), places, atol=1e-3)
+
+
+def test_polygon_layer_of_mixed_types_keeps_only_polygons_and_counts_the_rest(mixed_geojson, tmp_path):
+    out = tmp_path / "m.parquet"
+    stats = write_geoparquet(str(mixed_geojson), "mixed", out, kind="polygon")
+    c = stats.counts
+    assert (c.dropped_other_geometry_types, c.trimmed_other_geometry_types, c.repaired) == (2, 1, 1)
+    assert stats.rows_written + stats.dropped == stats.features_read == len(MIXED)
+    df = gpd.read_parquet(out).set_index("name")
+    assert sorted(df.index) == ["collection", "multi", "spike", "square"]
+    assert set(df.geom_type) == {"MultiPolygon"} and df.is_valid.all()  # no line left in a collection
+    assert geo_metadata(out)["columns"]["geometry"]["geometry_types"] == ["MultiPolygon"]
+    # what is kept is the polygonal part of each feature, whole
+    assert df.geometry["collection"].equals(shapely.MultiPolygon([MIXED["collection"].geoms[0]]))
+    assert df.geometry["spike"].area == pytest.approx(1)
+
+
+def test_topojson_of_polygons_and_a_point_is_a_polygon_layer(tmp_path):
+    # TopoJSON's objects share arcs; GDAL reads them as one layer of type "Unknown", with no CRS.
+    src = tmp_path / "t.topojson"
+    src.write_text(json.dumps({
+        "type": "Topology", "transform": {"scale": [1, 1], "translate": [0, 0]},
+        "arcs": [[[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], [[1, 0], [1, 0], [0, 1], [-1, 0], [0, -1]]],
+        "objects": {"shapes": {"type": "GeometryCollection", "geometries": [
+            {"type": "Polygon", "arcs": [[0]], "properties": {"n": 1}},
+            {"type": "MultiPolygon", "arcs": [[[1]]], "properties": {"n": 2}},
+            {"type": "Point", "coordinates": [9, 9], "properties": {"n": 3}}]}}}))
+    layer = layers.discover(str(src)).layers[0]
+    assert (layer.geometry_type, layer.kind, layer.geometry_families) == ("Unknown", "polygon", {"polygon": 2, "point": 1})
+    out = tmp_path / "t.parquet"
+    stats = write_geoparquet(str(src), layer.name, out, kind=layer.kind, crs="EPSG:4326")
+    assert stats.counts.dropped_other_geometry_types == 1
+    df = gpd.read_parquet(out)
+    assert sorted(df.n) == [1, 2] and set(df.geom_type) == {"MultiPolygon"}
+    assert shapely.area(df.geometry.values).sum() == pytest.approx(2)
 
 
 def test_source_column_named_like_ours_is_renamed(tmp_path):

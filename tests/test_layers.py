@@ -1,12 +1,19 @@
+from pathlib import Path
+
+import geopandas as gpd
+import pyarrow as pa
 import pyarrow.parquet as pq
+import pyogrio
 import pytest
+import shapely
 from click.testing import CliRunner
 
 from cng_assets.cli import main
 from cng_assets.errors import CngInputError
 from cng_assets.transforms import layers, sources, tables
+from cng_assets.transforms.geometry import wkb_type_ids
 from cng_assets.transforms.slugs import slugify, unique_slugs
-from tests.conftest import shared
+from tests.conftest import MIXED, shared
 
 EXPECTED_FGDB = {  # name: (kind, features), from the sample's README
     "basetable_2": ("table", 3), "basetable": ("table", 2), "base_table1": ("table", 14),
@@ -53,6 +60,22 @@ def test_shapefiles_and_odd_names(bad_gpkg):
     assert slugs["Áreas protegidas"] == "areas_protegidas" and slugs["empty layer"] == "empty_layer"
 
 
+def test_layer_of_mixed_types_is_classified_by_its_geometries(mixed_geojson):
+    layer = layers.discover(str(mixed_geojson)).layers[0]
+    assert (layer.geometry_type, layer.kind, layer.features) == ("Unknown", "polygon", len(MIXED))
+    assert layer.geometry_families == {"polygon": 3, "point": 1, "line": 1, "line+polygon": 1}
+    assert layer.geometry_label == "Unknown (3 polygon, 1 line, 1 point, 1 line+polygon)"
+
+
+@pytest.mark.parametrize("names, kind", [(["point", "line"], "other"), (["square", "multi"], "polygon")])
+def test_layer_without_one_declared_type_gets_the_kind_of_its_data(tmp_path, names, kind):
+    path = tmp_path / "l.gpkg"
+    frame = gpd.GeoDataFrame({"name": names}, geometry=[MIXED[n] for n in names], crs="EPSG:4326")
+    pyogrio.write_dataframe(frame, path, layer="l", geometry_type="Unknown")
+    layer = layers.discover(str(path)).layers[0]
+    assert layer.geometry_type == "Unknown" and layer.kind == kind
+
+
 def test_slugs_are_keys_and_unique():
     assert slugify("PADUS4_1Fee") == "padus4_1fee"
     assert slugify("Ünïcode Layer (v2)") == "unicode_layer_v2"
@@ -78,3 +101,55 @@ def test_unreadable_sources_give_clear_errors(tmp_path, make, message):
     result = CliRunner().invoke(main, ["layers", str(make(tmp_path))])
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
     assert "What to do" in result.output
+
+
+def test_wkb_headers_give_the_base_type_in_any_byte_order_and_flavour():
+    geoms = [shapely.Point(1, 2, 3), shapely.box(0, 0, 1, 1), shapely.MultiLineString([[(0, 0), (1, 1)]]),
+             shapely.GeometryCollection([shapely.Point(0, 0)])]
+    expected = [1, 3, 5, 7]  # the WKB numbers of Point, Polygon, MultiLineString, GeometryCollection
+    for order in (0, 1):
+        for flavor in ("iso", "extended"):
+            wkb = [shapely.to_wkb(g, byte_order=order, flavor=flavor, include_srid=flavor == "extended")
+                   for g in geoms]
+            for kind in (pa.binary(), pa.large_binary()):
+                values = pa.array([b"x", None, b"", *wkb], kind).slice(1)  # an offset, a null, an empty value
+                assert wkb_type_ids(values).tolist() == [-1, -1, *expected], (order, flavor, kind)
+    assert wkb_type_ids(pa.array([], pa.binary())).tolist() == []
+
+
+def test_a_folder_of_files_is_one_source_with_each_files_layers_and_versions_per_file(tmp_path):
+    """Folder sources (issue 11): a shapefile with its sidecars, a GeoJSON, a two-layer GeoPackage and a raster
+    beside a README and a stray file GDAL cannot read; replacing one file changes only its own layers' versions."""
+    import shutil
+
+    import geopandas as gpd
+
+    from cng_assets.transforms import folders
+    from cng_assets.transforms.layers import discover, layer_path
+
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+    folder = tmp_path / "drop box"
+    (folder / "more").mkdir(parents=True)
+    for f in (shared / "coutwildrnp").iterdir():
+        shutil.copy(f, folder / f.name)
+    shutil.copy(shared / "RGB.byte.tif", folder / "more" / "RGB.byte.tif")
+    world = gpd.read_file(shared / "naturalearth_lowres" / "naturalearth_lowres.shp")
+    world.head(5).to_file(folder / "more" / "five.geojson")
+    world.tail(3).to_file(folder / "more" / "two.gpkg", layer="tail")
+    world.head(4).to_file(folder / "more" / "two.gpkg", layer="head")
+    (folder / "README.md").write_text("notes")
+    (folder / "broken.geojson").write_text("{not json")
+
+    inv = discover(str(folder))
+    got = {x.slug: (x.kind, x.file, x.features) for x in inv.layers}
+    assert got == {"coutwildrnp": ("polygon", "coutwildrnp.shp", 67), "rgb_byte": ("raster", "more/RGB.byte.tif", 791 * 718),
+                   "five": ("polygon", "more/five.geojson", 5), "tail": ("polygon", "more/two.gpkg", 3),
+                   "head": ("polygon", "more/two.gpkg", 4)}
+    assert list(inv.unread) == ["broken.geojson"]
+    assert len(gpd.read_file(layer_path(str(folder), inv.layer("head")), layer="head")) == 4
+
+    before = folders.units(folders.local_files(str(folder)))
+    world.head(6).to_file(folder / "more" / "five.geojson")
+    (folder / "coutwildrnp.cpg").write_text("UTF-8")  # a sidecar changes its shapefile's version
+    after = folders.units(folders.local_files(str(folder)))
+    assert {u for u in after if after[u] != before[u]} == {"more/five.geojson", "coutwildrnp.shp"}

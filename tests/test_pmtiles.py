@@ -152,6 +152,29 @@ def test_points_layer_keeps_every_point(demo, tmp_path):
     assert {f["properties"]["name"] for f in world} >= {"France", "Fiji", "Brazil"}
 
 
+def test_geometry_collections_are_tiled_as_their_members(tmp_path):
+    # tippecanoe reads a collection's members as features of their own (and loses nested collections)
+    src, gp, out = tmp_path / "c.geojson", tmp_path / "c.parquet", tmp_path / "c.pmtiles"
+    nested = shapely.GeometryCollection([shapely.Point(1, 1), shapely.GeometryCollection([shapely.Point(2, 2)])])
+    geoms = [shapely.LineString([(0, 0), (3, 3)]), nested, shapely.Point(3, 0)]
+    gpd.GeoDataFrame({"name": ["line", "nested", "point"]}, geometry=geoms, crs=4326).to_file(src)
+    write_geoparquet(str(src), "c", gp, kind="other")
+    stats = P.write_pmtiles(gp, out, layer="c")
+    assert (stats.features, stats.collections_split) == (4, 1)
+    tile = features(out, 0, 0, 0, "c")
+    names = sorted(f["properties"]["name"] for f in tile)
+    assert names == ["line", "nested", "nested", "point"]
+
+
+def test_rows_without_geometry_are_counted_not_sent(tmp_path):
+    gp, out = tmp_path / "e.parquet", tmp_path / "e.pmtiles"
+    geoms = [shapely.box(0, 0, 1, 1), shapely.Polygon(), None]
+    gpd.GeoDataFrame({"_cng_fid": [1, 2, 3]}, geometry=geoms, crs=4326).to_parquet(gp)
+    stats = P.write_pmtiles(gp, out, layer="e")
+    assert (stats.features, stats.skipped_empty) == (1, 2)
+    assert [f["properties"]["_cng_fid"] for f in features(out, 0, 0, 0, "e")] == [1]
+
+
 def test_antimeridian_features_do_not_smear(demo, countries, tmp_path):
     # A polygon from 175°E to 175°W, drawn in a Pacific-centred CRS so it is one piece in the source; the
     # GeoParquet step splits it at ±180. An anchor polygon around lon 0 makes sure the tiles there exist.

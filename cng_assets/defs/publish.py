@@ -44,7 +44,9 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
             stats = pmtiles.write_pmtiles(gp, tmp, layer=slug)
         return dg.MaterializeResult(metadata={
             "uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)), "bytes": stats.bytes,
-            "features": stats.features, "min_zoom": stats.min_zoom, "max_zoom": stats.max_zoom,
+            "features": stats.features, "collections_split": stats.collections_split,
+            "skipped_empty": stats.skipped_empty,
+            "min_zoom": stats.min_zoom, "max_zoom": stats.max_zoom,
             "tiles": stats.tile_count, "bounds": stats.bounds, "zoom_reason": stats.zoom_reason,
             "dropped_at_max_zoom": stats.dropped_at_max_zoom, "tippecanoe": " ".join(stats.tippecanoe_args)})
 

@@ -37,7 +37,7 @@ def vector_assets(ds: Dataset) -> list:
             context.instance.add_dynamic_partitions(name, keys)
         gone = {name: sorted(set(context.instance.get_dynamic_partitions(name)) - set(keys))
                 for name, keys in partition_keys(ds, inv, is_observed(ds)).items()}
-        rows = "\n".join(f"| {x.name} | `{x.slug}` | {x.kind} | {x.geometry_type or ''} | {x.features} | {x.crs or ''} |"
+        rows = "\n".join(f"| {x.name} | `{x.slug}` | {x.kind} | {x.geometry_label} | {x.features} | {x.crs or ''} |"
                          for x in inv.layers)
         return dg.MaterializeResult(metadata={
             "layers": dg.MetadataValue.md("| layer | slug | kind | geometry | features | CRS |\n|---|---|---|---|---|---|\n" + rows),
@@ -107,7 +107,10 @@ def vector_assets(ds: Dataset) -> list:
                 "source_features": layer.features, "source_crs": stats.source_crs, "geometry_types": stats.geometry_types,
                 "bbox": stats.bbox, "repaired": c.repaired, "curved_linearised": stats.curved_linearised,
                 "split_at_antimeridian": c.split_antimeridian, "dropped_null_or_empty": c.dropped_null_or_empty,
-                "dropped_unrepairable": c.dropped_unrepairable, "dropped_fids": stats.dropped_fids,
+                "dropped_unrepairable": c.dropped_unrepairable,
+                "dropped_other_geometry_types": c.dropped_other_geometry_types,
+                "trimmed_other_geometry_types": c.trimmed_other_geometry_types, "dropped_fids": stats.dropped_fids,
+                "source_geometry_families": layer.geometry_families or {},
                 "renamed_columns": stats.renamed_columns,
             },
             check_results=[check],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import shapely
 from pyproj import CRS, Transformer
 
@@ -16,12 +17,21 @@ TYPE_IDS = {"Point": 0, "LineString": 1, "LinearRing": 2, "Polygon": 3, "MultiPo
             "MultiPolygon": 6, "GeometryCollection": 7}
 
 
+# ISO WKB's base geometry types (Z, M and ZM add 1000, 2000, 3000) by the family a layer's products take them in;
+# curves count with what GDAL linearises them to.
+WKB_FAMILIES = {"polygon": {3, 6, 10, 12, 14, 15, 16, 17}, "line": {2, 5, 8, 9, 11, 13}, "point": {1, 4}}
+WKB_COLLECTION = 7
+FAMILY_TYPES = {"polygon": POLYGONAL, "line": LINEAL, "point": PUNTAL}
+
+
 @dataclass
 class CleanCounts:
     repaired: int = 0
     split_antimeridian: int = 0
     dropped_null_or_empty: int = 0
     dropped_unrepairable: int = 0  # invalid, and repair left nothing of the layer's geometry family
+    dropped_other_geometry_types: int = 0  # nothing of the layer's family at all: a point or line in a polygon layer
+    trimmed_other_geometry_types: int = 0  # a collection that kept its parts of the layer's family and lost the others
 
     def add(self, other: CleanCounts) -> None:
         for k, v in vars(other).items():
@@ -41,6 +51,50 @@ def parse_wkb(wkb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             except NotImplementedError:
                 curved.append(i)
         return out, np.asarray(curved, dtype=np.int64)
+
+
+def wkb_type_ids(wkb: pa.Array) -> np.ndarray:
+    """Each value's base geometry type from its WKB header alone (no parsing; -1 where null or empty)."""
+    wide = pa.types.is_large_binary(wkb.type)
+    offsets = np.frombuffer(wkb.buffers()[1], np.int64 if wide else np.int32)[wkb.offset:wkb.offset + len(wkb) + 1]
+    data = np.frombuffer(wkb.buffers()[2], np.uint8) if len(wkb) else np.empty(0, np.uint8)
+    starts = offsets[:-1].astype(np.int64)
+    ok = (offsets[1:] - starts >= 5) & np.asarray(wkb.is_valid().to_numpy(zero_copy_only=False), bool)
+    head = data[starts[ok, None] + np.arange(5)].astype(np.uint32)
+    little = head[:, 0] == 1
+    code = np.where(little, head[:, 1] | head[:, 2] << 8 | head[:, 3] << 16 | head[:, 4] << 24,
+                    head[:, 4] | head[:, 3] << 8 | head[:, 2] << 16 | head[:, 1] << 24)
+    out = np.full(len(wkb), -1, np.int64)
+    out[ok] = (code & 0x0FFFFFFF) % 1000  # EWKB keeps Z/M/SRID flags in the high bits, ISO adds thousands
+    return out
+
+
+def families(geoms) -> set[str]:
+    """The families ("polygon", "line", "point") of the geometries' parts, collections opened."""
+    kinds = shapely.get_type_id(_flat_parts(geoms))
+    return {f for f, types in FAMILY_TYPES.items() if np.isin(kinds, _ids(types)).any()}
+
+
+def open_collections(geoms) -> tuple[np.ndarray, np.ndarray]:
+    """The geometries with each geometry collection replaced by its non-empty members (nested collections opened
+    too; multi-geometries stay whole), and the position of the geometry each came from, in order."""
+    out, rows = np.asarray(geoms, dtype=object), np.arange(len(geoms))
+    while (gc := shapely.get_type_id(out) == TYPE_IDS["GeometryCollection"]).any():
+        members, owner = shapely.get_parts(out[gc], return_index=True)
+        out, rows = np.concatenate([out[~gc], members]), np.concatenate([rows[~gc], rows[gc][owner]])
+        order = np.argsort(rows, kind="stable")
+        out, rows = out[order], rows[order]
+    full = ~shapely.is_empty(out)
+    return out[full], rows[full]
+
+
+def _flat_parts(geoms) -> np.ndarray:
+    """Non-empty single parts, geometry collections (nested ones too) opened."""
+    return shapely.get_parts(open_collections(np.atleast_1d(np.asarray(geoms, dtype=object)))[0])
+
+
+def _ids(types: set[str]) -> list[int]:
+    return [TYPE_IDS[t] for t in types]
 
 
 def to_wgs84(crs: str) -> Transformer | None:
@@ -65,7 +119,7 @@ def _keep_family(geom, family: set[str]):
     """The part of a repaired geometry that belongs to the layer's family (make_valid may return collections)."""
     if geom.geom_type in family:
         return geom
-    parts = [p for p in shapely.get_parts(geom) if p.geom_type in family and not p.is_empty]
+    parts = [p for p in _flat_parts(geom) if p.geom_type in family]
     if not parts:
         return None
     if all(p.geom_type in POLYGONAL for p in parts):
@@ -77,8 +131,9 @@ def _keep_family(geom, family: set[str]):
     return shapely.geometrycollections(parts)
 
 
-def _split_at_antimeridian(geom):
-    """A geometry reprojected across ±180° comes back as a band around the globe; cut it into two sides instead."""
+def _cut_at_antimeridian(geom):
+    """A part across ±180° (reprojected, or written so in lon/lat) is a band around the globe; cut it into two
+    sides instead."""
     def shift(coords):
         out = coords.copy()
         out[:, 0] = np.where(out[:, 0] < 0, out[:, 0] + 360.0, out[:, 0])
@@ -94,9 +149,10 @@ def _split_at_antimeridian(geom):
 
 
 def _crosses_antimeridian(geom) -> bool:
-    """True when a line or ring jumps across ±180° an even number of times: a reprojected feature that wraps.
+    """True when a line or ring jumps across ±180° an even number of times: a feature that wraps.
 
-    A ring around a pole (Antarctica) jumps an odd number of times; lon/lat already draws it correctly.
+    A ring around a pole (Antarctica) jumps an odd number of times; lon/lat already draws it correctly. An edge
+    from -180 to 180 runs along the edge of the lon/lat plane (a band around a pole): no jump either.
     """
     if geom.geom_type in PUNTAL:
         return False
@@ -104,11 +160,24 @@ def _crosses_antimeridian(geom) -> bool:
     crossing = False
     for line in shapely.get_parts(edges):
         x = shapely.get_coordinates(line)[:, 0]
-        jumps = int((np.abs(np.diff(x)) > 180).sum())
+        on_edge = np.abs(x) >= 180
+        jumps = int(((np.abs(np.diff(x)) > 180) & ~(on_edge[:-1] & on_edge[1:])).sum())
         if jumps % 2 and geom.geom_type in POLYGONAL:
             return False
         crossing |= jumps > 0
     return crossing
+
+
+def _split_wrapped(g: np.ndarray, counts: CleanCounts) -> None:
+    """Split, in place, the lon/lat geometries whose lines or rings cross ±180° (only those over 180° wide can).
+    Only the parts that wrap are cut: the others (around a pole, or across 0°) stay as they are."""
+    bounds = shapely.bounds(g)
+    for i in np.flatnonzero(bounds[:, 2] - bounds[:, 0] > 180):
+        parts = shapely.get_parts(g[i])
+        wraps = np.array([_crosses_antimeridian(p) for p in parts])
+        if wraps.any():
+            g[i] = shapely.union_all([*map(_cut_at_antimeridian, parts[wraps]), *parts[~wraps]])
+            counts.split_antimeridian += 1
 
 
 def _promote(geoms: np.ndarray, family: set[str]) -> np.ndarray:
@@ -143,24 +212,27 @@ def clean(geoms: np.ndarray, *, kind: str, geometry_type: str | None, transforme
         bad = np.unique(owner[~np.isfinite(coords).all(axis=1)])
         counts.dropped_unrepairable += len(bad)
         g[bad] = None
-        bounds = shapely.bounds(g)
-        wide = np.flatnonzero(bounds[:, 2] - bounds[:, 0] > 180)
-        for i in wide:
-            if _crosses_antimeridian(g[i]):
-                g[i] = _split_at_antimeridian(g[i])
-                counts.split_antimeridian += 1
+    # Before repair: make_valid would keep a wrapped ring's band around the globe. Sources already in lon/lat
+    # wrap too, when a ring is written 177 ... -178 ... 177 across ±180.
+    _split_wrapped(g, counts)
     # Repair invalid geometries; keep only the layer's family (a polygon layer drops lines and points that
     # make_valid or the source left in a collection). Nothing left means the feature is dropped and counted.
     dropped = shapely.is_missing(g)
     invalid = ~shapely.is_valid(g) & ~dropped
-    off_family = ~np.isin(shapely.get_type_id(g), [TYPE_IDS[t] for t in family]) & ~dropped
+    off_family = ~np.isin(shapely.get_type_id(g), _ids(family)) & ~dropped
     for i in np.flatnonzero(invalid | off_family):
+        ours = np.isin(shapely.get_type_id(_flat_parts(g[i])), _ids(family))
+        if not ours.any():  # a point or line in a polygon layer: another product's, not a broken polygon
+            counts.dropped_other_geometry_types += 1
+            g[i] = None
+            continue
         kept = _keep_family(shapely.make_valid(g[i]) if invalid[i] else g[i], family)
         if kept is None or kept.is_empty:
             counts.dropped_unrepairable += 1
             g[i] = None
         else:
             counts.repaired += int(invalid[i])
+            counts.trimmed_other_geometry_types += int(not ours.all())
             g[i] = kept
     keep = ~shapely.is_missing(g)
     g[keep] = _promote(g[keep], family)

@@ -26,10 +26,11 @@ from pyogrio.raw import open_arrow
 
 from cng_assets.errors import CngInputError
 from cng_assets.transforms import sources
+from cng_assets.transforms.extent import check_extent
 from cng_assets.transforms.geometry import WGS84, CleanCounts, clean, parse_wkb, to_wgs84
 from cng_assets.transforms.hilbert import hilbert_keys
 
-VERSION = "1"  # bump when the product changes: products made before become stale
+VERSION = "2"  # bump when the product changes: products made before become stale
 GEOPARQUET_VERSION = "1.1.0"
 FID = "_cng_fid"
 GEOMETRY = "geometry"
@@ -52,7 +53,8 @@ class GeoParquetStats:
 
     @property
     def dropped(self) -> int:
-        return self.counts.dropped_null_or_empty + self.counts.dropped_unrepairable
+        c = self.counts
+        return c.dropped_null_or_empty + c.dropped_unrepairable + c.dropped_other_geometry_types
 
     def to_dict(self) -> dict:
         return {**asdict(self), "dropped": self.dropped}
@@ -70,7 +72,8 @@ class _Converted:
     counts: CleanCounts
     curved: int
     dropped_fids: list[int]
-    bounds: np.ndarray  # xmin, ymin, xmax, ymax of the kept rows (inf when none)
+    bounds: np.ndarray  # xmin, ymin, xmax, ymax of the kept rows, lon/lat (NO_BOUNDS when none)
+    source_bounds: np.ndarray  # the same of every feature read, in the source CRS
     types: set[int]
 
 
@@ -81,17 +84,28 @@ def _convert_batch(batch: pa.RecordBatch, first_fid: int, *, path: str, layer: s
     if len(curved):  # GDAL linearises curves on its non-Arrow path; re-read just those features
         src_fids = batch.column(meta["fid_column"] or 0).to_numpy()[curved]
         geoms[curved] = pyogrio.read_dataframe(path, layer=layer, fids=src_fids, columns=[]).geometry.values
+    source_bounds = _total_bounds(geoms)
     counts = CleanCounts()
     cleaned = clean(geoms, kind=kind, geometry_type=geometry_type, transformer=transformer, counts=counts)
     keep = ~shapely.is_missing(cleaned)
     kept = cleaned[keep]
-    bounds = np.array([np.inf, np.inf, -np.inf, -np.inf])
-    if len(kept):
-        b = shapely.bounds(kept)
-        bounds = np.concatenate([b[:, :2].min(0), b[:, 2:].max(0)])
     return _Converted(table=_output_batch(batch, names, fids[keep], kept, keep), counts=counts, curved=len(curved),
-                      dropped_fids=fids[~keep][:1000].tolist(), bounds=bounds,
-                      types=set(shapely.get_type_id(kept).tolist()))
+                      dropped_fids=fids[~keep][:1000].tolist(), bounds=_total_bounds(kept),
+                      source_bounds=source_bounds, types=set(shapely.get_type_id(kept).tolist()))
+
+
+NO_BOUNDS = np.array([np.inf, np.inf, -np.inf, -np.inf])
+
+
+def _total_bounds(geoms: np.ndarray) -> np.ndarray:
+    """xmin, ymin, xmax, ymax over the geometries, None and empty ones left out (NO_BOUNDS when none is left)."""
+    b = shapely.bounds(geoms)
+    b = b[~np.isnan(b).any(axis=1)]
+    return np.concatenate([b[:, :2].min(0), b[:, 2:].max(0)]) if len(b) else NO_BOUNDS
+
+
+def _union_bounds(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.minimum(a[:2], b[:2]), np.maximum(a[2:], b[2:])])
 
 
 def write_geoparquet(path: str, layer: str, out_path: str | Path, *, kind: str, crs: str | None = None,
@@ -112,7 +126,7 @@ def write_geoparquet(path: str, layer: str, out_path: str | Path, *, kind: str, 
     names = _output_names([str(f) for f in info["fields"]])
     stats.renamed_columns = {k: v for k, v in names.items() if k != v}
     types: set[int] = set()
-    bounds = np.array([np.inf, np.inf, -np.inf, -np.inf])
+    bounds = source_bounds = NO_BOUNDS
     workers = workers or min(4, os.cpu_count() or 1)
 
     with tempfile.TemporaryDirectory(prefix="cng-geoparquet-", dir=scratch_dir) as tmp:
@@ -120,11 +134,11 @@ def write_geoparquet(path: str, layer: str, out_path: str | Path, *, kind: str, 
         writer = None
 
         def consume(done: _Converted) -> None:
-            nonlocal writer, bounds
+            nonlocal writer, bounds, source_bounds
             stats.counts.add(done.counts)
             stats.curved_linearised += done.curved
             stats.dropped_fids.extend(done.dropped_fids[: max(0, 1000 - len(stats.dropped_fids))])
-            bounds = np.concatenate([np.minimum(bounds[:2], done.bounds[:2]), np.maximum(bounds[2:], done.bounds[2:])])
+            bounds, source_bounds = _union_bounds(bounds, done.bounds), _union_bounds(source_bounds, done.source_bounds)
             types.update(done.types)
             if writer is None:
                 writer = pq.ParquetWriter(unsorted, done.table.schema, compression="lz4")
@@ -147,11 +161,15 @@ def write_geoparquet(path: str, layer: str, out_path: str | Path, *, kind: str, 
             writer = pq.ParquetWriter(unsorted, _empty_schema(info, names))
         writer.close()
 
+        if np.isfinite(source_bounds).all():  # before any count: coordinates the CRS cannot hold are no product
+            check_extent(src_crs, source_bounds.tolist(), layer)
         stats.rows_written = stats.features_read - stats.dropped
         if stats.features_read and not stats.rows_written:
             raise CngInputError(
-                f"all {stats.features_read} features have null, empty or unrepairable geometry "
-                f"({stats.counts.dropped_null_or_empty} null/empty, {stats.counts.dropped_unrepairable} unrepairable)",
+                f"all {stats.features_read} features have null, empty or unrepairable geometry, or geometry of "
+                f"another type than the layer's {kind} ({stats.counts.dropped_null_or_empty} null/empty, "
+                f"{stats.counts.dropped_unrepairable} unrepairable, {stats.counts.dropped_other_geometry_types} "
+                f"other types)",
                 layer=layer, hint="check the source layer, or leave it out with `exclude:` in the catalog entry")
         stats.geometry_types = sorted(_TYPE_NAMES[t] for t in types)
         stats.bbox = bounds.tolist() if np.isfinite(bounds).all() else None

@@ -5,11 +5,18 @@ from __future__ import annotations
 import difflib
 import os
 import fnmatch
+import warnings
+from collections import Counter
 from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pyarrow as pa
+from pyogrio.raw import open_arrow
 
 from cng_assets.errors import CngInputError
 from cng_assets.transforms import folders, sources
 from cng_assets.transforms.domains import Domain, read_filegdb_domains
+from cng_assets.transforms.geometry import WKB_COLLECTION, WKB_FAMILIES, families, parse_wkb, wkb_type_ids
 from cng_assets.transforms.raster.info import list_rasters
 from cng_assets.transforms.slugs import unique_slugs
 
@@ -30,6 +37,14 @@ class Layer:
     domains: dict[str, str] = field(default_factory=dict)  # field -> coded-value domain name
     raster: dict | None = None  # a raster's GDAL path, size, bands, dtype, nodata
     file: str | None = None  # in a folder source: the file it is in, relative to the folder
+    # Features per geometry family found in the data, when the header declares no one type (Unknown,
+    # GeometryCollection): "polygon", "line", "point", and e.g. "line+polygon" for collections of several.
+    geometry_families: dict[str, int] | None = None
+
+    @property
+    def geometry_label(self) -> str:
+        found = ", ".join(f"{n} {f}" for f, n in (self.geometry_families or {}).items())
+        return f"{self.geometry_type or ''} ({found})" if found else self.geometry_type or ""
 
 
 @dataclass
@@ -71,10 +86,35 @@ class Inventory:
         return self.keys(TABLE) + [DOMAIN_KEY_PREFIX + d.slug for d in self.domains]
 
 
-def classify(geometry_type: str | None) -> str:
+def classify(geometry_type: str | None, found: dict[str, int] | None = None) -> str:
+    """A layer's kind, which decides its products. A header of no one type (`found` is given) is decided by the
+    data: any polygon makes a polygon layer, whose points and lines are dropped and counted."""
     if geometry_type is None:
         return TABLE
+    if found is not None:
+        return POLYGON if any("polygon" in f for f in found) else OTHER
     return POLYGON if ("Polygon" in geometry_type or "Surface" in geometry_type) else OTHER
+
+
+def undeclared(geometry_type: str | None) -> bool:
+    """A header that does not say which geometries the layer holds (GDAL's names, with or without Z/M)."""
+    return bool(geometry_type) and geometry_type.split()[0] in ("Unknown", "GeometryCollection", "Geometry")
+
+
+def families_present(path: str, layer: str) -> dict[str, int]:
+    """Features per geometry family, from each feature's WKB header; geometry collections are parsed and
+    counted as their one family, or as e.g. "line+polygon" when they mix families."""
+    found: Counter = Counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "Measured (M) geometry types are not supported"
+        with open_arrow(path, layer=layer, columns=[], batch_size=65_536, use_pyarrow=True) as (meta, reader):
+            for batch in reader:
+                wkb = batch.column(meta["geometry_name"] or "wkb_geometry")
+                ids = wkb_type_ids(wkb)
+                found.update({f: int(np.isin(ids, list(t)).sum()) for f, t in WKB_FAMILIES.items()})
+                collections, _ = parse_wkb(wkb.filter(pa.array(ids == WKB_COLLECTION)).to_numpy(zero_copy_only=False))
+                found.update("+".join(sorted(f)) for f in map(families, collections) if f)
+    return {f: n for f, n in found.items() if n}
 
 
 def _matches(name: str, slug: str, pattern: str) -> bool:
@@ -148,10 +188,11 @@ def discover(path: str, include: list[str] | tuple = ("*",), exclude: list[str] 
             continue
         info = sources.read_info(_member(path, file), name)
         gtype = info["geometry_type"] or gtype
+        found = families_present(_member(path, file), name) if undeclared(gtype) else None
         layers.append(Layer(
-            name=name, slug=slug, kind=classify(gtype), geometry_type=gtype, features=int(info["features"]),
+            name=name, slug=slug, kind=classify(gtype, found), geometry_type=gtype, features=int(info["features"]),
             crs=info["crs"], fields=[(str(f), str(t)) for f, t in zip(info["fields"], info["ogr_types"])],
-            domains=field_domains.get(name, {}), file=file,
+            domains=field_domains.get(name, {}), file=file, geometry_families=found,
         ))
     if skipped:
         used = {d for x in layers for d in x.domains.values()}

@@ -31,6 +31,7 @@ import shapely
 from pmtiles.reader import MmapSource, Reader
 
 from cng_assets.errors import CngInputError
+from cng_assets.transforms.geometry import open_collections
 
 VERSION = "1"  # bump when the product changes: products made before become stale
 FID = "_cng_fid"
@@ -47,6 +48,8 @@ PUNTAL = {"Point", "MultiPoint"}
 class PMTilesStats:
     layer: str
     features: int  # sent to tippecanoe, and the count it reports reading (else TippecanoeError)
+    collections_split: int  # features more than rows: geometry collections sent as their members, one each
+    skipped_empty: int  # rows with null or empty geometry, not sent (tippecanoe would drop them unsaid)
     bytes: int
     min_zoom: int  # as written in the archive's header
     max_zoom: int
@@ -111,9 +114,9 @@ def write_pmtiles(geoparquet: str | Path, out_path: str | Path, *, layer: str, a
     out_path = Path(out_path)
     args = tippecanoe_args(out_path.name, layer, min_zoom, max_zoom, points=points)
     with tempfile.TemporaryDirectory(prefix="cng-pmtiles-", dir=scratch_dir) as tmp:
-        written = _run(find_tippecanoe(), args, Path(tmp), _features(pf, geom_col, columns))
+        written, rows = _run(find_tippecanoe(), args, Path(tmp), _features(pf, geom_col, columns))
         shutil.move(Path(tmp) / out_path.name, out_path)
-    return _stats(out_path, layer, written, columns, reason, args)
+    return _stats(out_path, layer, written, written - rows, pf.metadata.num_rows - rows, columns, reason, args)
 
 
 def tippecanoe_args(name: str, layer: str, min_zoom: int, max_zoom: int, *, points: bool) -> list[str]:
@@ -144,6 +147,7 @@ def choose_max_zoom(pf: pq.ParquetFile, geom_col: str, bbox_col: str | None, *, 
     last = None
     for batch in pf.iter_batches(batch_size=65_536, columns=[bbox_col or geom_col]):
         b = _batch_bounds(batch, geom_col, bbox_col)
+        b = b[~np.isnan(b).any(axis=1)]  # null and empty geometries: nothing to tile
         lo, hi = _mercator(b[:, :2]), _mercator(b[:, 2:])
         area += float(np.prod(hi - lo, axis=1).sum())
         centres = (lo + hi) / 2
@@ -250,7 +254,9 @@ def _attribute_columns(pf: pq.ParquetFile, geom_col: str, bbox_col: str | None, 
 
 
 def _features(pf: pq.ParquetFile, geom_col: str, columns: list[str]):
-    """Newline-delimited GeoJSON Features, one buffer per batch, each with the count of features so far."""
+    """Newline-delimited GeoJSON Features, one buffer per batch, each with the counts so far of features and of
+    the rows they came from. tippecanoe reads a geometry collection's members as separate features and silently
+    loses nested ones, so collections are sent as their members (same id and properties), counted."""
     con = duckdb.connect(config={"threads": 2})
     schema = pf.schema_arrow
 
@@ -267,14 +273,16 @@ def _features(pf: pq.ParquetFile, geom_col: str, columns: list[str]):
     text = {k: pa.scalar(v, pa.large_string()) for k, v in
             (("head", '{"type":"Feature","id":'), ("props", ',"properties":'), ("geom", ',"geometry":'),
              ("tail", "}\n"), ("sep", ""))}
-    written = 0
+    written = rows = 0
     try:
         for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=list(dict.fromkeys([*columns, FID, geom_col]))):
             geoms = shapely.from_wkb(batch.column(geom_col).to_numpy(zero_copy_only=False))
             keep = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
             if not keep.any():
                 continue
-            batch = batch.filter(pa.array(keep))
+            rows += int(keep.sum())
+            geoms, source_rows = open_collections(geoms[keep])
+            batch = batch.filter(pa.array(keep)).take(pa.array(source_rows))
             con.register("batch", pa.RecordBatch.from_arrays([*(batch.column(c) for c in columns), batch.column(FID)],
                                                              names=[*columns, "__cng_id"]))
             out = con.execute(sql).to_arrow_table()
@@ -284,11 +292,11 @@ def _features(pf: pq.ParquetFile, geom_col: str, columns: list[str]):
                 raise RuntimeError("DuckDB returned the properties out of order")  # never expected: no silent mix-up
             lines = pc.binary_join_element_wise(
                 text["head"], ids, text["props"], props, text["geom"],
-                pa.array(shapely.to_geojson(geoms[keep]), pa.large_string()), text["tail"], text["sep"])
+                pa.array(shapely.to_geojson(geoms), pa.large_string()), text["tail"], text["sep"])
             offsets = np.frombuffer(lines.buffers()[1], np.int64)
             written += len(lines)
             # The joined strings sit back to back in one buffer: exactly the NDJSON to send, no Python per feature.
-            yield memoryview(lines.buffers()[2])[offsets[lines.offset]:offsets[lines.offset + len(lines)]], written
+            yield memoryview(lines.buffers()[2])[offsets[lines.offset]:offsets[lines.offset + len(lines)]], written, rows
     finally:
         con.close()
 
@@ -297,15 +305,15 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _run(binary: str, args: list[str], tmp: Path, chunks) -> int:
-    """Run tippecanoe in `tmp`, feeding it `chunks`; return the features written. Its stderr goes to a file, so a
-    full pipe can never stall it, and into the error if it fails."""
-    written = 0
+def _run(binary: str, args: list[str], tmp: Path, chunks) -> tuple[int, int]:
+    """Run tippecanoe in `tmp`, feeding it `chunks`; return the features written and the rows they came from.
+    Its stderr goes to a file, so a full pipe can never stall it, and into the error if it fails."""
+    written = rows = 0
     with open(tmp / "tippecanoe.log", "wb") as log:
         proc = subprocess.Popen(["tippecanoe", *args], executable=binary, cwd=tmp, stdin=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, stderr=log)
         try:
-            for chunk, written in chunks:
+            for chunk, written, rows in chunks:
                 proc.stdin.write(chunk)
             proc.stdin.close()
         except BrokenPipeError:  # tippecanoe exited early: its exit code and stderr say why
@@ -323,10 +331,11 @@ def _run(binary: str, args: list[str], tmp: Path, chunks) -> int:
         what = f"exited with code {code}" if code else f"read {int(read.group(1)):,} features"
         raise TippecanoeError(f"tippecanoe {what} after {written:,} features were sent "
                               f"(arguments: {' '.join(args)}); its stderr ends:\n{tail}")
-    return written
+    return written, rows
 
 
-def _stats(path: Path, layer: str, features: int, columns: list[str], reason: str, args: list[str]) -> PMTilesStats:
+def _stats(path: Path, layer: str, features: int, collections_split: int, skipped_empty: int, columns: list[str],
+           reason: str, args: list[str]) -> PMTilesStats:
     """Facts read back from the archive with the pmtiles reader, not taken from what tippecanoe was asked."""
     with open(path, "rb") as f:
         reader = Reader(MmapSource(f))
@@ -334,7 +343,9 @@ def _stats(path: Path, layer: str, features: int, columns: list[str], reason: st
     strategies = meta.get("strategies") or []
     at_max = strategies[h["max_zoom"]] if len(strategies) > h["max_zoom"] else {}
     return PMTilesStats(
-        layer=layer, features=features, bytes=path.stat().st_size, min_zoom=h["min_zoom"], max_zoom=h["max_zoom"],
+        layer=layer, features=features, collections_split=collections_split, skipped_empty=skipped_empty,
+        bytes=path.stat().st_size,
+        min_zoom=h["min_zoom"], max_zoom=h["max_zoom"],
         bounds=[h[k] / 1e7 for k in ("min_lon_e7", "min_lat_e7", "max_lon_e7", "max_lat_e7")],
         tile_count=h["addressed_tiles_count"], attributes=columns, zoom_reason=reason,
         dropped_at_max_zoom=int(at_max.get("dropped_as_needed", 0)), tippecanoe_args=args,
