@@ -45,6 +45,10 @@ TERMINAL_BACKFILL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAIL
 TERMINAL_RUN = {"SUCCESS", "FAILURE", "CANCELED"}
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _ERROR_LINE = re.compile(r" - (ERROR|CRITICAL) - |^Traceback \(most recent call last\)|^ERROR:")
+# grpcio's asyncio poller prints a spurious traceback when a notification wakes another event loop or the socket is
+# already closed (grpc/grpc#25364): "Exception in callback ..." then a traceback through its completion queue. Not
+# an error of the daemon's; recognised by that frame, so any other traceback still counts.
+_GRPC_POLLER_FRAME = "_cygrpc/aio/completion_queue.pyx.pxi"
 T = TypeVar("T")
 
 
@@ -387,8 +391,10 @@ class DaemonStack:
         for name, path in self.logs.items():
             if not path.exists():
                 continue
-            for line in _ANSI.sub("", path.read_text(errors="replace")).splitlines():
-                if _ERROR_LINE.search(line) and not any(p.search(line) for p in patterns):
+            lines = _ANSI.sub("", path.read_text(errors="replace")).splitlines()
+            for i, line in enumerate(lines):
+                if (_ERROR_LINE.search(line) and not any(p.search(line) for p in patterns)
+                        and not (line.startswith("Traceback") and _GRPC_POLLER_FRAME in "".join(lines[i + 1:i + 6]))):
                     found.append(f"{name}: {line}")
         return found
 

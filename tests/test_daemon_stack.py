@@ -103,3 +103,11 @@ def test_daemon_log_errors_finds_error_records_and_tracebacks(tmp_path):
     assert errors == ["daemon: 2026-01-01 10:00:05 +0000 - dagster.daemon.SensorDaemon - ERROR - Sensor daemon caught an error",
                       "daemon: Traceback (most recent call last):"]
     assert stack.daemon_log_errors(ignore=["Sensor daemon", "Traceback"]) == []
+    # grpcio's spurious asyncio poller traceback (grpc/grpc#25364) is not the daemon's error; any other still is
+    stack.logs["daemon"].write_text(
+        "Exception in callback None()\nhandle: <Handle cancelled>\nTraceback (most recent call last):\n"
+        '  File "/usr/lib/python3.11/asyncio/events.py", line 80, in _run\n'
+        '  File "src/python/grpcio/grpc/_cython/_cygrpc/aio/completion_queue.pyx.pxi", line 153, in '
+        "grpc._cython.cygrpc.PollerCompletionQueue._handle_events\nOSError: [Errno 9] Bad file descriptor\n"
+        "Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n")
+    assert stack.daemon_log_errors() == ["daemon: Traceback (most recent call last):"]
