@@ -30,8 +30,8 @@ from dagster._core.storage.tags import BACKFILL_ID_TAG
 from dagster._time import get_current_datetime
 
 __all__ = ["BACKFILL_TAG", "DATA_VERSION_TAG", "STALE_DEPENDENCY_LIMIT", "AssetEventFacts", "AssetKeyPartitionKey",
-           "SnapshotPartitionsStore", "StaleStatus", "add_backfill", "record_backfill", "asset_event_facts", "backfill_run_request",
-           "latest_data_versions_by_partition", "latest_storage_ids_by_partition", "observe",
+           "SnapshotPartitionsStore", "StaleStatus", "add_backfill", "asset_event_facts", "backfill_run_request",
+           "latest_data_versions_by_partition", "latest_storage_ids_by_partition", "observe", "record_backfill",
            "stale_resolver"]
 
 BACKFILL_TAG = BACKFILL_ID_TAG  # the run tag that puts a run in a backfill

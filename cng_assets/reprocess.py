@@ -5,9 +5,9 @@ a laptop instead."""
 
 from __future__ import annotations
 
-import dagster as dg
-
 from collections.abc import Mapping
+
+import dagster as dg
 
 from cng_assets.catalog import Dataset
 from cng_assets.dagster_private import AssetKeyPartitionKey, add_backfill

@@ -118,6 +118,7 @@ def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str
     backfill_id, started = uuid.uuid4().hex[:8], time.time()
     status: dict[tuple[str, str | None], str] = {}
     consolidated = {c.chunks: c.product for c in CHUNKED}
+    tags = {"cng/dataset": ds.name, RUNNER_TAG: "in-process"}
 
     def look() -> None:  # what is fresh, once per phase: what runs after a rebuilt step shows as "will be stale"
         status.clear()
@@ -130,14 +131,17 @@ def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str
             return status.get((consolidated[step.asset], step.layer)) != FRESH
         return status.get((step.asset, str(step.partition) if step.partition else None)) != FRESH
 
+    def target(step: Step) -> AssetKeyPartitionKey:
+        return AssetKeyPartitionKey(dg.AssetKey([step.asset] if step.asset in GLOBAL_ASSETS else [ds.name, step.asset]),
+                                    step.partition)
+
     def run(step: Step, done: int, total: int | None) -> bool:
         if not needed(step):
             report.fresh.append(step)
             return True
         result = job.execute_in_process(instance=instance, asset_selection=[target(step).asset_key],
                                         partition_key=step.partition, raise_on_error=False,
-                                        tags={"cng/dataset": ds.name, RUNNER_TAG: "in-process", BACKFILL_TAG: backfill_id},
-                                        run_config=QUIET)
+                                        tags={**tags, BACKFILL_TAG: backfill_id}, run_config=QUIET)
         # A run fails when a blocking check fails too, so success here means the checks passed.
         if result.success:
             report.succeeded.append(step)
@@ -150,16 +154,12 @@ def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str
             on_step(step, done, total, result.success)
         return result.success
 
-    def target(step: Step) -> AssetKeyPartitionKey:
-        return AssetKeyPartitionKey(dg.AssetKey([step.asset] if step.asset in GLOBAL_ASSETS else [ds.name, step.asset]),
-                                    step.partition)
-
     def finish() -> Report:  # the runs made, as one backfill in the UI
         if report.succeeded or report.failed:
             report.backfill_id = backfill_id
             record_backfill(instance, defs.resolve_asset_graph(), backfill_id, started,
                             {target(s) for s in report.succeeded}, {target(s) for s, _ in report.failed},
-                            {target(s) for s in report.skipped}, {"cng/dataset": ds.name, RUNNER_TAG: "in-process"},
+                            {target(s) for s in report.skipped}, tags,
                             f"cng-assets: {ds.name}" + " (rebuild)" * rebuild)
         return report
 

@@ -18,6 +18,7 @@ import os
 import dagster as dg
 
 from cng_assets.catalog import Dataset
+from cng_assets.transforms.sources import REMOTE_PREFIXES
 
 
 def sensor_interval() -> int:
@@ -25,7 +26,7 @@ def sensor_interval() -> int:
 
 
 def raw_interval(ds: Dataset) -> int:
-    remote = ds.source.startswith(("s3://", "https://", "http://")) or os.environ.get("CNG_STORAGE", "local") == "s3"
+    remote = ds.source.startswith(REMOTE_PREFIXES) or os.environ.get("CNG_STORAGE", "local") == "s3"
     return int(os.environ.get("CNG_RAW_INTERVAL", "300")) if remote else sensor_interval()
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from cng_assets.storage.base import ObjectInfo, ProductStorage
+from cng_assets.transforms.folders import file_version, local_files
 from cng_assets.transforms.sources import REMOTE_PREFIXES, gdal_path
 
 
@@ -107,10 +108,9 @@ class LocalStorage(ProductStorage):
         path = path if path.is_absolute() else self.root_path / path
         if path.is_file():
             return {"": _info(path, "").etag}
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
-        return {p.relative_to(path).as_posix(): _info(p, "").etag for p in files}
+        return local_files(str(path)) if path.is_dir() else {}
 
 
 def _info(path: Path, key: str) -> ObjectInfo:
     st = path.stat()
-    return ObjectInfo(key, st.st_size, f"{st.st_size}-{st.st_mtime_ns}")
+    return ObjectInfo(key, st.st_size, file_version(st))

@@ -7,6 +7,7 @@ version is a digest over those files, so replacing one file changes only its own
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path, PurePosixPath
 
 # Read by GDAL beside the main file, never opened on their own.
@@ -31,12 +32,15 @@ def is_folder(source: str, files: dict[str, str]) -> bool:
     return set(files) != {""} and bool(files) and not is_filegdb(source)
 
 
+def file_version(st: os.stat_result) -> str:
+    """A local file's version, its size and modification time: what local storage gives as an object's ETag."""
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
 def local_files(path: str) -> dict[str, str]:
-    """A local folder's files, relative to it, with a version each (size and modification time, as local storage
-    gives them)."""
+    """A local folder's files, relative to it, each with its version."""
     root = Path(path)
-    return {p.relative_to(root).as_posix(): f"{p.stat().st_size}-{p.stat().st_mtime_ns}"
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {p.relative_to(root).as_posix(): file_version(p.stat()) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _stem(rel: str) -> str:

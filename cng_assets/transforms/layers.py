@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import difflib
-import os
 import fnmatch
+import os
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -186,9 +186,10 @@ def discover(path: str, include: list[str] | tuple = ("*",), exclude: list[str] 
                                 crs=r.crs, fields=[(f"b{i + 1}", r.dtype) for i in range(r.bands)], raster=r.to_json(),
                                 file=file))
             continue
-        info = sources.read_info(_member(path, file), name)
+        where = _member(path, file)
+        info = sources.read_info(where, name)
         gtype = info["geometry_type"] or gtype
-        found = families_present(_member(path, file), name) if undeclared(gtype) else None
+        found = families_present(where, name) if undeclared(gtype) else None
         layers.append(Layer(
             name=name, slug=slug, kind=classify(gtype, found), geometry_type=gtype, features=int(info["features"]),
             crs=info["crs"], fields=[(str(f), str(t)) for f, t in zip(info["fields"], info["ogr_types"])],
