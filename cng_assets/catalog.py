@@ -27,6 +27,7 @@ class H3Settings(BaseModel):
     attributes: str | list[str] = "all"
     max_chunks: int = Field(200, ge=1, le=200, description="chunk partitions per layer; 200 is the cluster's cap")
     target_cells_per_chunk: int = Field(20_000_000, ge=1000, description="planned work per chunk, in output cells")
+    max_cells: int = Field(2_000_000_000, ge=1, description="budget per layer: a hex plan estimating more is refused")
 
     @model_validator(mode="after")
     def _parents_coarser(self) -> H3Settings:
@@ -86,6 +87,9 @@ class MirrorTarget(BaseModel):
     prefix: str = Field(pattern=r"^[A-Za-z0-9._-][A-Za-z0-9._/-]*$")
 
 
+NOT_IN_PRODUCTS = {"pods": True, "h3": {"max_cells"}}  # pod sizes and the cell budget: no product depends on them
+
+
 class Dataset(BaseModel):
     """One catalog entry. Free text (title, description, column descriptions) is what the docs are made from."""
 
@@ -131,6 +135,19 @@ class Dataset(BaseModel):
             raise ValueError(f"{v!r} is not a DOI (expected 10.NNNN/suffix, without https://doi.org/)")
         return v
 
+    @field_validator("crs")
+    @classmethod
+    def _crs_known(cls, v):
+        if v is not None:
+            from pyproj import CRS
+            from pyproj.exceptions import CRSError
+
+            try:
+                CRS.from_user_input(v)
+            except CRSError:
+                raise ValueError(f"{v!r} is not a CRS PROJ knows (e.g. EPSG:4269, or a WKT or PROJ string)") from None
+        return v
+
     @field_validator("prefix")
     @classmethod
     def _prefix_clean(cls, v):
@@ -138,15 +155,15 @@ class Dataset(BaseModel):
 
     def code_version(self, code: str, *fields: str) -> str:
         """An asset's code version: its transform's VERSION plus a digest of the catalog fields it reads (all of
-        them when none are named, but never `pods:`, which sizes the steps and changes no product), so editing the
+        them when none are named, but never NOT_IN_PRODUCTS, which change no product), so editing the
         catalog makes exactly the products it changes stale."""
-        data = self.model_dump(mode="json", include=set(fields) or None, exclude={"pods"})
+        data = self.model_dump(mode="json", include=set(fields) or None, exclude=NOT_IN_PRODUCTS)
         return f"{code}+{hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]}"
 
 
 def validation_problems(e: ValidationError) -> str:
     """Each invalid field and why, on one line."""
-    return "; ".join(f"{'.'.join(map(str, err['loc'])) or '(top)'}: {err['msg']}" for err in e.errors())
+    return "; ".join(f"{'.'.join(map(str, err['loc'])) or '(top)'}: {err['msg'].removeprefix('Value error, ')}" for err in e.errors())
 
 
 def load_dataset_file(path: Path) -> Dataset:

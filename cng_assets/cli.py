@@ -37,32 +37,59 @@ def main():
     """Turn raw geospatial sources into cloud-native products with Dagster assets."""
 
 
+MAX_CELLS_OPTION = click.option("--max-cells", type=click.IntRange(1), default=None,
+                                help="Budget per layer: a hex plan estimating more cells is refused (default 2e9).")
+CRS_OPTION = click.option("--crs", default=None, help="CRS of layers whose source declares none (e.g. EPSG:4269).")
+
+
+def _checked_crs(crs: str | None) -> str | None:
+    from pydantic import ValidationError
+
+    try:
+        return Dataset.model_validate({"name": "x", "title": "x", "source": "x", "prefix": "x", "crs": crs}).crs
+    except ValidationError as e:
+        _fail(f"--crs: {validation_problems(e).removeprefix('crs: ')}")
+
+
 @main.command()
 @click.argument("source")
-def layers(source: str):
+@CRS_OPTION
+def layers(source: str, crs: str | None):
     """Print the layer table of SOURCE (any GDAL vector source: path, .zip, /vsizip/, https://, s3://)."""
     from cng_assets.transforms import layers as layer_discovery
     from cng_assets.transforms.sources import gdal_path
 
+    crs = _checked_crs(crs)
     try:
         inv = layer_discovery.discover(gdal_path(source, base_dir=Path.cwd()))
     except CngInputError as e:
         _fail(str(e))
     table = Table("layer", "slug", "kind", "geometry", "features", "CRS")
     for x in inv.layers:
-        table.add_row(x.name, x.slug, x.kind, x.geometry_label, str(x.features), x.crs or "")
+        declared = x.crs or (f"{crs} (--crs)" if crs and x.kind != "table" else "")
+        table.add_row(x.name, x.slug, x.kind, x.geometry_label, str(x.features), declared)
     Console(width=200).print(table)
     if inv.domains:
         console.print(f"{len(inv.domains)} coded-value domains (lookup tables): "
                       + ", ".join(d.name for d in inv.domains))
+    if not crs and any(x.kind not in ("table", "raster") and not x.crs for x in inv.layers):
+        console.print("Some layers declare no CRS: if you know it, pass it with --crs (e.g. --crs EPSG:4269).")
 
 
 def _materialize(ds: Dataset, out: str, rebuild: bool) -> None:
     from cng_assets.defs.resources import storage_from_env
     from cng_assets.runner import materialize_dataset, project_instance
 
-    instance = project_instance()
+    from cng_assets.transforms.layers import open_source
+
     data_dir = str(Path(out).resolve())
+    storage = storage_from_env(data_dir)
+    if not ds.source_builder:  # a source that cannot be opened fails here, before any Dagster run is made
+        try:
+            open_source(storage.source_path(ds.source), ds.include, storage.gdal_options())
+        except CngInputError as e:
+            _fail(str(e.where(dataset=ds.name)))
+    instance = project_instance()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, disable=not console.is_terminal) as progress:
         task = progress.add_task(f"{ds.name}: discovering layers", total=None)
@@ -73,11 +100,10 @@ def _materialize(ds: Dataset, out: str, rebuild: bool) -> None:
                 console.print(escape(f"[{done}/{total or '?'}] {step} {'ok' if ok else 'FAILED'}"))
 
         report = materialize_dataset(ds, instance, data_dir, on_step, rebuild=rebuild)
-    storage = storage_from_env(data_dir)
-    _print_products(ds, storage)
+    published = _print_products(ds, storage)
     for step, note in report.notes.items():
         console.print(escape(f"note: {step}: {note}"))
-    console.print(f"\nProducts are in {storage.uri(ds.bucket, ds.prefix)}")
+    console.print(f"\nProducts are in {storage.uri(ds.bucket, ds.prefix)}" if published else "\nNo products were published.")
     console.print(f"Open the UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} CNG_DATA_DIR={data_dir} "
                   f".venv/bin/dg dev   (or `make ui`), then http://127.0.0.1:3000")
     if report.failed:
@@ -92,8 +118,8 @@ def _materialize(ds: Dataset, out: str, rebuild: bool) -> None:
         + (f" In the UI: Runs > backfill {report.backfill_id}." if report.backfill_id else ""))
 
 
-def _print_products(ds: Dataset, storage) -> None:
-    """One row per product; a folder product (h0=<cell>/ partitions, a .zarr store) is one row."""
+def _print_products(ds: Dataset, storage) -> bool:
+    """One row per product; a folder product (h0=<cell>/ partitions, a .zarr store) is one row. False if none."""
     sizes: dict[str, list[int]] = {}
     for o in storage.list_objects(ds.bucket, ds.prefix + "/"):
         rel = o.key[len(ds.prefix) + 1:]
@@ -102,7 +128,9 @@ def _print_products(ds: Dataset, storage) -> None:
     table = Table("product", "files", "bytes")
     for name, files in sizes.items():
         table.add_row(name, str(len(files)), f"{sum(files):,}")
-    console.print(table)
+    if sizes:
+        console.print(table)
+    return bool(sizes)
 
 
 @main.command()
@@ -114,9 +142,11 @@ def _print_products(ds: Dataset, storage) -> None:
 @click.option("--parents", default=None, help="H3 parent resolutions, e.g. 9,8,0.")
 @click.option("--datetime", "when", default=None,
               help="When the data describe, for STAC (ISO date). Default: a local source's modification date, else today.")
+@CRS_OPTION
+@MAX_CELLS_OPTION
 @click.option("--rebuild", is_flag=True, help="Run every step, also those already fresh.")
 def run(source: str, name: str, out: str, only: str | None, resolution: int | None, parents: str | None,
-        when: str | None, rebuild: bool):
+        when: str | None, crs: str | None, max_cells: int | None, rebuild: bool):
     """Materialize the whole asset graph for an ad-hoc SOURCE on the embedded default."""
     from datetime import date, datetime, timezone
 
@@ -124,13 +154,15 @@ def run(source: str, name: str, out: str, only: str | None, resolution: int | No
 
     from cng_assets.transforms.sources import gdal_path
 
+    crs = _checked_crs(crs)
     try:
         if not source.startswith(("s3://", "http://", "https://", "/vsi")):
             gdal_path(source)  # fail early, before any run is made, if a local source is missing or corrupt
             source = str(Path(source).resolve())
             when = when or datetime.fromtimestamp(Path(source).stat().st_mtime, timezone.utc).date().isoformat()
-        h3 = {k: v for k, v in (("resolution", resolution), ("parents", _csv_ints(parents))) if v is not None}
-        ds = Dataset(name=name, title=name, source=source, prefix=name, h3=H3Settings(**h3),
+        h3 = {k: v for k, v in (("resolution", resolution), ("parents", _csv_ints(parents)), ("max_cells", max_cells))
+              if v is not None}
+        ds = Dataset(name=name, title=name, source=source, prefix=name, h3=H3Settings(**h3), crs=crs,
                      datetime=when or date.today().isoformat(),
                      include=[x.strip() for x in only.split(",")] if only else ["*"])
     except CngInputError as e:
@@ -147,7 +179,9 @@ def run(source: str, name: str, out: str, only: str | None, resolution: int | No
 @click.option("--parents", default="9,8,0", show_default=True, help="Parent resolutions (comma-separated).")
 @click.option("--containment", type=click.Choice(["center", "overlap"]), default="center", show_default=True)
 @click.option("--attributes", default="all", show_default=True, help="Layer columns to carry: all, none, or a,b,c.")
-def hex(input_path: str, out_dir: str, resolution: int, parents: str, containment: str, attributes: str):
+@MAX_CELLS_OPTION
+def hex(input_path: str, out_dir: str, resolution: int, parents: str, containment: str, attributes: str,
+        max_cells: int | None):
     """H3 cells of every feature of a GeoParquet file, into OUTDIR/h0=<cell>/*.parquet."""
     from pydantic import ValidationError
 
@@ -157,20 +191,22 @@ def hex(input_path: str, out_dir: str, resolution: int, parents: str, containmen
 
     try:
         h3 = H3Settings(resolution=resolution, parents=_csv_ints(parents) or [], containment=containment,
-                        attributes=attributes if attributes in ("all", "none") else attributes.split(","))
+                        attributes=attributes if attributes in ("all", "none") else attributes.split(","),
+                        **({"max_cells": max_cells} if max_cells else {}))
     except ValidationError as e:
         _fail(validation_problems(e))
     source = Path(input_path)
-    if not source.exists() or b"geo" not in (_parquet_metadata(source) or {}):
-        _fail(f"{input_path} is not a GeoParquet file (make one with `cng-assets run`)")
+    if not source.is_file():
+        _fail(f"{input_path} does not exist (make GeoParquet with `cng-assets run`)")
     out = Path(out_dir).resolve()
     storage = LocalStorage(root=str(out.parent))
     settings = HexSettings(h3.resolution, tuple(h3.parents), h3.containment)
     with storage.publish_dir(None, out.name) as staged:
         try:
-            result = hex_layer(str(source.resolve()), staged, settings, attributes=h3.attributes,
+            result = hex_layer(str(source.resolve()), staged, settings, attributes=h3.attributes, max_cells=h3.max_cells,
+                               on_plan=lambda est: console.print(f"plan: {est}"),
                                on_chunk=lambda k, n, st: console.print(f"chunk {k + 1}/{n}: {st.cells:,} cells"))
-        except ValueError as e:
+        except (ValueError, CngInputError) as e:
             _fail(str(e))
         failed = [c for c in result.checks if not c.passed]
         if failed:
@@ -178,15 +214,6 @@ def hex(input_path: str, out_dir: str, resolution: int, parents: str, containmen
     rows = sum(result.rows_per_h0.values())
     console.print(f"{rows:,} cells in {len(result.rows_per_h0)} h0 partitions under {out}; "
                   f"checks passed: {', '.join(c.name for c in result.checks)}")
-
-
-def _parquet_metadata(path: Path) -> dict | None:
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_metadata(path).metadata
-    except Exception:  # not parquet at all
-        return None
 
 
 def _catalog_and_defs(dataset: str | None):

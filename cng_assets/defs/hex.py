@@ -22,7 +22,7 @@ from cng_assets.storage import ProductStorage
 from cng_assets.transforms import layout
 from cng_assets.transforms.hex import chunk, consolidate, plan
 from cng_assets.transforms.hex.fill import HexSettings
-from cng_assets.transforms.hex.layer import chunk_count, chunk_units
+from cng_assets.transforms.hex.layer import chunk_units
 
 HEX_CHECKS = {
     "every_feature_has_cells": "every _cng_fid of the GeoParquet has at least one cell",
@@ -64,12 +64,16 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
         with storage.local_path(ds.bucket, products.key(ds, layout.geoparquet(slug))) as gp:
             table = plan.plan_layer(str(gp), settings.resolution, max_chunks=ds.h3.max_chunks,
                                     target_cells=ds.h3.target_cells_per_chunk)
+        est = plan.estimate(table)
+        context.log.info(f"{ds.name}/{slug}: hex plan: {est}")
+        with products.input_errors(ds, slug):  # above the budget: no plan is published, so no chunk runs
+            plan.check_budget(est, ds.h3.max_cells, settings.resolution)
         with storage.publish(ds.bucket, products.key(ds, layout.hex_plan(slug))) as tmp:
             pq.write_table(table, tmp)
-        n = chunk_count(table)
         per_chunk = table.group_by("chunk").aggregate([("est_cells", "sum")]).column("est_cells_sum").to_pylist()
         return dg.MaterializeResult(metadata={
-            "chunks": n, "units": table.num_rows, "estimated_cells": round(sum(per_chunk)),
+            "estimate": str(est), "estimated_bytes": est.bytes, "cell_budget": ds.h3.max_cells,
+            "chunks": est.chunks, "units": table.num_rows, "estimated_cells": est.cells,
             "largest_chunk_estimate": round(max(per_chunk, default=0)),
             "smallest_chunk_estimate": round(min(per_chunk, default=0)),
             "features_split": len(set(table.filter(table.column("roots").is_valid()).column("_cng_fid").to_pylist())),
@@ -109,7 +113,7 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
     def hex_layer(context: dg.AssetExecutionContext, storage: ProductStorage):
         slug = context.partition_key
         table = _read_plan(storage, ds, slug)
-        digest, n = plan.plan_digest(table), chunk_count(table)
+        digest, n = plan.plan_digest(table), plan.chunk_count(table)
         chunk_keys = [products.key(ds, layout.hex_chunk(slug, k)) for k in range(n)]
         with ExitStack() as stack:  # every chunk stays readable (downloaded, on S3) until consolidation is done
             gp = stack.enter_context(storage.local_path(ds.bucket, products.key(ds, layout.geoparquet(slug))))

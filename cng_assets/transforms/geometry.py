@@ -9,6 +9,8 @@ import pyarrow as pa
 import shapely
 from pyproj import CRS, Transformer
 
+from cng_assets.errors import CngInputError
+
 WGS84 = CRS.from_epsg(4326)
 POLYGONAL = {"Polygon", "MultiPolygon"}
 LINEAL = {"LineString", "MultiLineString", "LinearRing"}
@@ -39,17 +41,29 @@ class CleanCounts:
 
 
 def parse_wkb(wkb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Shapely geometries, and the positions of curved ones GEOS cannot read (left None for GDAL to linearise)."""
+    """Shapely geometries, and the positions of curved ones GEOS cannot read (left None for GDAL to linearise).
+    3D surfaces (TIN, polyhedral surface: how GDAL reads an ESRI multipatch) are refused: GEOS cannot read them,
+    and flattening walls and roofs would make a footprint nobody asked for."""
     try:
         return shapely.from_wkb(wkb), np.empty(0, dtype=np.int64)
-    except NotImplementedError:  # "Nonlinear geometry types are not currently supported"
+    except (NotImplementedError, shapely.errors.GEOSException):  # curves; "Unknown WKB type 16"
         out = np.empty(len(wkb), dtype=object)
-        curved = []
+        curved, surfaces = [], 0
         for i, w in enumerate(wkb):
             try:
                 out[i] = shapely.from_wkb(w)
-            except NotImplementedError:
+            except NotImplementedError:  # "Nonlinear geometry types are not currently supported"
                 curved.append(i)
+            except shapely.errors.GEOSException as e:
+                if "Unknown WKB type" not in str(e):
+                    raise
+                surfaces += 1
+        if surfaces:
+            raise CngInputError(
+                f"the layer holds 3D surfaces (multipatch, TIN or polyhedral surface: {surfaces} of the "
+                f"{len(wkb)} features read so far), which this project does not convert",
+                hint="export their footprints to a polygon layer (ArcGIS: Multipatch Footprint) and use that, "
+                     "or leave the layer out with `exclude:` in the catalog entry (`--layers` on `cng-assets run`)")
         return out, np.asarray(curved, dtype=np.int64)
 
 

@@ -121,7 +121,8 @@ def write_geoparquet(path: str, layer: str, out_path: str | Path, *, kind: str, 
     src_crs = info["crs"] or crs
     if src_crs is None:
         raise CngInputError("the layer declares no CRS", layer=layer,
-                            hint="set `crs:` (e.g. EPSG:4269) in the dataset's catalog entry if you know it")
+                            hint="if you know it, set `crs:` (e.g. EPSG:4269) in the dataset's catalog entry, "
+                                 "or pass `--crs EPSG:4269` to `cng-assets run`")
     stats = GeoParquetStats(source_crs=src_crs)
     names = _output_names([str(f) for f in info["fields"]])
     stats.renamed_columns = {k: v for k, v in names.items() if k != v}

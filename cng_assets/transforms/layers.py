@@ -112,7 +112,12 @@ def families_present(path: str, layer: str) -> dict[str, int]:
                 wkb = batch.column(meta["geometry_name"] or "wkb_geometry")
                 ids = wkb_type_ids(wkb)
                 found.update({f: int(np.isin(ids, list(t)).sum()) for f, t in WKB_FAMILIES.items()})
-                collections, _ = parse_wkb(wkb.filter(pa.array(ids == WKB_COLLECTION)).to_numpy(zero_copy_only=False))
+                in_collections = wkb.filter(pa.array(ids == WKB_COLLECTION)).to_numpy(zero_copy_only=False)
+                try:
+                    collections, _ = parse_wkb(in_collections)
+                except CngInputError:  # collections of 3D surfaces: polygonal, refused with its reason when converted
+                    found["polygon"] += len(in_collections)
+                    continue
                 found.update("+".join(sorted(f)) for f in map(families, collections) if f)
     return {f: n for f, n in found.items() if n}
 
@@ -143,15 +148,11 @@ def layer_path(path: str, layer: Layer) -> str:
     return _member(path, layer.file)
 
 
-def discover(path: str, include: list[str] | tuple = ("*",), exclude: list[str] | tuple = (),
-             gdal_options: dict | None = None, files: dict[str, str] | None = None) -> Inventory:
-    """Read every layer's facts from `path` (a GDAL path), keeping those `include` selects and `exclude` does not.
-    `files` (relative path -> ETag) makes a folder of files one source (folders.py); files GDAL cannot read are
-    listed in `unread`, not fatal, so one stray file does not hold back the rest.
-
-    An include pattern without wildcards that names no layer is an error (a typo must not silently drop a layer).
-    Coded-value domains are all kept when every layer is selected, else only those the selected layers use.
-    """
+def open_source(path: str, include: list[str] | tuple = ("*",), gdal_options: dict | None = None,
+                files: dict[str, str] | None = None) -> tuple[list[tuple], list[str], dict[str, str]]:
+    """Open a source and list its layers, without reading them: (name, declared type, RasterInfo or None, file)
+    of each, their slugs, and a folder's unread files. Fails, saying why, when nothing can be read or an include
+    pattern without wildcards names no layer (a typo must not silently drop a layer)."""
     listed, unread = [], {}
     if files is None and os.path.isdir(path) and not folders.is_filegdb(path):
         files = folders.local_files(path)
@@ -174,6 +175,18 @@ def discover(path: str, include: list[str] | tuple = ("*",), exclude: list[str] 
             close = difflib.get_close_matches(pattern, names + slugs, n=3)
             raise CngInputError(f"source has no layer {pattern!r}",
                                 hint=f"did you mean {', '.join(close)}?" if close else f"its layers are {', '.join(names)}")
+    return listed, slugs, unread
+
+
+def discover(path: str, include: list[str] | tuple = ("*",), exclude: list[str] | tuple = (),
+             gdal_options: dict | None = None, files: dict[str, str] | None = None) -> Inventory:
+    """Read every layer's facts from `path` (a GDAL path), keeping those `include` selects and `exclude` does not.
+    `files` (relative path -> ETag) makes a folder of files one source (folders.py); files GDAL cannot read are
+    listed in `unread`, not fatal, so one stray file does not hold back the rest.
+
+    Coded-value domains are all kept when every layer is selected, else only those the selected layers use.
+    """
+    listed, slugs, unread = open_source(path, include, gdal_options, files)
     vector_names = [n for n, _, r, f in listed if r is None and f is None]
     domains, field_domains = read_filegdb_domains(path, vector_names) if vector_names else ([], {})
     layers, skipped = [], []

@@ -42,13 +42,30 @@ def gdal_path(source: str, base_dir: str | Path | None = None) -> str:
 
 def list_layers(path: str) -> list[tuple[str, str | None]]:
     """(layer name, geometry type or None) for every layer; unreadable sources raise CngInputError."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "Measured (M) geometry types are not supported"
+    with warnings.catch_warnings(record=True) as seen:  # GDAL's warnings go into the message, not the terminal
+        warnings.simplefilter("always")
+        try:
             return [(str(n), None if g is None else str(g)) for n, g in pyogrio.list_layers(path)]
-    except DataSourceError as e:
-        raise CngInputError(f"GDAL cannot open source {path!r}: {e}",
-                            hint="check that it is a vector format GDAL reads (FileGDB, GeoPackage, shapefile, ...)") from None
+        except DataSourceError as e:
+            said = [str(w.message) for w in seen if "Measured (M) geometry" not in str(w.message)]
+            raise open_error(path, "; ".join([str(e), *said])) from None
+
+
+def open_error(path: str, gdal_says: str) -> CngInputError:
+    """Why GDAL could not open `path`, from what GDAL said (each distinct message once), and what to do."""
+    said = "; ".join(dict.fromkeys(m.strip().rstrip(".") for m in gdal_says.split(";") if m.strip(" .")))
+    if path.startswith("/vsis3/") and ("credentials" in said.lower() or "Malformed input to a URL" in said):
+        return CngInputError(
+            f"cannot read s3://{path.removeprefix('/vsis3/')}: no S3 credentials or endpoint ({said})",
+            hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (on the cluster they come from the S3 Secret) and "
+                 "AWS_S3_ENDPOINT (outside Nautilus: s3-west.nrp-nautilus.io); for a public bucket AWS_NO_SIGN_REQUEST=YES")
+    if path.startswith(("/vsicurl/", "/vsis3/")) and ("CURL error" in said or "HTTP response code" in said):
+        url = path.removeprefix("/vsicurl/")
+        return CngInputError(f"cannot reach {url}: {said}",
+                             hint="check the URL, and that this machine reaches it (network, proxy, firewall)")
+    return CngInputError(f"GDAL cannot open source {path!r}: {said}",
+                         hint="check that it is a complete file in a vector format GDAL reads "
+                              "(FileGDB, GeoPackage, shapefile, GeoJSON, ...)")
 
 
 def read_info(path: str, layer: str) -> dict:

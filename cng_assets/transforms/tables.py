@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyogrio.raw import open_arrow
 
+from cng_assets.errors import CngInputError
 from cng_assets.transforms.domains import Domain, domain_table
 
 VERSION = "1"  # bump when the product changes: products made before become stale
@@ -27,6 +28,10 @@ def write_table(path: str, layer: str, out_path: str | Path, batch_size: int = 6
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         with open_arrow(path, layer=layer, batch_size=batch_size, use_pyarrow=True) as (_meta, reader):
+            if not reader.schema.names:  # Parquet with no columns is no product: say so before writing anything
+                raise CngInputError("the table has no columns, so there is nothing to publish", layer=layer,
+                                    hint="check the source layer, or leave it out with `exclude:` in the catalog "
+                                         "entry (`--layers` on `cng-assets run`)")
             with pq.ParquetWriter(out_path, reader.schema, compression="zstd") as writer:
                 for batch in reader:
                     writer.write_batch(batch)

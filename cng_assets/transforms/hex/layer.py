@@ -11,10 +11,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cng_assets.errors import CngInputError
 from cng_assets.transforms.hex.chunk import ChunkStats, run_chunk
 from cng_assets.transforms.hex.consolidate import HexCheck, consolidate
 from cng_assets.transforms.hex.fill import HexSettings
-from cng_assets.transforms.hex.plan import MAX_CHUNKS, plan_digest, plan_layer
+from cng_assets.transforms.hex.plan import (MAX_CHUNKS, PlanEstimate, check_budget, estimate, plan_digest,
+                                            plan_layer)
 
 
 @dataclass
@@ -33,17 +35,43 @@ def chunk_units(plan: pa.Table, chunk: int) -> pa.Table:
     return plan.filter(pc.equal(plan.column("chunk"), chunk))
 
 
-def chunk_count(plan: pa.Table) -> int:
-    return int(pc.max(plan.column("chunk")).as_py() or 0) + 1 if plan.num_rows else 1
+def check_input(geoparquet: str) -> None:
+    """What hexing needs of its input: a GeoParquet file with the `_cng_fid` row id, in lon/lat."""
+    import json
+
+    import pyarrow.parquet as pq
+    from pyproj import CRS
+
+    try:
+        meta = pq.read_schema(geoparquet)
+    except (OSError, pa.ArrowInvalid) as e:
+        raise CngInputError(f"{geoparquet} is not a Parquet file ({e})", hint="make GeoParquet with `cng-assets run`") from None
+    geo = json.loads((meta.metadata or {}).get(b"geo", b"null"))
+    if not geo:
+        raise CngInputError(f"{geoparquet} is Parquet without GeoParquet metadata", hint="make GeoParquet with `cng-assets run`")
+    if "_cng_fid" not in meta.names:
+        raise CngInputError(f"{geoparquet} has no `_cng_fid` row id column (it was not made by this project)",
+                            hint="make it with `cng-assets run`, which numbers the features, or add an int64 `_cng_fid`")
+    column = geo["columns"][geo["primary_column"]]
+    crs = CRS.from_user_input(column["crs"]) if column.get("crs") else None if "crs" in column else CRS("OGC:CRS84")
+    if crs is None or not crs.is_geographic or not crs.equals("OGC:CRS84", ignore_axis_order=True):
+        raise CngInputError(f"{geoparquet} is not in lon/lat (its CRS: {crs.name if crs else 'unknown'})",
+                            hint="hex needs EPSG:4326 lon/lat: make it with `cng-assets run`, which reprojects")
 
 
 def hex_layer(geoparquet: str, out_dir: str | Path, settings: HexSettings, *, attributes: str | list[str] = "all",
               max_chunks: int = MAX_CHUNKS, target_cells: float = 20_000_000, scratch_dir: str | None = None,
+              max_cells: int = 2_000_000_000, on_plan: Callable[[PlanEstimate], None] | None = None,
               on_chunk: Callable[[int, int, ChunkStats], None] | None = None) -> HexLayerResult:
     """Hex one GeoParquet layer into `out_dir/h0=<cell>/part-<first cell>.parquet` (out_dir should be new and empty)."""
     out_dir = Path(out_dir)
+    check_input(geoparquet)
     plan = plan_layer(geoparquet, settings.resolution, max_chunks=max_chunks, target_cells=target_cells)
-    n = chunk_count(plan)
+    est = estimate(plan)
+    if on_plan:
+        on_plan(est)
+    check_budget(est, max_cells, settings.resolution)
+    n = est.chunks
     with tempfile.TemporaryDirectory(prefix="cng-hex-", dir=scratch_dir) as tmp:
         tmp = Path(tmp)
         chunk_dirs, stats = [], []

@@ -1,0 +1,154 @@
+"""Inputs a user brings, through the CLI as they run it: a correct product or an error that names the dataset,
+layer, cause and what to do; never a traceback, and nothing published for what was refused (issue 11)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pyogrio
+import pytest
+import shapely
+from click.testing import CliRunner
+
+import dagster as dg
+from cng_assets.cli import main
+
+CLI = Path(sys.executable).parent / "cng-assets"
+
+
+@pytest.fixture
+def cli(tmp_path):
+    def invoke(*args):
+        return CliRunner(env={"DAGSTER_HOME": str(tmp_path / "home")}).invoke(main, list(args), catch_exceptions=False)
+    return invoke
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def wkt_csv(path: Path, rows: dict[str, str]) -> Path:
+    """A CSV whose `WKT` column GDAL reads as geometry, with no CRS: what many ad-hoc exports look like."""
+    path.write_text("WKT,name\n" + "".join(f'"{wkt}",{name}\n' for name, wkt in rows.items()))
+    return path
+
+
+@pytest.mark.parametrize("source, said", [
+    ("corrupt.gpkg", "GDAL cannot open source '{tmp}/corrupt.gpkg': '{tmp}/corrupt.gpkg' not recognized as being "
+                     "in a supported file format"),
+    ("https://127.0.0.1:9/parks.gpkg", "cannot reach https://127.0.0.1:9/parks.gpkg: CURL error: Failed to connect"),
+    ("s3://no-such-bucket/parks.gpkg", "cannot read s3://no-such-bucket/parks.gpkg: no S3 credentials or endpoint"),
+])
+def test_a_source_that_cannot_be_opened_fails_before_any_run(tmp_path, source, said):
+    (tmp_path / "corrupt.gpkg").write_bytes(b"not a geopackage")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(DAGSTER_HOME=str(tmp_path / "home"), HOME=str(tmp_path), AWS_CONFIG_FILE=str(tmp_path / "none"),
+               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
+    done = subprocess.run([str(CLI), "run", "--source", source, "--dataset", "parks", "--out", str(tmp_path / "out")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout.startswith("error: dataset 'parks': " + said.format(tmp=tmp_path)), done.stdout
+    assert "What to do: " in done.stdout
+    assert done.stderr == ""  # GDAL's warnings are in the message, not printed around it; no traceback
+    assert done.stdout.count("Malformed input") <= 1  # GDAL's retries say it ten times: once is enough
+    assert "Products are in" not in done.stdout and not (tmp_path / "out").exists()
+    instance = dg.DagsterInstance.from_ref(dg.InstanceRef.from_dir(str(tmp_path / "home"))) \
+        if (tmp_path / "home" / "dagster.yaml").exists() else None
+    assert instance is None or instance.get_runs_count() == 0  # no Dagster run was made
+
+
+def test_crs_given_on_the_command_line_for_a_source_without_one(cli, tmp_path):
+    source = wkt_csv(tmp_path / "parks.csv", {"a": "POLYGON((-120 35,-119 35,-119 36,-120 36,-120 35))",
+                                              "b": "POLYGON((-118 34,-117.5 34,-117.5 34.5,-118 34))"})
+    listed = cli("layers", str(source))
+    assert listed.exit_code == 0 and "pass it with --crs (e.g. --crs EPSG:4269)" in listed.output
+    assert "EPSG:4269 (--crs)" in cli("layers", str(source), "--crs", "EPSG:4269").output
+    bad = cli("run", "--source", str(source), "--dataset", "parks", "--crs", "EPSG:999999")
+    assert bad.exit_code == 2
+    assert bad.output.startswith("error: --crs: 'EPSG:999999' is not a CRS PROJ knows (e.g. EPSG:4269")
+
+    out = tmp_path / "out"
+    missing = cli("run", "--source", str(source), "--dataset", "parks", "--out", str(out))
+    assert missing.exit_code == 1
+    assert ("geoparquet[parks]: dataset 'parks', layer 'parks': the layer declares no CRS. What to do: if you know "
+            "it, set `crs:` (e.g. EPSG:4269) in the dataset's catalog entry, or pass `--crs EPSG:4269` to "
+            "`cng-assets run`") in missing.output
+
+    given = cli("run", "--source", str(source), "--dataset", "parks", "--out", str(out), "--crs", "EPSG:4269",
+                "--resolution", "6", "--parents", "0")
+    assert given.exit_code == 0, given.output
+    assert "note: hex_plan[parks]: estimate: about " in given.output  # the plan's size, before hexing
+    frame = gpd.read_parquet(out / "parks" / "parks.parquet")
+    assert frame.crs.to_epsg() == 4326 and sorted(frame["name"]) == ["a", "b"]
+    assert frame.total_bounds == pytest.approx([-120, 34, -117.5, 36], abs=1e-3)  # NAD83 -> WGS84: sub-metre
+    assert pq.read_metadata(out / "parks" / "hex" / "_plan" / "parks.parquet").num_rows == 2
+
+
+def test_multipatch_and_a_table_without_columns_are_refused_by_name(cli, tmp_path):
+    folder = tmp_path / "city"
+    folder.mkdir()
+    wkt_csv(folder / "buildings.csv", {"tower": "TIN Z (((0 0 0,0 1 0,1 0 0,0 0 0)))",  # how GDAL reads a multipatch
+                                       "hall": "POLYHEDRALSURFACE Z (((0 0 0,0 1 0,1 1 0,0 0 0)))"})
+    gpkg = folder / "parks.gpkg"
+    frame = gpd.GeoDataFrame({"name": ["green"]}, geometry=[shapely.box(0, 0, 0.01, 0.01)], crs=4326)
+    pyogrio.write_dataframe(frame, gpkg, layer="parks")
+    with sqlite3.connect(gpkg) as con:  # an attribute table with rows but no columns: GDAL lists it
+        con.execute("CREATE TABLE notes (fid INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL)")
+        con.execute("INSERT INTO gpkg_contents (table_name, data_type, identifier) VALUES ('notes', 'attributes', 'notes')")
+        con.executemany("INSERT INTO notes (fid) VALUES (?)", [(1,), (2,)])
+    out = tmp_path / "out"
+    result = cli("run", "--source", str(folder), "--dataset", "city", "--out", str(out), "--crs", "EPSG:4326",
+                 "--resolution", "7", "--parents", "0")
+    assert result.exit_code == 1
+    assert ("geoparquet[buildings]: dataset 'city', layer 'buildings': the layer holds 3D surfaces (multipatch, TIN "
+            "or polyhedral surface: 2 of the 2 features read so far), which this project does not convert. What to "
+            "do: export their footprints to a polygon layer") in result.output
+    assert ("table[notes]: dataset 'city', layer 'notes': the table has no columns, so there is nothing to publish. "
+            "What to do: check the source layer, or leave it out") in result.output
+    assert "2 of " in result.output and "Traceback" not in result.output
+    products = files_under(out / "city")
+    assert not any("buildings" in p or "notes" in p for p in products), products  # nothing for what was refused
+    assert gpd.read_parquet(out / "city" / "parks.parquet")["name"].tolist() == ["green"]
+    assert any(p.startswith("hex/parks/h0=") for p in products)
+
+
+def test_hex_plan_above_the_cell_budget_is_refused_before_any_chunk(cli, tmp_path):
+    source = tmp_path / "big.gpkg"
+    pyogrio.write_dataframe(gpd.GeoDataFrame({"n": [1]}, geometry=[shapely.box(-100, 30, -90, 40)], crs=4326), source)
+    out = tmp_path / "out"
+    result = cli("run", "--source", str(source), "--dataset", "big", "--out", str(out), "--resolution", "8",
+                 "--parents", "0", "--max-cells", "1000000")
+    assert result.exit_code == 1
+    assert ("hex_plan[big]: dataset 'big', layer 'big': the hex plan at resolution 8 is about 1.") in result.output
+    assert ("above the budget of 1,000,000 cells. What to do: use a coarser `h3.resolution` (each step down makes "
+            "about 7x fewer cells), or, if the layer really needs it, raise `h3.max_cells`") in result.output
+    products = files_under(out / "big")
+    assert "big.parquet" in products and not any(p.startswith("hex/") for p in products)  # no plan, no chunks
+
+
+def test_hex_command_checks_its_input(cli, tmp_path):
+    plain = tmp_path / "plain.parquet"
+    gpd.GeoDataFrame({"n": [1]}, geometry=[shapely.box(0, 0, 1, 1)], crs=4326).to_parquet(plain)
+    utm = tmp_path / "utm.parquet"
+    frame = gpd.GeoDataFrame({"_cng_fid": [1]}, geometry=[shapely.box(500000, 4e6, 501000, 4.001e6)], crs=32611)
+    frame.to_parquet(utm)
+    flat = tmp_path / "flat.parquet"
+    pq.write_table(pa.table({"_cng_fid": [1]}), flat)
+    cases = {
+        plain: "plain.parquet has no `_cng_fid` row id column (it was not made by this project). What to do: make "
+               "it with `cng-assets run`",
+        utm: "utm.parquet is not in lon/lat (its CRS: WGS 84 / UTM zone 11N). What to do: hex needs EPSG:4326",
+        flat: "flat.parquet is Parquet without GeoParquet metadata",
+        tmp_path / "absent.parquet": "absent.parquet does not exist",
+    }
+    for path, said in cases.items():
+        result = cli("hex", str(path), str(tmp_path / "hex"), "--resolution", "5", "--parents", "0")
+        assert result.exit_code == 2 and said in result.output, result.output
+    assert not (tmp_path / "hex").exists()
