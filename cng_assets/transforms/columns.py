@@ -41,6 +41,12 @@ def renamed(names: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in names.items() if k != v}
 
 
+def rename_note(source_name: str) -> str:
+    """How the docs (STAC, README) explain a renamed column."""
+    return (f"Source column `{source_name}`, renamed: its name is one of the products' own or another column's "
+            "(compared without regard to letter case).")
+
+
 def unused(name: str, taken: set[str]) -> str:
     """`name`, or `name_2`, `name_3`, ...: the first whose case-folded form is not in `taken` (case-folded)."""
     if name.casefold() not in taken:

@@ -32,6 +32,7 @@ from pmtiles.reader import MmapSource, Reader
 
 from cng_assets.errors import CngInputError
 from cng_assets.transforms.geometry import open_collections
+from cng_assets.transforms.sql import ident
 
 VERSION = "1"  # bump when the product changes: products made before become stale
 FID = "_cng_fid"
@@ -261,14 +262,14 @@ def _features(pf: pq.ParquetFile, geom_col: str, columns: list[str]):
     schema = pf.schema_arrow
 
     def value(name: str) -> str:
-        q, dtype = _quote(name), schema.field(name).type
+        q, dtype = ident(name), schema.field(name).type
         if pa.types.is_floating(dtype):
             return f"CASE WHEN isfinite({q}) THEN {q} END"  # NaN and ±inf are not JSON: null (left out)
         if pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype) or pa.types.is_fixed_size_binary(dtype):
             return f"base64({q}::BLOB)"
         return q  # numbers stay numbers (uint64 exactly), dates and times become ISO strings, nested become JSON
 
-    fields = ", ".join(f"{_quote(c)} := {value(c)}" for c in columns)
+    fields = ", ".join(f"{ident(c)} := {value(c)}" for c in columns)
     sql = f'SELECT "__cng_id"::VARCHAR AS id, to_json(struct_pack({fields}))::VARCHAR AS props FROM batch'
     text = {k: pa.scalar(v, pa.large_string()) for k, v in
             (("head", '{"type":"Feature","id":'), ("props", ',"properties":'), ("geom", ',"geometry":'),
@@ -299,10 +300,6 @@ def _features(pf: pq.ParquetFile, geom_col: str, columns: list[str]):
             yield memoryview(lines.buffers()[2])[offsets[lines.offset]:offsets[lines.offset + len(lines)]], written, rows
     finally:
         con.close()
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _run(binary: str, args: list[str], tmp: Path, chunks) -> tuple[int, int]:
