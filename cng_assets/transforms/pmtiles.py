@@ -31,6 +31,7 @@ import shapely
 from pmtiles.reader import MmapSource, Reader
 
 from cng_assets.errors import CngInputError
+from cng_assets.transforms.columns import unused
 from cng_assets.transforms.geometry import open_collections
 from cng_assets.transforms.sql import ident
 
@@ -270,7 +271,9 @@ def _features(pf: pq.ParquetFile, geom_col: str, columns: list[str]):
         return q  # numbers stay numbers (uint64 exactly), dates and times become ISO strings, nested become JSON
 
     fields = ", ".join(f"{ident(c)} := {value(c)}" for c in columns)
-    sql = f'SELECT "__cng_id"::VARCHAR AS id, to_json(struct_pack({fields}))::VARCHAR AS props FROM batch'
+    # the feature id's name in the registered batch: none of the attributes' (DuckDB compares them case-insensitively)
+    id_col = unused("__cng_id", {c.casefold() for c in columns})
+    sql = f"SELECT {ident(id_col)}::VARCHAR AS id, to_json(struct_pack({fields}))::VARCHAR AS props FROM batch"
     text = {k: pa.scalar(v, pa.large_string()) for k, v in
             (("head", '{"type":"Feature","id":'), ("props", ',"properties":'), ("geom", ',"geometry":'),
              ("tail", "}\n"), ("sep", ""))}
@@ -285,7 +288,7 @@ def _features(pf: pq.ParquetFile, geom_col: str, columns: list[str]):
             geoms, source_rows = open_collections(geoms[keep])
             batch = batch.filter(pa.array(keep)).take(pa.array(source_rows))
             con.register("batch", pa.RecordBatch.from_arrays([*(batch.column(c) for c in columns), batch.column(FID)],
-                                                             names=[*columns, "__cng_id"]))
+                                                             names=[*columns, id_col]))
             out = con.execute(sql).to_arrow_table()
             con.unregister("batch")  # else DuckDB keeps every batch it was given alive
             ids, props = (out.column(c).combine_chunks().cast(pa.large_string()) for c in ("id", "props"))
