@@ -246,13 +246,37 @@ def test_topojson_of_polygons_and_a_point_is_a_polygon_layer(tmp_path):
     assert shapely.area(df.geometry.values).sum() == pytest.approx(2)
 
 
-def test_source_column_named_like_ours_is_renamed(tmp_path):
-    src = tmp_path / "clash.gpkg"
-    pyogrio.write_dataframe(gpd.GeoDataFrame({"bbox": ["x"]}, geometry=[shapely.box(0, 0, 1, 1)], crs=4326), src)
+def test_source_columns_named_like_ours_are_renamed_case_insensitively(tmp_path):
+    """`BBox` beside our `bbox` once made DuckDB read ours as `bbox_1`: colliding source columns become `src_...`,
+    recorded in the footer, and the covering names the real struct column for pyarrow and DuckDB alike."""
+    src = tmp_path / "clash.geojson"
+    frame = gpd.GeoDataFrame({"BBox": ["b1", "b2"], "_CNG_FID": [7, 8], "GEOMETRY": ["g1", "g2"], "h10": [1.5, 2.5],
+                              "_hilbert": ["k1", "k2"]},
+                             geometry=[shapely.box(0, 0, 1, 1), shapely.box(2, 2, 3, 3)], crs=4326)
+    pyogrio.write_dataframe(frame, src, driver="GeoJSON")
     out = tmp_path / "clash.parquet"
     stats = write_geoparquet(str(src), "clash", out, kind="polygon")
-    assert stats.renamed_columns == {"bbox": "bbox_src"}
-    assert pq.read_table(out).column("bbox_src").to_pylist() == ["x"]
+    renamed = {"BBox": "src_BBox", "_CNG_FID": "src__CNG_FID", "GEOMETRY": "src_GEOMETRY", "h10": "src_h10"}
+    assert stats.renamed_columns == renamed
+    footer = pq.read_metadata(out).metadata
+    assert json.loads(footer[b"cng_renamed_columns"]) == renamed
+    covering = geo_metadata(out)["columns"]["geometry"]["covering"]["bbox"]
+    assert covering == {k: ["bbox", k] for k in ("xmin", "ymin", "xmax", "ymax")}
+
+    t = pq.read_table(out)
+    assert t.column_names == ["_cng_fid", "src_BBox", "src__CNG_FID", "src_GEOMETRY", "src_h10", "_hilbert",
+                              "geometry", "bbox"]
+    assert str(t.schema.field("bbox").type) == "struct<xmin: double, ymin: double, xmax: double, ymax: double>"
+    assert t.column("_cng_fid").to_pylist() == [1, 2]
+    assert t.column("src_BBox").to_pylist() == ["b1", "b2"] and t.column("src_h10").to_pylist() == [1.5, 2.5]
+    assert t.column("_hilbert").to_pylist() == ["k1", "k2"]  # a source column named like the sort key survives
+
+    con = duckdb.connect()
+    rel = con.sql("SELECT * FROM read_parquet($p) ORDER BY _cng_fid", params={"p": str(out)})
+    assert rel.columns == t.column_names  # nothing renamed by DuckDB (no `bbox_1`)
+    assert rel.types[rel.columns.index("bbox")] == "STRUCT(xmin DOUBLE, ymin DOUBLE, xmax DOUBLE, ymax DOUBLE)"
+    assert con.execute("SELECT src_BBox, src__CNG_FID, src_GEOMETRY, bbox.xmax FROM read_parquet($p) "
+                       "ORDER BY _cng_fid", {"p": str(out)}).fetchall() == [("b1", 7, "g1", 1.0), ("b2", 8, "g2", 3.0)]
 
 
 def test_row_groups_are_spatially_compact(tmp_path):

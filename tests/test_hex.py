@@ -220,6 +220,25 @@ print(n, int(hwm) // 1024)
     assert cells >= 100_000_000 and peak_mib < 1024
 
 
+def test_source_columns_named_like_cell_columns(tmp_path):
+    """A layer with its own `h10`, `H0`, `h8` once failed ("To use 'column_encoding' set 'use_dictionary' to
+    False"): our GeoParquet renames them, and the hex renames them too in a GeoParquet made elsewhere."""
+    square = shapely.box(-105.01, 40.0, -105.0, 40.01)
+    frame = gpd.GeoDataFrame({"h10": ["a"], "H0": [7], "h8": [1.5]}, geometry=[square], crs=4326)
+    src = tmp_path / "src.geojson"
+    frame.to_file(src, driver="GeoJSON")
+    ours, elsewhere = tmp_path / "ours.parquet", tmp_path / "elsewhere.parquet"
+    write_geoparquet(str(src), "src", ours, kind="polygon")
+    frame.assign(_cng_fid=[1]).to_parquet(elsewhere)
+    for gp in (ours, elsewhere):
+        out = tmp_path / f"hex-{gp.stem}"
+        result = hex_layer(str(gp), out, HexSettings(10, (9, 8)))  # no h0 column: pandas reads the folders' h0
+        assert result.passed, [(c.name, c.detail) for c in result.checks]
+        hexed = pd.read_parquet(out)
+        assert set(hexed.h10) == h3py_cells(square, 10)
+        assert hexed[["src_h10", "src_H0", "src_h8"]].drop_duplicates().values.tolist() == [["a", 7, 1.5]]
+
+
 def test_cli_hex_writes_h0_partitions_with_attributes(tmp_path):
     gp = tmp_path / "w.parquet"
     write_geoparquet(str(shared("coutwildrnp") / "coutwildrnp.shp"), "coutwildrnp", gp, kind="polygon")

@@ -153,3 +153,16 @@ def test_a_folder_of_files_is_one_source_with_each_files_layers_and_versions_per
     (folder / "coutwildrnp.cpg").write_text("UTF-8")  # a sidecar changes its shapefile's version
     after = folders.units(folders.local_files(str(folder)))
     assert {u for u in after if after[u] != before[u]} == {"more/five.geojson", "coutwildrnp.shp"}
+
+
+def test_table_columns_follow_the_same_naming_rule(tmp_path):
+    """A table's `BBox`, or a `NAME` beside `Name`, would be renamed by DuckDB: they become `src_...`, recorded."""
+    src = tmp_path / "t.csv"
+    src.write_text("id,BBox,Name,NAME\n1,x,a,b\n2,y,c,d\n")
+    out = tmp_path / "t.parquet"
+    stats = tables.write_table(str(src), "t", out)
+    assert stats.renamed_columns == {"BBox": "src_BBox", "NAME": "src_NAME"}
+    t = pq.read_table(out)
+    assert t.column_names == stats.columns == ["id", "src_BBox", "Name", "src_NAME"]
+    assert t.column("src_BBox").to_pylist() == ["x", "y"] and t.column("src_NAME").to_pylist() == ["b", "d"]
+    assert pq.read_metadata(out).metadata[b"cng_renamed_columns"] == b'{"BBox": "src_BBox", "NAME": "src_NAME"}'

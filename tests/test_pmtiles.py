@@ -117,6 +117,7 @@ def test_awkward_attribute_types_become_json(demo, tmp_path):
         "raw": pa.array([b"\x00\x01"] * 3, pa.binary()),
         "tags": pa.array([["a", 'b"c']] * 3, pa.list_(pa.string())),
         'odd "name"': pa.array(["x\ny", "é", "🙂"]),
+        "__CNG_ID": pa.array(["p", "q", "r"]),  # like the writer's own id column, to DuckDB (case-insensitive)
     }
     for name, values in extra.items():
         table = table.append_column(name, values)
@@ -132,6 +133,7 @@ def test_awkward_attribute_types_become_json(demo, tmp_path):
     assert "ratio" not in first and "ratio" not in second and third["ratio"] == 0.5  # NaN, inf: left out
     assert first["raw"] == "AAE=" and json.loads(first["tags"]) == ["a", 'b"c']
     assert [p['odd "name"'] for p in (first, second, third)] == ["x\ny", "é", "🙂"]
+    assert [p["__CNG_ID"] for p in (first, second, third)] == ["p", "q", "r"]
     assert "u64" not in third  # null: left out
 
 

@@ -68,7 +68,8 @@ def vector_assets(ds: Dataset) -> list:
                 else:
                     layer = inv.layer(slug)
                     expected, origin = layer.features, {"layer": layer.name}
-                    tables.write_table(products.layer_source(storage, ds, layer), layer.name, tmp)
+                    renamed = tables.write_table(products.layer_source(storage, ds, layer), layer.name, tmp).renamed_columns
+                    origin["renamed_columns"] = renamed
                 written = pq.read_metadata(tmp).num_rows
                 check = dg.AssetCheckResult(check_name="rows_match_source", passed=written == expected,
                                             metadata={"source_rows": expected, "written_rows": written})

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from cng_assets.catalog import Dataset
-from cng_assets.transforms import layout
+from cng_assets.transforms import columns, layout
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX, Inventory
 
 MEDIA_TYPES = {
@@ -45,6 +45,7 @@ class ColumnFacts:
     type: str  # Arrow type as text
     description: str | None = None
     domain: str | None = None  # FileGDB coded-value domain name, when the source field has one
+    source_name: str | None = None  # the source's name of a column renamed (columns.output_names)
 
 
 @dataclass
@@ -122,8 +123,14 @@ def _columns(path: Path, ds: Dataset, domains: dict[str, str]) -> list[ColumnFac
     schema = pq.read_schema(path)
     own = {"_cng_fid": "Row id: the feature's 1-based position in the source layer",
            "geometry": "Geometry (WKB, EPSG:4326 lon/lat)", "bbox": "Bounding box of the geometry (covering column)"}
-    return [ColumnFacts(f.name, "WKB" if f.name == "geometry" else str(f.type),
-                        ds.columns.get(f.name) or own.get(f.name), domains.get(f.name)) for f in schema]
+    renamed = json.loads((schema.metadata or {}).get(columns.METADATA_KEY.encode(), b"{}"))
+    source = {out: src for src, out in renamed.items()}
+    out = []
+    for f in schema:
+        name = source.get(f.name, f.name)  # the catalog and the domains know a column by its source name
+        out.append(ColumnFacts(f.name, "WKB" if f.name == "geometry" else str(f.type),
+                               ds.columns.get(name) or own.get(f.name), domains.get(name), source.get(f.name)))
+    return out
 
 
 def _hex(root: Path, slug: str, ds: Dataset) -> HexFacts | None:

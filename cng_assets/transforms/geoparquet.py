@@ -25,16 +25,15 @@ import shapely
 from pyogrio.raw import open_arrow
 
 from cng_assets.errors import CngInputError
-from cng_assets.transforms import sources
+from cng_assets.transforms import columns, sources
 from cng_assets.transforms.extent import check_extent
 from cng_assets.transforms.geometry import WGS84, CleanCounts, clean, parse_wkb, to_wgs84
 from cng_assets.transforms.hilbert import hilbert_keys
+from cng_assets.transforms.sql import ident
 
-VERSION = "2"  # bump when the product changes: products made before become stale
+VERSION = "3"  # bump when the product changes: products made before become stale
 GEOPARQUET_VERSION = "1.1.0"
-FID = "_cng_fid"
-GEOMETRY = "geometry"
-BBOX = "bbox"
+FID, GEOMETRY, BBOX = columns.FID, columns.GEOMETRY, columns.BBOX
 ROW_GROUP_ROWS = 16_384
 BBOX_TYPE = pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])
 
@@ -60,12 +59,6 @@ class GeoParquetStats:
         return {**asdict(self), "dropped": self.dropped}
 
 
-def _output_names(source_fields: list[str]) -> dict[str, str]:
-    """Source column -> output column; columns clashing with ours get a `_src` suffix rather than vanish."""
-    ours = {FID, GEOMETRY, BBOX}
-    return {f: (f"{f}_src" if f in ours else f) for f in source_fields}
-
-
 @dataclass
 class _Converted:
     table: pa.Table
@@ -78,7 +71,7 @@ class _Converted:
 
 
 def _convert_batch(batch: pa.RecordBatch, first_fid: int, *, path: str, layer: str, meta: dict, kind: str,
-                   geometry_type: str | None, transformer, names: dict[str, str]) -> _Converted:
+                   geometry_type: str | None, transformer, names: dict[str, str], hilbert: str) -> _Converted:
     fids = np.arange(first_fid, first_fid + batch.num_rows, dtype=np.int64)
     geoms, curved = parse_wkb(batch.column(meta["geometry_name"] or "wkb_geometry").to_numpy(zero_copy_only=False))
     if len(curved):  # GDAL linearises curves on its non-Arrow path; re-read just those features
@@ -89,8 +82,8 @@ def _convert_batch(batch: pa.RecordBatch, first_fid: int, *, path: str, layer: s
     cleaned = clean(geoms, kind=kind, geometry_type=geometry_type, transformer=transformer, counts=counts)
     keep = ~shapely.is_missing(cleaned)
     kept = cleaned[keep]
-    return _Converted(table=_output_batch(batch, names, fids[keep], kept, keep), counts=counts, curved=len(curved),
-                      dropped_fids=fids[~keep][:1000].tolist(), bounds=_total_bounds(kept),
+    return _Converted(table=_output_batch(batch, names, hilbert, fids[keep], kept, keep), counts=counts,
+                      curved=len(curved), dropped_fids=fids[~keep][:1000].tolist(), bounds=_total_bounds(kept),
                       source_bounds=source_bounds, types=set(shapely.get_type_id(kept).tolist()))
 
 
@@ -124,8 +117,10 @@ def write_geoparquet(path: str, layer: str, out_path: str | Path, *, kind: str, 
                             hint="if you know it, set `crs:` (e.g. EPSG:4269) in the dataset's catalog entry, "
                                  "or pass `--crs EPSG:4269` to `cng-assets run`")
     stats = GeoParquetStats(source_crs=src_crs)
-    names = _output_names([str(f) for f in info["fields"]])
-    stats.renamed_columns = {k: v for k, v in names.items() if k != v}
+    names = columns.output_names([str(f) for f in info["fields"]])
+    stats.renamed_columns = columns.renamed(names)
+    # the Hilbert key only sorts the scratch file: any name no output column has (case-insensitively) will do
+    hilbert = columns.unused("_hilbert", {n.casefold() for n in [*names.values(), *columns.RESERVED]})
     types: set[int] = set()
     bounds = source_bounds = NO_BOUNDS
     workers = workers or min(4, os.cpu_count() or 1)
@@ -149,7 +144,8 @@ def write_geoparquet(path: str, layer: str, out_path: str | Path, *, kind: str, 
             warnings.simplefilter("ignore", UserWarning)
             with open_arrow(path, layer=layer, batch_size=batch_size, use_pyarrow=True, return_fids=True) as (meta, reader):
                 convert = partial(_convert_batch, path=path, layer=layer, meta=meta, kind=kind,
-                                  geometry_type=info["geometry_type"], transformer=to_wgs84(src_crs), names=names)
+                                  geometry_type=info["geometry_type"], transformer=to_wgs84(src_crs), names=names,
+                                  hilbert=hilbert)
                 pending: deque = deque()
                 for batch in reader:
                     pending.append(pool.submit(convert, batch, stats.features_read + 1))
@@ -159,7 +155,7 @@ def write_geoparquet(path: str, layer: str, out_path: str | Path, *, kind: str, 
                 while pending:
                     consume(pending.popleft().result())
         if writer is None:  # a layer with no features at all: write its schema only
-            writer = pq.ParquetWriter(unsorted, _empty_schema(info, names))
+            writer = pq.ParquetWriter(unsorted, _empty_schema(info, names, hilbert))
         writer.close()
 
         if np.isfinite(source_bounds).all():  # before any count: coordinates the CRS cannot hold are no product
@@ -174,7 +170,7 @@ def write_geoparquet(path: str, layer: str, out_path: str | Path, *, kind: str, 
                 layer=layer, hint="check the source layer, or leave it out with `exclude:` in the catalog entry")
         stats.geometry_types = sorted(_TYPE_NAMES[t] for t in types)
         stats.bbox = bounds.tolist() if np.isfinite(bounds).all() else None
-        _sort_and_write(unsorted, Path(out_path), _geo_metadata(stats), tmp, memory_limit)
+        _sort_and_write(unsorted, Path(out_path), _footer(stats), hilbert, tmp, memory_limit)
     return stats
 
 
@@ -182,7 +178,7 @@ _TYPE_NAMES = {0: "Point", 1: "LineString", 3: "Polygon", 4: "MultiPoint", 5: "M
                7: "GeometryCollection"}
 
 
-def _output_batch(batch: pa.RecordBatch, names: dict[str, str], fids: np.ndarray, geoms: np.ndarray,
+def _output_batch(batch: pa.RecordBatch, names: dict[str, str], hilbert: str, fids: np.ndarray, geoms: np.ndarray,
                   keep: np.ndarray) -> pa.Table:
     b = shapely.bounds(geoms) if len(geoms) else np.empty((0, 4))
     centre_x, centre_y = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
@@ -192,16 +188,16 @@ def _output_batch(batch: pa.RecordBatch, names: dict[str, str], fids: np.ndarray
     cols[GEOMETRY] = pa.array(shapely.to_wkb(geoms, output_dimension=2, flavor="iso"), pa.binary())
     cols[BBOX] = pa.StructArray.from_arrays([pa.array(b[:, i], pa.float64()) for i in range(4)],
                                             fields=list(BBOX_TYPE))
-    cols["_hilbert"] = pa.array(hilbert_keys(centre_x, centre_y), pa.uint64())
+    cols[hilbert] = pa.array(hilbert_keys(centre_x, centre_y), pa.uint64())
     return pa.table(cols)
 
 
-def _empty_schema(info: dict, names: dict[str, str]) -> pa.Schema:
+def _empty_schema(info: dict, names: dict[str, str], hilbert: str) -> pa.Schema:
     arrow_types = {"int32": pa.int32(), "int64": pa.int64(), "float64": pa.float64(), "float32": pa.float32(),
                    "bool": pa.bool_(), "datetime64[ms]": pa.timestamp("ms")}
     fields = [(FID, pa.int64())]
     fields += [(names[str(f)], arrow_types.get(str(t), pa.string())) for f, t in zip(info["fields"], info["dtypes"])]
-    fields += [(GEOMETRY, pa.binary()), (BBOX, BBOX_TYPE), ("_hilbert", pa.uint64())]
+    fields += [(GEOMETRY, pa.binary()), (BBOX, BBOX_TYPE), (hilbert, pa.uint64())]
     return pa.schema(fields)
 
 
@@ -220,15 +216,22 @@ def _geo_metadata(stats: GeoParquetStats) -> dict:
     return {"version": GEOPARQUET_VERSION, "primary_column": GEOMETRY, "columns": {GEOMETRY: column}}
 
 
-def _sort_and_write(unsorted: Path, out: Path, geo: dict, tmp: str, memory_limit: str) -> None:
+def _footer(stats: GeoParquetStats) -> dict[str, str]:
+    """Footer key-values: `geo`, and the source columns renamed (JSON), so readers can map them back."""
+    return {"geo": json.dumps(_geo_metadata(stats), separators=(",", ":")),
+            columns.METADATA_KEY: json.dumps(stats.renamed_columns, ensure_ascii=False)}
+
+
+def _sort_and_write(unsorted: Path, out: Path, footer: dict[str, str], hilbert: str, tmp: str,
+                    memory_limit: str) -> None:
     con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(Path(tmp) / "spill"),
                                  "threads": 2, "preserve_insertion_order": True})
-    try:
-        geo_json = json.dumps(geo, separators=(",", ":")).replace("'", "''")
+    try:  # paths and metadata as parameters: no text built from them
+        kv = ", ".join(f"{ident(k)}: $kv{i}" for i, k in enumerate(footer))
         con.execute(
-            f"COPY (SELECT * EXCLUDE (_hilbert) FROM read_parquet('{unsorted}') ORDER BY _hilbert, {FID}) "
-            f"TO '{out}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS}, "
-            f"KV_METADATA {{geo: '{geo_json}'}})"
-        )
+            f"COPY (SELECT * EXCLUDE ({ident(hilbert)}) FROM read_parquet($unsorted) ORDER BY {ident(hilbert)}, "
+            f"{ident(FID)}) TO $out (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS}, "
+            f"KV_METADATA {{{kv}}})",
+            {"unsorted": str(unsorted), "out": str(out), **{f"kv{i}": v for i, v in enumerate(footer.values())}})
     finally:
         con.close()

@@ -31,7 +31,9 @@ import shapely
 from pmtiles.reader import MmapSource, Reader
 
 from cng_assets.errors import CngInputError
+from cng_assets.transforms.columns import unused
 from cng_assets.transforms.geometry import open_collections
+from cng_assets.transforms.sql import ident
 
 VERSION = "1"  # bump when the product changes: products made before become stale
 FID = "_cng_fid"
@@ -261,15 +263,17 @@ def _features(pf: pq.ParquetFile, geom_col: str, columns: list[str]):
     schema = pf.schema_arrow
 
     def value(name: str) -> str:
-        q, dtype = _quote(name), schema.field(name).type
+        q, dtype = ident(name), schema.field(name).type
         if pa.types.is_floating(dtype):
             return f"CASE WHEN isfinite({q}) THEN {q} END"  # NaN and ±inf are not JSON: null (left out)
         if pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype) or pa.types.is_fixed_size_binary(dtype):
             return f"base64({q}::BLOB)"
         return q  # numbers stay numbers (uint64 exactly), dates and times become ISO strings, nested become JSON
 
-    fields = ", ".join(f"{_quote(c)} := {value(c)}" for c in columns)
-    sql = f'SELECT "__cng_id"::VARCHAR AS id, to_json(struct_pack({fields}))::VARCHAR AS props FROM batch'
+    fields = ", ".join(f"{ident(c)} := {value(c)}" for c in columns)
+    # the feature id's name in the registered batch: none of the attributes' (DuckDB compares them case-insensitively)
+    id_col = unused("__cng_id", {c.casefold() for c in columns})
+    sql = f"SELECT {ident(id_col)}::VARCHAR AS id, to_json(struct_pack({fields}))::VARCHAR AS props FROM batch"
     text = {k: pa.scalar(v, pa.large_string()) for k, v in
             (("head", '{"type":"Feature","id":'), ("props", ',"properties":'), ("geom", ',"geometry":'),
              ("tail", "}\n"), ("sep", ""))}
@@ -284,7 +288,7 @@ def _features(pf: pq.ParquetFile, geom_col: str, columns: list[str]):
             geoms, source_rows = open_collections(geoms[keep])
             batch = batch.filter(pa.array(keep)).take(pa.array(source_rows))
             con.register("batch", pa.RecordBatch.from_arrays([*(batch.column(c) for c in columns), batch.column(FID)],
-                                                             names=[*columns, "__cng_id"]))
+                                                             names=[*columns, id_col]))
             out = con.execute(sql).to_arrow_table()
             con.unregister("batch")  # else DuckDB keeps every batch it was given alive
             ids, props = (out.column(c).combine_chunks().cast(pa.large_string()) for c in ("id", "props"))
@@ -299,10 +303,6 @@ def _features(pf: pq.ParquetFile, geom_col: str, columns: list[str]):
             yield memoryview(lines.buffers()[2])[offsets[lines.offset]:offsets[lines.offset + len(lines)]], written, rows
     finally:
         con.close()
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _run(binary: str, args: list[str], tmp: Path, chunks) -> tuple[int, int]:

@@ -45,10 +45,11 @@ from pystac.extensions.table import Column, TableExtension
 
 from cng_assets.catalog import Dataset
 from cng_assets.errors import CngInputError
+from cng_assets.transforms.columns import rename_note
 from cng_assets.transforms.facts import DatasetFacts, FileFacts, LayerFacts, RasterFacts
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX
 
-VERSION = "2"  # bump when the STAC output changes
+VERSION = "3"  # bump when the STAC output changes
 
 PROCESSING_SCHEMA = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"  # no pystac class for it
 CRS = "EPSG:4326"  # every GeoParquet product is lon/lat
@@ -150,6 +151,10 @@ def _add_asset(owner: pystac.Item | pystac.Collection, key: str, asset: pystac.A
     return asset
 
 
+def _then(description: str | None, note: str) -> str:
+    return f"{description.rstrip('.')}. {note}" if description else note
+
+
 def _columns(x: LayerFacts, domain_assets: dict[str, str]) -> list[Column]:
     out = []
     for c in x.columns:
@@ -159,7 +164,9 @@ def _columns(x: LayerFacts, domain_assets: dict[str, str]) -> list[Column]:
             key = domain_assets.get(c.domain)
             note = (f"Coded values: FileGDB domain `{c.domain}`"
                     + (f", in the Collection asset `{key}` (code, label)." if key else "."))
-            description = f"{description.rstrip('.')}. {note}" if description else note
+            description = _then(description, note)
+        if c.source_name:
+            description = _then(description, rename_note(c.source_name))
         if description:
             props["description"] = description
         out.append(Column(props))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,19 +12,22 @@ import pyarrow.parquet as pq
 from pyogrio.raw import open_arrow
 
 from cng_assets.errors import CngInputError
+from cng_assets.transforms import columns
 from cng_assets.transforms.domains import Domain, domain_table
 
-VERSION = "1"  # bump when the product changes: products made before become stale
+VERSION = "2"  # bump when the product changes: products made before become stale
 
 
 @dataclass
 class TableStats:
     rows: int
     columns: list[str]
+    renamed_columns: dict[str, str] = field(default_factory=dict)
 
 
 def write_table(path: str, layer: str, out_path: str | Path, batch_size: int = 65_536) -> TableStats:
-    """Copy a non-spatial layer of `path` (a GDAL path) to Parquet (ZSTD), keeping GDAL's column types."""
+    """Copy a non-spatial layer of `path` (a GDAL path) to Parquet (ZSTD), keeping GDAL's column types. Column
+    names follow the GeoParquet's rule (columns.output_names), so that DuckDB and the docs read them alike."""
     rows = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -32,12 +36,16 @@ def write_table(path: str, layer: str, out_path: str | Path, batch_size: int = 6
                 raise CngInputError("the table has no columns, so there is nothing to publish", layer=layer,
                                     hint="check the source layer, or leave it out with `exclude:` in the catalog "
                                          "entry (`--layers` on `cng-assets run`)")
-            with pq.ParquetWriter(out_path, reader.schema, compression="zstd") as writer:
+            names = columns.output_names(reader.schema.names)
+            renamed = columns.renamed(names)
+            schema = pa.schema([f.with_name(names[f.name]) for f in reader.schema],
+                               metadata={**(reader.schema.metadata or {}),
+                                         columns.METADATA_KEY: json.dumps(renamed, ensure_ascii=False)})
+            with pq.ParquetWriter(out_path, schema, compression="zstd") as writer:
                 for batch in reader:
-                    writer.write_batch(batch)
+                    writer.write_batch(pa.RecordBatch.from_arrays(batch.columns, schema=schema))
                     rows += batch.num_rows
-            columns = reader.schema.names
-    return TableStats(rows=rows, columns=columns)
+    return TableStats(rows=rows, columns=schema.names, renamed_columns=renamed)
 
 
 def write_domain(domain: Domain, out_path: str | Path) -> TableStats:

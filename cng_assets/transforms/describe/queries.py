@@ -13,6 +13,7 @@ import h3
 from cng_assets.transforms.describe.common import BBOX, FID, HIVE, OWN_COLUMNS, Profile
 from cng_assets.transforms.facts import DatasetFacts, FileFacts, LayerFacts
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX
+from cng_assets.transforms.sql import ident, literal
 
 
 @functools.cache
@@ -25,12 +26,8 @@ def _reserved() -> set[str]:
 
 def _ident(name: str) -> str:
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) and name.lower() not in _reserved():
-        return name
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _str(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+        return name  # left bare where it can be: the examples read better
+    return ident(name)
 
 
 def _literal(v) -> str | None:
@@ -41,16 +38,16 @@ def _literal(v) -> str | None:
     if isinstance(v, float) and math.isfinite(v):
         return repr(v)
     if isinstance(v, str):
-        return _str(v)
+        return literal(v)
     return None
 
 
 def _read(base: str, key: str) -> str:
-    return f"read_parquet({_str(base + key)})"
+    return f"read_parquet({literal(base + key)})"
 
 
 def _read_hex(base: str, key: str) -> str:
-    return f"read_parquet({_str(base + key + '*/*.parquet')}, {HIVE})"
+    return f"read_parquet({literal(base + key + '*/*.parquet')}, {HIVE})"
 
 
 def _type_is_text(t: str) -> bool:

@@ -7,12 +7,13 @@ from decimal import Decimal
 
 import h3
 
+from cng_assets.transforms.columns import rename_note
 from cng_assets.transforms.describe.common import FID, GEOMETRY, PRODUCTS, SAMPLE_ROWS, Profile
 from cng_assets.transforms.describe.queries import _domain_tables, _hex_attributes, example_queries
 from cng_assets.transforms.facts import DatasetFacts, FileFacts, LayerFacts
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX
 
-VERSION = "1"  # bump when the README or thumbnails change
+VERSION = "2"  # bump when the README or thumbnails change
 
 def dataset_readme(facts: DatasetFacts, profiles: dict[str, Profile] | None, run_id: str | None) -> str:
     """The dataset's README.md. Free text (title, description, citation, column descriptions) comes from the
@@ -173,6 +174,8 @@ def _dictionary(x: LayerFacts, profile: Profile, domains: dict[str, LayerFacts])
             d = domains.get(c.domain)
             where = f"[{c.domain}]({d.files['table'].href}), {d.rows:,} codes" if d else _code(c.domain)
             desc = (desc + " " if desc else "") + f"Coded values: domain {where}."
+        if c.source_name:
+            desc = (desc + " " if desc else "") + rename_note(c.source_name)
         examples, share = profile.get(c.name, ([], None))
         ex = ", ".join(_code(_value(v)) for v in examples)
         md.append(f"| {_code(c.name)} | {_cell(_code(c.type))} | {_cell(desc) or '—'} | {_cell(ex) or '—'} | "

@@ -18,11 +18,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cng_assets.transforms.columns import output_names
 from cng_assets.transforms.hex import cells as C
 from cng_assets.transforms.hex.chunk import FID
 from cng_assets.transforms.hex.fill import HexSettings
 
-VERSION = "2"  # bump when the consolidated layout changes
+VERSION = "3"  # bump when the consolidated layout changes
 NOT_ATTRIBUTES = {FID, "geometry", "bbox"}
 ROW_GROUP_ROWS = 131_072
 TARGET_ROWS = 2_000_000  # rows per output file, when small groups can be merged
@@ -103,8 +104,9 @@ def consolidate(chunk_dirs: list[Path], geoparquet: str, out_dir: Path, settings
     attrs = pq.read_table(geoparquet, columns=[FID, *attribute_columns(geoparquet, attributes)])
     attrs = attrs.take(pc.sort_indices(attrs.column(FID)))
     attr_fids = np.asarray(attrs.column(FID).to_numpy())
-    attr_names = attrs.column_names[1:]
-    attr_values = [attrs.column(n).combine_chunks() for n in attr_names]
+    # a layer's own `h8` or `H0` (GeoParquet made elsewhere: ours renames them) must not clash with a cell column
+    attr_values = [attrs.column(n).combine_chunks() for n in attrs.column_names[1:]]
+    attr_names = list(output_names(attrs.column_names[1:]).values())
     seen = np.zeros(len(attr_fids), dtype=bool)
     dups = invalid = unknown_fids = 0
     result = Consolidated()
