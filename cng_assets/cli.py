@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -59,20 +60,26 @@ def layers(source: str):
 
 def _materialize(ds: Dataset, out: str, rebuild: bool) -> None:
     from cng_assets.defs.resources import storage_from_env
+    from cng_assets.interrupts import Interrupted
     from cng_assets.runner import materialize_dataset, project_instance
 
-    instance = project_instance()
     data_dir = str(Path(out).resolve())
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=not console.is_terminal) as progress:
-        task = progress.add_task(f"{ds.name}: discovering layers", total=None)
+    try:
+        instance = project_instance()
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, disable=not console.is_terminal) as progress:
+            task = progress.add_task(f"{ds.name}: discovering layers", total=None)
 
-        def on_step(step, done, total, ok):
-            progress.update(task, completed=done, total=total, description=escape(f"{ds.name}: {step}"))
-            if not console.is_terminal:
-                console.print(escape(f"[{done}/{total or '?'}] {step} {'ok' if ok else 'FAILED'}"))
+            def on_step(step, done, total, ok):
+                progress.update(task, completed=done, total=total, description=escape(f"{ds.name}: {step}"))
+                if not console.is_terminal:
+                    console.print(escape(f"[{done}/{total or '?'}] {step} {'ok' if ok else 'FAILED'}"))
 
-        report = materialize_dataset(ds, instance, data_dir, on_step, rebuild=rebuild)
+            report = materialize_dataset(ds, instance, data_dir, on_step, rebuild=rebuild)
+    except (Interrupted, KeyboardInterrupt) as e:  # KeyboardInterrupt: before the runner watched signals
+        stop = e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT, 0, None)
+        console.print(escape(stop.message))
+        sys.exit(stop.exit_code)
     storage = storage_from_env(data_dir)
     _print_products(ds, storage)
     for step, note in report.notes.items():
