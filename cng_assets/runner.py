@@ -215,6 +215,7 @@ def _materialize(ds: Dataset, instance: dg.DagsterInstance, data_dir: str | None
     for key in graph.toposorted_asset_keys:
         if key.path[0] not in (ds.name, *GLOBAL_ASSETS) or key.path[-1] in NOT_RUN:
             continue
+        stop_if_interrupted()  # before finding its steps too: recording a layer's empty chunks takes a while
         ancestors = graph.get_ancestor_asset_keys(key)
         for step in steps_of(key, {layer for a, layer in failed if a in ancestors}):
             if any((a, step.layer) in failed for a in ancestors):
