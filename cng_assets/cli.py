@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -78,28 +79,33 @@ def layers(source: str, crs: str | None):
 
 def _materialize(ds: Dataset, out: str, rebuild: bool) -> None:
     from cng_assets.defs.resources import storage_from_env
+    from cng_assets.interrupts import Interrupted
     from cng_assets.runner import materialize_dataset, project_instance
-
     from cng_assets.transforms.layers import open_source
 
     data_dir = str(Path(out).resolve())
     storage = storage_from_env(data_dir)
-    if not ds.source_builder:  # a source that cannot be opened fails here, before any Dagster run is made
-        try:
-            open_source(storage.source_path(ds.source), ds.include, storage.gdal_options())
-        except CngInputError as e:
-            _fail(str(e.where(dataset=ds.name)))
-    instance = project_instance()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=not console.is_terminal) as progress:
-        task = progress.add_task(f"{ds.name}: discovering layers", total=None)
+    try:
+        if not ds.source_builder:  # a source that cannot be opened fails here, before any Dagster run is made
+            try:
+                open_source(storage.source_path(ds.source), ds.include, storage.gdal_options())
+            except CngInputError as e:
+                _fail(str(e.where(dataset=ds.name)))
+        instance = project_instance()
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, disable=not console.is_terminal) as progress:
+            task = progress.add_task(f"{ds.name}: discovering layers", total=None)
 
-        def on_step(step, done, total, ok):
-            progress.update(task, completed=done, total=total, description=escape(f"{ds.name}: {step}"))
-            if not console.is_terminal:
-                console.print(escape(f"[{done}/{total or '?'}] {step} {'ok' if ok else 'FAILED'}"))
+            def on_step(step, done, total, ok):
+                progress.update(task, completed=done, total=total, description=escape(f"{ds.name}: {step}"))
+                if not console.is_terminal:
+                    console.print(escape(f"[{done}/{total or '?'}] {step} {'ok' if ok else 'FAILED'}"))
 
-        report = materialize_dataset(ds, instance, data_dir, on_step, rebuild=rebuild)
+            report = materialize_dataset(ds, instance, data_dir, on_step, rebuild=rebuild)
+    except (Interrupted, KeyboardInterrupt) as e:  # KeyboardInterrupt: before the runner watched signals
+        stop = e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT, 0, None)
+        console.print(escape(stop.message))
+        sys.exit(stop.exit_code)
     published = _print_products(ds, storage)
     for step, note in report.notes.items():
         console.print(escape(f"note: {step}: {note}"))

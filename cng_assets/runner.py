@@ -20,6 +20,7 @@ from cng_assets.defs import products
 from cng_assets.defs.partitions import CHUNK_PARENTS, CHUNKED, chunk_keys, empty_chunks, partition_keys, planned_chunks
 from cng_assets.defs.sensors import RUNNER_TAG
 from cng_assets.defs.sources import is_observed, layer_versions, observations, source_files
+from cng_assets.interrupts import Interrupted, SignalWatch
 from cng_assets.lineage import FRESH, asset_status
 from cng_assets.storage import ProductStorage
 
@@ -110,12 +111,22 @@ def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str
                         on_step: Callable[[Step, int, int | None, bool], None] | None = None,
                         rebuild: bool = False) -> Report:
     """Source and layer discovery first, then every layer partition that is not fresh (every one with
-    `rebuild`). A failed layer does not stop the others."""
+    `rebuild`). A failed layer does not stop the others; SIGINT or SIGTERM stops the step that runs and every
+    later one, and raises `Interrupted` once the runs made are recorded."""
+    started = time.time()
+    with SignalWatch() as watch:
+        return _materialize(ds, instance, data_dir, on_step, rebuild, watch, started)
+
+
+def _materialize(ds: Dataset, instance: dg.DagsterInstance, data_dir: str | None,
+                 on_step: Callable[[Step, int, int | None, bool], None] | None, rebuild: bool, watch: SignalWatch,
+                 started: float) -> Report:
     defs = definitions_with(ds, data_dir)
     job = defs.resolve_implicit_global_asset_job_def()
     storage: ProductStorage = defs.resources["storage"]
+    storage.sweep_staging(started)  # what crashed runs left; a live process's staging is locked, never swept
     report = Report()
-    backfill_id, started = uuid.uuid4().hex[:8], time.time()
+    backfill_id = uuid.uuid4().hex[:8]
     status: dict[tuple[str, str | None], str] = {}
     consolidated = {c.chunks: c.product for c in CHUNKED}
     tags = {"cng/dataset": ds.name, RUNNER_TAG: "in-process"}
@@ -135,13 +146,26 @@ def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str
         return AssetKeyPartitionKey(dg.AssetKey([step.asset] if step.asset in GLOBAL_ASSETS else [ds.name, step.asset]),
                                     step.partition)
 
+    def stop_if_interrupted(stopped: Step | None = None) -> None:
+        signum = watch.received()
+        if signum:
+            if stopped:
+                report.failed.append((stopped, "interrupted"))
+            finish()
+            raise Interrupted(signum, len(report.succeeded) + len(report.fresh), stopped)
+
     def run(step: Step, done: int, total: int | None) -> bool:
+        stop_if_interrupted()  # no step starts after the signal
         if not needed(step):
             report.fresh.append(step)
             return True
+        # Dagster raises DagsterExecutionInterruptedError in the step on a signal: the step unwinds (its staging
+        # removed, its child processes killed) and the run is recorded as failed.
         result = job.execute_in_process(instance=instance, asset_selection=[target(step).asset_key],
                                         partition_key=step.partition, raise_on_error=False,
                                         tags={**tags, BACKFILL_TAG: backfill_id}, run_config=QUIET)
+        if not result.success:
+            stop_if_interrupted(step)
         # A run fails when a blocking check fails too, so success here means the checks passed.
         if result.success:
             report.succeeded.append(step)
@@ -191,6 +215,7 @@ def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str
     for key in graph.toposorted_asset_keys:
         if key.path[0] not in (ds.name, *GLOBAL_ASSETS) or key.path[-1] in NOT_RUN:
             continue
+        stop_if_interrupted()  # before finding its steps too: recording a layer's empty chunks takes a while
         ancestors = graph.get_ancestor_asset_keys(key)
         for step in steps_of(key, {layer for a, layer in failed if a in ancestors}):
             if any((a, step.layer) in failed for a in ancestors):
@@ -199,4 +224,5 @@ def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str
             done += 1
             if not run(step, done, None) and step.layer:
                 failed.add((key, step.layer))
+    stop_if_interrupted()
     return finish()

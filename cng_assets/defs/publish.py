@@ -41,7 +41,8 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
         key = products.key(ds, layout.pmtiles(slug))
         with storage.local_path(ds.bucket, products.key(ds, layout.geoparquet(slug))) as gp, products.input_errors(ds, slug), \
                 storage.publish(ds.bucket, key) as tmp:
-            stats = pmtiles.write_pmtiles(gp, tmp, layer=slug)
+            # tippecanoe's temporary files beside the archive: removed with the staging, even after a kill -9
+            stats = pmtiles.write_pmtiles(gp, tmp, layer=slug, scratch_dir=str(tmp.parent))
         return dg.MaterializeResult(metadata={
             "uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)), "bytes": stats.bytes,
             "features": stats.features, "collections_split": stats.collections_split,

@@ -90,7 +90,7 @@ def vector_assets(ds: Dataset) -> list:
             layer = products.discover(storage, ds).layer(slug)
             with storage.publish(ds.bucket, key) as tmp:
                 stats = geoparquet.write_geoparquet(products.layer_source(storage, ds, layer), layer.name, tmp,
-                                                    kind=layer.kind, crs=ds.crs)
+                                                    kind=layer.kind, crs=ds.crs, scratch_dir=str(tmp.parent))
                 written = pq.read_metadata(tmp).num_rows
                 check = dg.AssetCheckResult(
                     check_name="counts_reconcile", passed=layer.features == stats.features_read == written + stats.dropped,

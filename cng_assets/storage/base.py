@@ -47,6 +47,11 @@ class ProductStorage(dg.ConfigurableResource):
         raise NotImplementedError
         yield  # pragma: no cover
 
+    def sweep_staging(self, before: float) -> int:
+        """Remove staging left by crashed processes (older than `before`, a time.time(), and owned by no live
+        process); return how many. Storage without a shared staging area has nothing to sweep."""
+        return 0
+
     @contextmanager
     def local_path(self, bucket: str | None, key: str) -> Iterator[Path]:
         """A local path to read a product (file or folder) from; local storage hands out the product itself."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import uuid
@@ -13,6 +14,8 @@ from typing import BinaryIO
 from cng_assets.storage.base import ObjectInfo, ProductStorage
 from cng_assets.transforms.folders import file_version, local_files
 from cng_assets.transforms.sources import REMOTE_PREFIXES, gdal_path
+
+STAGING = ".staging"
 
 
 class LocalStorage(ProductStorage):
@@ -44,13 +47,36 @@ class LocalStorage(ProductStorage):
     @contextmanager
     def _staging(self) -> Iterator[Path]:
         # Under the root (same filesystem, so renames are atomic) but outside the product folders, so even a
-        # process killed mid-write leaves nothing half-written beside the products.
-        staging = self.root_path / ".staging" / uuid.uuid4().hex
+        # process killed mid-write leaves nothing half-written beside the products. The owner holds a lock on
+        # the folder while it lives; the kernel drops it when the process dies, however it dies.
+        staging = self.root_path / STAGING / uuid.uuid4().hex
         staging.mkdir(parents=True)
+        lock = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
         try:
+            fcntl.flock(lock, fcntl.LOCK_SH)
             yield staging
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            os.close(lock)
+
+    def sweep_staging(self, before: float) -> int:
+        swept = 0
+        for path in (self.root_path / STAGING).glob("*"):
+            try:
+                if path.stat().st_mtime >= before:  # it may be between its mkdir and its lock
+                    continue
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+            except (FileNotFoundError, NotADirectoryError):  # its owner removed it just now
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(path, ignore_errors=True)
+                swept += 1
+            except BlockingIOError:  # a live owner holds its lock
+                pass
+            finally:
+                os.close(fd)
+        return swept
 
     @contextmanager
     def publish_dir(self, bucket: str | None, key: str) -> Iterator[Path]:
@@ -98,7 +124,7 @@ class LocalStorage(ProductStorage):
             return
         for p in sorted(top.rglob("*")):
             key = p.relative_to(base).as_posix()
-            if p.is_file() and key.startswith(prefix) and not key.startswith(".staging/"):
+            if p.is_file() and key.startswith(prefix) and not key.startswith(STAGING + "/"):
                 yield _info(p, key)
 
     def source_files(self, source: str) -> dict[str, str]:

