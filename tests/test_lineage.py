@@ -38,7 +38,7 @@ def world(tmp_path):
     frames = {n.replace(" ", "_"): pyogrio.read_dataframe(src, layer=n) for n in LAYERS if n != "Country labels"}
     gdb = write_gdb(tmp_path / "raw" / "demo.gdb", frames)
     ds = Dataset(name="lin", title="lineage", source=str(gdb), prefix="lin", datetime="2020-01-01",
-                 h3={"resolution": 2, "parents": [0]})
+                 h3={"resolution": 2, "parents": [0]}, columns={"name": "Country name"})
     data, home = tmp_path / "data", tmp_path / "home"
     home.mkdir()
     with dg.instance_for_test(temp_dir=str(home)) as instance:
@@ -86,6 +86,17 @@ def test_everything_fresh_after_a_run(world):
     rows = asset_status(defs, instance, ds.name)
     assert rows and {r.status for r in rows} == {FRESH}, [r for r in rows if r.status != FRESH]
     assert_as_dagster_says(rows, defs, instance, ds.name)
+
+
+def test_the_ui_columns_tab_has_the_catalogs_descriptions(world):
+    ds, instance, *_ = world
+    [record] = instance.fetch_materializations(
+        dg.AssetRecordsFilter(dg.AssetKey([ds.name, "geoparquet"]), asset_partitions=["countries"]), limit=1).records
+    schema = record.asset_materialization.metadata["dagster/column_schema"].value
+    columns = {c.name: c for c in schema.columns}
+    assert columns["name"].description == "Country name"  # the catalog's
+    assert columns["_cng_fid"].description.startswith("Row id: the feature's 1-based position")  # ours
+    assert columns["geometry"].type == "WKB" and columns["pop_est"].description is None
 
 
 def test_code_version_bump_is_stale_and_everything_below_will_be(world, monkeypatch):

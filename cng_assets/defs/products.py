@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from cng_assets.catalog import Dataset
 from cng_assets.errors import CngInputError
 from cng_assets.storage import ProductStorage
-from cng_assets.transforms import folders, layers, layout
+from cng_assets.transforms import facts, folders, layers, layout
 from cng_assets.transforms.layers import Inventory, Layer
 
 
@@ -43,20 +43,22 @@ def layer_source(storage: ProductStorage, ds: Dataset, layer: Layer) -> str:
     return layers.layer_path(storage.source_path(ds.source), layer)
 
 
-def parquet_metadata(storage: ProductStorage, bucket: str | None, key: str) -> dict:
-    """Facts read back from the written file's footer, not from the writer's own counts."""
-    with storage.open(bucket, key) as f:
+def parquet_metadata(storage: ProductStorage, ds: Dataset, key: str, domains: dict[str, str] | None = None) -> dict:
+    """Facts read back from the written file's footer, not from the writer's own counts; the columns with the
+    catalog's descriptions (the UI's Columns tab)."""
+    with storage.open(ds.bucket, key) as f:
         meta = pq.ParquetFile(f).metadata
         schema = meta.schema.to_arrow_schema()
     return {
-        "uri": dg.MetadataValue.path(storage.uri(bucket, key)),
-        "bytes": storage.size(bucket, key),
+        "uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)),
+        "bytes": storage.size(ds.bucket, key),
         "dagster/row_count": meta.num_rows,
         "row_groups": meta.num_row_groups,
-        "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in schema if f.name != "geometry"]
-            + [dg.TableColumn(name="geometry", type="WKB")] * ("geometry" in schema.names)
-        ),
+        "dagster/column_schema": dg.TableSchema(columns=[
+            dg.TableColumn(name=c.name, type=c.type, description=" ".join(filter(None, [
+                c.description, c.domain and f"(coded values: domain {c.domain})",
+                c.source_name and f"(source column {c.source_name!r}, renamed)"])) or None)
+            for c in facts.column_facts(schema, ds, domains or {})]),
     }
 
 

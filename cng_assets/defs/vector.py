@@ -74,7 +74,8 @@ def vector_assets(ds: Dataset) -> list:
                 check = dg.AssetCheckResult(check_name="rows_match_source", passed=written == expected,
                                             metadata={"source_rows": expected, "written_rows": written})
                 yield from products.blocking_checks([check], f"{ds.name}/{slug}: {written} rows written, {expected} in the source")
-        yield dg.MaterializeResult(metadata={**products.parquet_metadata(storage, ds.bucket, key), **origin,
+        domains = {} if slug.startswith(DOMAIN_KEY_PREFIX) else layer.domains
+        yield dg.MaterializeResult(metadata={**products.parquet_metadata(storage, ds, key, domains), **origin,
                                              "source_rows": expected}, check_results=[check])
 
     @dg.asset(key=[ds.name, "geoparquet"], op_tags=op_tags(ds, "geoparquet"), deps=[source_dep(ds)], partitions_def=feature_parts,
@@ -104,7 +105,7 @@ def vector_assets(ds: Dataset) -> list:
                                 f"(first _cng_fid: {stats.dropped_fids[:20]})")
         yield dg.MaterializeResult(
             metadata={
-                **products.parquet_metadata(storage, ds.bucket, key), "layer": layer.name, "kind": layer.kind,
+                **products.parquet_metadata(storage, ds, key, layer.domains), "layer": layer.name, "kind": layer.kind,
                 "source_features": layer.features, "source_crs": stats.source_crs, "geometry_types": stats.geometry_types,
                 "bbox": stats.bbox, "repaired": c.repaired, "curved_linearised": stats.curved_linearised,
                 "split_at_antimeridian": c.split_antimeridian, "dropped_null_or_empty": c.dropped_null_or_empty,

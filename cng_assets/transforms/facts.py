@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cng_assets.catalog import Dataset
@@ -120,7 +121,11 @@ def _file(root: Path, key: str, href_base: str, kind: str, roles: list[str], tit
 
 
 def _columns(path: Path, ds: Dataset, domains: dict[str, str]) -> list[ColumnFacts]:
-    schema = pq.read_schema(path)
+    return column_facts(pq.read_schema(path), ds, domains)
+
+
+def column_facts(schema: pa.Schema, ds: Dataset, domains: dict[str, str]) -> list[ColumnFacts]:
+    """Each column of a written product with its description: the catalog's, else ours for our own columns."""
     own = {"_cng_fid": "Row id: the feature's 1-based position in the source layer",
            "geometry": "Geometry (WKB, EPSG:4326 lon/lat)", "bbox": "Bounding box of the geometry (covering column)"}
     renamed = json.loads((schema.metadata or {}).get(columns.METADATA_KEY.encode(), b"{}"))
