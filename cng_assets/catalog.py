@@ -87,7 +87,8 @@ class MirrorTarget(BaseModel):
     prefix: str = Field(pattern=r"^[A-Za-z0-9._-][A-Za-z0-9._/-]*$")
 
 
-NOT_IN_PRODUCTS = {"pods": True, "h3": {"max_cells"}}  # pod sizes and the cell budget: no product depends on them
+# Pod sizes, the cell budget, owners and tags: no product depends on them.
+NOT_IN_PRODUCTS = {"pods": True, "h3": {"max_cells"}, "owners": True, "tags": True}
 
 
 class Dataset(BaseModel):
@@ -118,6 +119,9 @@ class Dataset(BaseModel):
     end_datetime: str | None = None
     providers: list[Provider] = Field(default_factory=list)
     keywords: list[str] = Field(default_factory=list)
+    # Shown on every asset of the dataset in the UI (and filterable there): owners as emails or `team:<name>`.
+    owners: list[str] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
     # Where the published products are mirrored (e.g. source.coop), under another bucket and path.
     mirror: MirrorTarget | None = None
     raster: RasterSettings = Field(default_factory=RasterSettings)
@@ -146,6 +150,22 @@ class Dataset(BaseModel):
                 CRS.from_user_input(v)
             except CRSError:
                 raise ValueError(f"{v!r} is not a CRS PROJ knows (e.g. EPSG:4269, or a WKT or PROJ string)") from None
+        return v
+
+    @field_validator("owners")
+    @classmethod
+    def _owners_shape(cls, v):
+        bad = [o for o in v if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+|team:[A-Za-z0-9_-]+", o)]
+        if bad:
+            raise ValueError(f"owners {bad} must be emails or team:<name>")
+        return v
+
+    @field_validator("tags")
+    @classmethod
+    def _tags_shape(cls, v):
+        bad = [k for k, x in v.items() if not re.fullmatch(r"[A-Za-z0-9_.-]{1,63}", k) or not re.fullmatch(r"[A-Za-z0-9_.-]{0,63}", x)]
+        if bad:
+            raise ValueError(f"tags {bad}: keys and values are letters, digits, '_', '-', '.' (at most 63)")
         return v
 
     @field_validator("prefix")

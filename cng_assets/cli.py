@@ -68,7 +68,7 @@ def layers(source: str, crs: str | None):
     table = Table("layer", "slug", "kind", "geometry", "features", "CRS")
     for x in inv.layers:
         declared = x.crs or (f"{crs} (--crs)" if crs and x.kind != "table" else "")
-        table.add_row(x.name, x.slug, x.kind, x.geometry_label, str(x.features), declared)
+        table.add_row(x.name, x.slug, x.what, x.geometry_label, str(x.features), declared)
     Console(width=200).print(table)
     if inv.domains:
         console.print(f"{len(inv.domains)} coded-value domains (lookup tables): "
@@ -99,7 +99,7 @@ def _materialize(ds: Dataset, out: str, rebuild: bool) -> None:
             def on_step(step, done, total, ok):
                 progress.update(task, completed=done, total=total, description=escape(f"{ds.name}: {step}"))
                 if not console.is_terminal:
-                    console.print(escape(f"[{done}/{total or '?'}] {step} {'ok' if ok else 'FAILED'}"))
+                    console.print(escape(f"[{done}{f'/{total}' if total else ''}] {step} {'ok' if ok else 'FAILED'}"))
 
             report = materialize_dataset(ds, instance, data_dir, on_step, rebuild=rebuild)
     except (Interrupted, KeyboardInterrupt) as e:  # KeyboardInterrupt: before the runner watched signals

@@ -30,9 +30,19 @@ def build_definitions(datasets: list[Dataset], data_dir: str | None = None) -> d
         gp = dg.AssetKey([ds.name, "geoparquet"])
         layer_assets = [*vector_assets(ds), *hex_assets(ds, gp), *raster_assets(ds)]
         upstream = [a.key for a in layer_assets if a.key.path[-1] in DESCRIBED]
-        assets += [*layer_assets, *publish_assets(ds, gp, upstream)] + ([mirror_asset(ds)] if ds.mirror else [])
+        assets += with_owners_and_tags(ds, [*layer_assets, *publish_assets(ds, gp, upstream)]
+                                       + ([mirror_asset(ds)] if ds.mirror else []))
     return dg.Definitions(assets=[*assets, stac_catalog_asset(datasets)], sensors=[*sensors, automation_sensor()],
                           jobs=jobs, resources=resources(data_dir), executor=executor_from_env())
+
+
+def with_owners_and_tags(ds: Dataset, assets: list) -> list:
+    """The catalog's owners and tags on every asset of the dataset (the UI shows and filters by them); an observed
+    raw source (a SourceAsset, which has no specs to map) keeps its own."""
+    def mark(spec: dg.AssetSpec) -> dg.AssetSpec:
+        return spec.replace_attributes(owners=[*spec.owners, *ds.owners], tags={**spec.tags, **ds.tags})
+
+    return [a.map_asset_specs(mark) if isinstance(a, dg.AssetsDefinition) else a for a in assets]
 
 
 def definitions_with(ds: Dataset, data_dir: str | None = None) -> dg.Definitions:

@@ -212,17 +212,22 @@ def _materialize(ds: Dataset, instance: dg.DagsterInstance, data_dir: str | None
         return [Step(name, k) for k in keys[pdef.name]] if pdef else [Step(name)]
 
     # The asset graph's own order: every asset after its parents.
-    for key in graph.toposorted_asset_keys:
-        if key.path[0] not in (ds.name, *GLOBAL_ASSETS) or key.path[-1] in NOT_RUN:
-            continue
+    order = [k for k in graph.toposorted_asset_keys
+             if k.path[0] in (ds.name, *GLOBAL_ASSETS) and k.path[-1] not in NOT_RUN]
+    # The total shown: every step known now; chunk steps join it as the plans are made.
+    total = done + sum(len(steps_of(k, set())) for k in order if k.path[-1] not in CHUNK_PARENTS)
+    for key in order:
         stop_if_interrupted()  # before finding its steps too: recording a layer's empty chunks takes a while
         ancestors = graph.get_ancestor_asset_keys(key)
-        for step in steps_of(key, {layer for a, layer in failed if a in ancestors}):
+        steps = steps_of(key, {layer for a, layer in failed if a in ancestors})
+        total += len(steps) if key.path[-1] in CHUNK_PARENTS else 0
+        for step in steps:
             if any((a, step.layer) in failed for a in ancestors):
                 report.skipped.append(step)
+                total -= 1
                 continue
             done += 1
-            if not run(step, done, None) and step.layer:
+            if not run(step, done, total) and step.layer:
                 failed.add((key, step.layer))
     stop_if_interrupted()
     return finish()

@@ -4,6 +4,7 @@ layer, cause and what to do; never a traceback, and nothing published for what w
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -85,6 +86,8 @@ def test_crs_given_on_the_command_line_for_a_source_without_one(cli, tmp_path):
                 "--resolution", "6", "--parents", "0")
     assert given.exit_code == 0, given.output
     assert "note: hex_plan[parks]: estimate: about " in given.output  # the plan's size, before hexing
+    progress = re.findall(r"^\[(\d+)/(\d+)\] (\S+) ok$", given.output, re.M)  # a total, once the layers are known
+    assert progress and progress[-1][0] == progress[-1][1] and progress[-1][2] == "stac_catalog"
     frame = gpd.read_parquet(out / "parks" / "parks.parquet")
     assert frame.crs.to_epsg() == 4326 and sorted(frame["name"]) == ["a", "b"]
     assert frame.total_bounds == pytest.approx([-120, 34, -117.5, 36], abs=1e-3)  # NAD83 -> WGS84: sub-metre

@@ -9,11 +9,13 @@ import dagster as dg
 import duckdb
 import geopandas as gpd
 import pytest
+import yaml
 
-from cng_assets.catalog import load_catalog
+from cng_assets.catalog import load_catalog, load_dataset_file
 from cng_assets.definitions import defs
 from cng_assets.defs.hex import HEX_CHECKS
 from cng_assets.defs.partitions import planned_chunks
+from cng_assets.errors import CngInputError
 from cng_assets.runner import materialize_dataset
 from tests.conftest import REPO
 
@@ -32,6 +34,22 @@ def test_every_definition_loads():
     geoparquet = graph.get(dg.AssetKey(["padus_4_1", "geoparquet"]))
     assert geoparquet.partitions_def.name == "padus_4_1__features"
     assert {c.name for c in geoparquet.check_keys} == {"counts_reconcile"}
+
+
+def test_catalog_owners_and_tags_are_on_every_asset_of_the_dataset(tmp_path):
+    graph, catalog = defs.resolve_asset_graph(), load_catalog()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if key.path[0] in catalog and node.is_materializable:
+            ds = catalog[key.path[0]]
+            assert ds.owners and node.owners == ds.owners and ds.tags.items() <= node.tags.items(), key
+            assert node.group_name == ds.name
+    assert catalog["demo"].tags == {"domain": "demo"}
+    assert graph.get(dg.AssetKey(["stac_catalog"])).group_name == "catalog"
+    entry = tmp_path / "demo.yaml"
+    entry.write_text(yaml.safe_dump({**catalog["demo"].model_dump(mode="json", exclude_defaults=True), "owners": ["Jane"]}))
+    with pytest.raises(CngInputError, match=r"owners \['Jane'\] must be emails or team:<name>"):
+        load_dataset_file(entry)
 
 
 def test_dagster_cli_validates_the_workspace(tmp_path):

@@ -30,6 +30,19 @@ def test_fgdb_layers_each_with_its_own_count(fgdb):
     assert ("PROTECT_ID", "OFTReal") in areas.fields
 
 
+def test_layers_command_says_what_each_layer_is(fgdb, mixed_geojson):
+    from click.testing import CliRunner
+
+    from cng_assets.cli import main
+
+    rows = {}
+    for source in (fgdb, mixed_geojson):
+        out = CliRunner().invoke(main, ["layers", str(source)], catch_exceptions=False).output
+        rows.update({cells[1]: cells[3] for line in out.splitlines() if len(cells := [c.strip() for c in line.split("│")]) > 4})
+    assert {k: rows[k] for k in ("test_areas", "test_lines", "test_points", "basetable", "mixed")} == {
+        "test_areas": "polygon", "test_lines": "line", "test_points": "point", "basetable": "table", "mixed": "polygon"}
+
+
 def test_fgdb_coded_value_domains_become_lookup_tables(fgdb, tmp_path):
     inv = layers.discover(sources.gdal_path(str(fgdb)))
     assert len(inv.domains) == 38

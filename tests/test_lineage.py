@@ -5,6 +5,7 @@ asked one partition at a time, which `asset_status` replaces with a few bulk que
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -97,6 +98,23 @@ def test_the_ui_columns_tab_has_the_catalogs_descriptions(world):
     assert columns["name"].description == "Country name"  # the catalog's
     assert columns["_cng_fid"].description.startswith("Row id: the feature's 1-based position")  # ours
     assert columns["geometry"].type == "WKB" and columns["pop_est"].description is None
+
+
+def test_the_ui_shows_small_maps_inline_and_the_readme_preview_with_its_maps(world):
+    ds, instance, data, *_ = world
+    [thumb] = instance.fetch_materializations(
+        dg.AssetRecordsFilter(dg.AssetKey([ds.name, "thumbnail"]), asset_partitions=["countries"]), limit=1).records
+    meta = thumb.asset_materialization.metadata
+    inline = meta["map"].value
+    assert inline.startswith("![countries](data:image/png;base64,") and len(inline) < 8_000  # a few KB in the event
+    assert meta["bytes"].value > 3 * len(inline)  # the product is the full-size PNG
+    docs = instance.get_latest_materialization_event(dg.AssetKey([ds.name, "docs"])).asset_materialization
+    preview = docs.metadata["preview"].value
+    readme = (Path(data) / ds.prefix / "README.md").read_text()
+    images = re.findall(r"!\[[^\]]*\]\(([^)]{0,40})", readme)  # relative image links would not resolve in the UI
+    assert images and all(href.endswith(".png") for href in images)
+    assert re.findall(r"!\[[^\]]*\]\(data:image/png;base64,", preview) and len(re.findall(r"!\[", preview)) == len(images)
+    assert not re.search(r"!\[[^\]]*\]\([^d]", preview)
 
 
 def test_code_version_bump_is_stale_and_everything_below_will_be(world, monkeypatch):

@@ -59,9 +59,9 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
         with storage.local_path(ds.bucket, products.key(ds, layout.geoparquet(slug))) as gp, \
                 storage.publish(ds.bucket, key) as tmp:
             describe.thumbnail(gp, tmp, width_px=800)
-            png = base64.b64encode(tmp.read_bytes()).decode()
-        return dg.MaterializeResult(metadata={  # the UI shows the map itself
-            "map": dg.MetadataValue.md(f"![{slug}](data:image/png;base64,{png})"),
+            preview = base64.b64encode(describe.small_png(tmp)).decode()
+        return dg.MaterializeResult(metadata={  # the UI shows a small copy inline; the product is the full PNG
+            "map": dg.MetadataValue.md(f"![{slug}](data:image/png;base64,{preview})"),
             "uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)), "bytes": storage.size(ds.bucket, key)})
 
     deps = [*upstream, pmtiles_layer.key, thumbnail.key]
@@ -85,10 +85,11 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
         f = _facts(storage, ds, absolute=False)
         with storage.local_path(ds.bucket, ds.prefix) as root, products.input_errors(ds):
             text = describe.dataset_readme(f, describe.profile_products(f, root), context.run.run_id)
+            preview = describe.inline_pngs(text, root)  # the maps' relative links do not resolve in the UI
         key = products.key(ds, layout.README)
         with storage.publish(ds.bucket, key) as tmp:
             tmp.write_text(text)
-        return dg.MaterializeResult(metadata={"preview": dg.MetadataValue.md(text),
+        return dg.MaterializeResult(metadata={"preview": dg.MetadataValue.md(preview),
                                               "uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)),
                                               "layers": len(f.layers), "tables": len(f.tables)})
 
@@ -96,7 +97,7 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
 
 
 def stac_catalog_asset(datasets: list[Dataset]) -> dg.AssetsDefinition:
-    @dg.asset(key=["stac_catalog"], op_tags={"dagster-k8s/config": pod_config(PodSize())},
+    @dg.asset(key=["stac_catalog"], op_tags={"dagster-k8s/config": pod_config(PodSize())}, group_name="catalog",
               deps=[dg.AssetKey([ds.name, "stac"]) for ds in datasets], kinds={"stac"}, automation_condition=AFTER_PRODUCTS,
               code_version=stac.VERSION, description="The root STAC catalog: one child link per dataset's Collection.")
     def stac_catalog(storage: ProductStorage) -> dg.MaterializeResult:

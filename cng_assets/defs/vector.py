@@ -37,7 +37,7 @@ def vector_assets(ds: Dataset) -> list:
             context.instance.add_dynamic_partitions(name, keys)
         gone = {name: sorted(set(context.instance.get_dynamic_partitions(name)) - set(keys))
                 for name, keys in partition_keys(ds, inv, is_observed(ds)).items()}
-        rows = "\n".join(f"| {x.name} | `{x.slug}` | {x.kind} | {x.geometry_label} | {x.features} | {x.crs or ''} |"
+        rows = "\n".join(f"| {x.name} | `{x.slug}` | {x.what} | {x.geometry_label} | {x.features} | {x.crs or ''} |"
                          for x in inv.layers)
         return dg.MaterializeResult(metadata={
             "layers": dg.MetadataValue.md("| layer | slug | kind | geometry | features | CRS |\n|---|---|---|---|---|---|\n" + rows),

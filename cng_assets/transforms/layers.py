@@ -42,6 +42,16 @@ class Layer:
     geometry_families: dict[str, int] | None = None
 
     @property
+    def what(self) -> str:
+        """What a person calls the layer: polygon, line, point, table or raster (lines and points are both
+        `other` to the products)."""
+        if self.kind != OTHER:
+            return self.kind
+        found = max(self.geometry_families or {}, key=lambda f: self.geometry_families[f], default="")
+        text = (found or self.geometry_type or "").lower()
+        return "line" if "line" in text else "point" if "point" in text else "geometry"
+
+    @property
     def geometry_label(self) -> str:
         found = ", ".join(f"{n} {f}" for f, n in (self.geometry_families or {}).items())
         return f"{self.geometry_type or ''} ({found})" if found else self.geometry_type or ""

@@ -10,9 +10,10 @@ no more than one batch is in memory. `column_profile` takes null shares from the
 and example values from the first `SAMPLE_ROWS` rows.
 """
 
-from cng_assets.transforms.describe.maps import thumbnail
+from cng_assets.transforms.describe.maps import inline_pngs, small_png, thumbnail
 from cng_assets.transforms.describe.profile import column_profile, profile_products
 from cng_assets.transforms.describe.queries import example_queries
 from cng_assets.transforms.describe.readme import VERSION, dataset_readme
 
-__all__ = ["VERSION", "column_profile", "dataset_readme", "example_queries", "profile_products", "thumbnail"]
+__all__ = ["VERSION", "column_profile", "inline_pngs", "dataset_readme", "example_queries", "profile_products", "small_png",
+           "thumbnail"]

@@ -55,6 +55,35 @@ def thumbnail(geoparquet: str | Path, out_png: str | Path, *, width_px: int = 80
     return out_png
 
 
+def small_png(png: str | Path, width_px: int = 240, colours: int = 32) -> bytes:
+    """A few-KB copy of a map PNG (downscaled, palette colours): small enough to inline in an event log."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(png) as im:
+        im = im.convert("RGB")
+        im.thumbnail((width_px, width_px * 4))
+        buf = io.BytesIO()
+        im.quantize(colours).save(buf, format="png", optimize=True)
+    return buf.getvalue()
+
+
+def inline_pngs(markdown: str, root: str | Path) -> str:
+    """Markdown whose relative PNG images (files under `root`) are small inline copies: a preview that shows its
+    maps where relative links cannot resolve (the Dagster UI)."""
+    import base64
+    import re
+
+    def inline(m: re.Match) -> str:
+        path = Path(root) / m.group(2)
+        if not path.is_file():
+            return m.group(0)
+        return f"![{m.group(1)}](data:image/png;base64,{base64.b64encode(small_png(path)).decode()})"
+
+    return re.sub(r"!\[([^\]]*)\]\(([^):\s]+\.png)\)", inline, markdown)
+
+
 def _bbox_batches(pf: pq.ParquetFile, max_vertices: int):
     """(n, 4) arrays of feature bounds: from the `bbox` covering column, or from the geometry if there is none."""
     if BBOX in pf.schema_arrow.names:
