@@ -36,7 +36,7 @@ CORE = "https://schemas.stacspec.org/v1.1.0/"
 TABLE = "https://stac-extensions.github.io/table/v1.2.0/schema.json"
 FILE = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 PROJ = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
-RASTER = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
+RASTER = "https://stac-extensions.github.io/raster/v2.0.0/schema.json"
 HIERARCHY = {"root", "parent", "child", "item", "collection"}
 
 SAMPLE = Dataset(
@@ -139,7 +139,8 @@ def test_every_item_collection_and_the_catalog_validate(schemas, tree, products,
             assert used[f"{name}/{item_id}/{item_id}.json"] == {CORE + "item-spec/json-schema/item.json", PROJ, FILE} | extensions
     raster = _json(tree / "demo" / "population_density" / "population_density.json")
     assert raster["properties"]["proj:code"] == "EPSG:4326" and raster["properties"]["proj:shape"] == [180, 360]
-    assert raster["assets"]["cog"]["raster:bands"][0]["data_type"] == "float32"
+    assert raster["assets"]["cog"]["bands"][0]["data_type"] == "float32" and "raster:bands" not in raster["assets"]["cog"]
+    assert raster["assets"]["cog"]["bands"][0]["raster:spatial_resolution"] == 1.0
     assert raster["assets"]["cog"]["type"] == "image/tiff; application=geotiff; profile=cloud-optimized"
 
 
@@ -172,6 +173,30 @@ def test_in_memory_objects_validate_through_pystac(schemas, products, datasets, 
     item.properties["table:row_count"] = "177"
     with pytest.raises(STACValidationError, match="table:row_count"):
         item.validate(validator=schemas)
+
+
+def test_raster_in_a_crs_without_an_epsg_code_is_described_in_full(schemas, products, datasets, tmp_path, offline):
+    import numpy as np
+    import pyproj
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from cng_assets.transforms import facts as facts_module
+
+    laea = "+proj=laea +lat_0=45 +lon_0=-100 +x_0=0 +y_0=0 +ellps=WGS84 +units=m +no_defs"
+    tif = tmp_path / "laea.tif"
+    with rasterio.open(tif, "w", driver="GTiff", width=4, height=3, count=1, dtype="float32", nodata=float("nan"),
+                       crs=laea, transform=from_origin(-10_000, 10_000, 5_000, 5_000)) as dst:
+        dst.write(np.ones((1, 3, 4), "float32"))
+    r = facts_module._raster(tif, "laea", "laea", {"cog": facts_module.FileFacts(
+        "laea.tif", f"{BASE}demo/laea.tif", facts_module.MEDIA_TYPES["cog"], ["data"], tif.stat().st_size, None, "laea")})
+    item = stac.raster_item(_facts(datasets["demo"], products["demo"]), r).to_dict()
+    props = item["properties"]
+    assert props["proj:code"] is None and pyproj.CRS.from_wkt(props["proj:wkt2"]).equals(pyproj.CRS(laea))
+    assert item["assets"]["cog"]["bands"] == [{"name": "b1", "data_type": "float32", "nodata": "nan",
+                                               "raster:spatial_resolution": 5000.0}]
+    assert RASTER in item["stac_extensions"] and not schemas.errors(item, CORE + "item-spec/json-schema/item.json")
+    assert not schemas.errors(item, PROJ) and not schemas.errors(item, RASTER)
 
 
 # ---------------------------------------------------------------- what the metadata says matches the files

@@ -87,6 +87,7 @@ class RasterFacts:
     bands: list[dict]  # data_type, nodata per band
     files: dict[str, FileFacts] = field(default_factory=dict)  # cog, geozarr, hex
     hex_columns: list[str] = field(default_factory=list)  # e.g. h6, h5, h0, b1_mean, b1_count
+    crs_wkt2: str | None = None  # the CRS in full when it has no EPSG code
 
 
 @dataclass
@@ -204,6 +205,7 @@ def gather(ds: Dataset, root: Path, inventory: Inventory, href_base: str = "",
 
 
 def _raster(path: Path, slug: str, name: str, files: dict[str, FileFacts | None]) -> RasterFacts:
+    import pyproj
     import rasterio
     from rasterio.warp import transform_bounds
 
@@ -211,5 +213,7 @@ def _raster(path: Path, slug: str, name: str, files: dict[str, FileFacts | None]
         bbox = list(transform_bounds(r.crs, "EPSG:4326", *r.bounds, densify_pts=21)) if r.crs else list(r.bounds)
         epsg = r.crs.to_epsg() if r.crs else None
         bands = [{"data_type": dt, **({"nodata": r.nodata} if r.nodata is not None else {})} for dt in r.dtypes]
+        wkt2 = pyproj.CRS.from_wkt(r.crs.to_wkt()).to_wkt("WKT2_2019") if r.crs and not epsg else None
         return RasterFacts(slug, name, bbox, f"EPSG:{epsg}" if epsg else None, [r.height, r.width],
-                           list(r.transform)[:6], abs(r.transform.a), bands, {k: f for k, f in files.items() if f})
+                           list(r.transform)[:6], abs(r.transform.a), bands, {k: f for k, f in files.items() if f},
+                           crs_wkt2=wkt2)

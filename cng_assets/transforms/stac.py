@@ -32,6 +32,7 @@ offline, so the citation goes into the description and the DOI into a `cite-as` 
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,7 +41,6 @@ from urllib.parse import urlparse
 import pystac
 from pystac.extensions.file import FileExtension
 from pystac.extensions.projection import ProjectionExtension
-from pystac.extensions.raster import RasterBand, RasterExtension
 from pystac.extensions.table import Column, TableExtension
 
 from cng_assets.catalog import Dataset
@@ -52,6 +52,9 @@ from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX
 VERSION = "3"  # bump when the STAC output changes
 
 PROCESSING_SCHEMA = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"  # no pystac class for it
+# STAC 1.1 moved bands into common metadata (`bands`, `data_type`, `nodata`); raster v2 adds `raster:*` fields to
+# them. pystac's RasterExtension still writes v1's `raster:bands`, so these are written as plain fields.
+RASTER_SCHEMA = "https://stac-extensions.github.io/raster/v2.0.0/schema.json"
 CRS = "EPSG:4326"  # every GeoParquet product is lon/lat
 PMTILES_CRS = "EPSG:3857"  # PMTiles archives are Web Mercator tile pyramids
 PROVIDER_ROLES = {"producer", "licensor", "processor", "host"}
@@ -253,16 +256,26 @@ def raster_item(facts: DatasetFacts, r: RasterFacts) -> pystac.Item:
                                                   f"band(s) from {ds.title}, as a Cloud-Optimized GeoTIFF."})
     proj = ProjectionExtension.ext(item, add_if_missing=True)
     proj.code, proj.shape, proj.transform = r.crs, r.shape, r.transform
+    if r.crs is None and r.crs_wkt2:  # a CRS without an EPSG code is described in full
+        proj.wkt2 = r.crs_wkt2
     about = {"cog": "Cloud-Optimized GeoTIFF: tiled, overviews, lossless compression.",
              "geozarr": "GeoZarr (Zarr v3): one group per resolution level, listed in the root's `multiscales`.",
              "hex": "Per band statistics of the pixels in each H3 cell, h0-partitioned like the vector hex."}
     for key, f in r.files.items():
         asset = _add_asset(item, key, _asset(f, about.get(key)), f)
         if key in ("cog", "geozarr"):
-            RasterExtension.ext(asset, add_if_missing=True).bands = [
-                RasterBand.create(data_type=b["data_type"], nodata=b.get("nodata"), spatial_resolution=r.resolution)
-                for b in r.bands]
+            asset.extra_fields["bands"] = [_band(i, b, r.resolution) for i, b in enumerate(r.bands)]
+            if RASTER_SCHEMA not in item.stac_extensions:
+                item.stac_extensions.append(RASTER_SCHEMA)
     return item
+
+
+def _band(i: int, band: dict, resolution: float) -> dict:
+    out = {"name": f"b{i + 1}", "data_type": band["data_type"], "raster:spatial_resolution": resolution}
+    nodata = band.get("nodata")
+    if nodata is not None:  # STAC spells the non-finite values out; JSON has no NaN
+        out["nodata"] = "nan" if math.isnan(nodata) else ("inf" if nodata > 0 else "-inf") if math.isinf(nodata) else nodata
+    return out
 
 
 def _providers(ds: Dataset) -> list[pystac.Provider]:
