@@ -88,6 +88,18 @@ class MirrorTarget(BaseModel):
 
 
 # Pod sizes, the cell budget, owners and tags: no product depends on them.
+def check_crs(text: str) -> str:
+    """`text` if PROJ knows the CRS it names, else ValueError saying what it accepts."""
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        CRS.from_user_input(text)
+    except CRSError:
+        raise ValueError(f"{text!r} is not a CRS PROJ knows (e.g. EPSG:4269, or a WKT or PROJ string)") from None
+    return text
+
+
 NOT_IN_PRODUCTS = {"pods": True, "h3": {"max_cells"}, "owners": True, "tags": True}
 
 
@@ -142,15 +154,7 @@ class Dataset(BaseModel):
     @field_validator("crs")
     @classmethod
     def _crs_known(cls, v):
-        if v is not None:
-            from pyproj import CRS
-            from pyproj.exceptions import CRSError
-
-            try:
-                CRS.from_user_input(v)
-            except CRSError:
-                raise ValueError(f"{v!r} is not a CRS PROJ knows (e.g. EPSG:4269, or a WKT or PROJ string)") from None
-        return v
+        return v if v is None else check_crs(v)
 
     @field_validator("owners")
     @classmethod

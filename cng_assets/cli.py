@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cng_assets.catalog import Dataset, H3Settings, load_catalog, validation_problems
+from cng_assets.catalog import Dataset, H3Settings, check_crs, load_catalog, validation_problems
 from cng_assets.errors import CngInputError
 
 console = Console(highlight=False, soft_wrap=True)  # messages stay whole lines, for grep and logs
@@ -44,12 +44,10 @@ CRS_OPTION = click.option("--crs", default=None, help="CRS of layers whose sourc
 
 
 def _checked_crs(crs: str | None) -> str | None:
-    from pydantic import ValidationError
-
     try:
-        return Dataset.model_validate({"name": "x", "title": "x", "source": "x", "prefix": "x", "crs": crs}).crs
-    except ValidationError as e:
-        _fail(f"--crs: {validation_problems(e).removeprefix('crs: ')}")
+        return crs and check_crs(crs)
+    except ValueError as e:
+        _fail(f"--crs: {e}")
 
 
 @main.command()
