@@ -9,7 +9,7 @@ const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backgrou
 
 async function open(config) {
   const browser = await chromium.launch({ executablePath: config.chromium, args: ARGS });
-  const page = await browser.newPage({ viewport: { width: 1100, height: 750 } });
+  const page = await browser.newPage({ viewport: config.viewport || { width: 1100, height: 750 } });
   const log = [], refused = [];
   page.on("console", m => log.push(`${m.type()}: ${m.text()}`));
   page.on("pageerror", e => log.push(`pageerror: ${e.message}`));
