@@ -19,6 +19,7 @@ def test_map_page_draws_every_layer_and_shows_attributes(browser_products, tmp_p
     assert str(folder) not in page and "file://" not in page  # hrefs relative to the page
     assert cdn_url("maplibre-gl", "dist/maplibre-gl.js") in page and cdn_url("pmtiles", "dist/pmtiles.js") in page
     assert "Parcels & <lots>" not in page and "<b>field" not in page  # names only as escaped JSON data
+    assert "[map.html](map.html)" in (folder / "README.md").read_text()  # the README links it, relatively
     inventory = json.loads((folder / "inventory.json").read_text())
     slugs = {x["name"]: x["slug"] for x in inventory["layers"]}
     assert set(slugs) == set(LAYERS)
