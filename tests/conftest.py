@@ -117,3 +117,11 @@ def postgres_server():
     yield server
     server.stop()
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def browser_products(tmp_path_factory) -> dict:
+    """One small dataset built through the CLI, shared by the map page and the UI browser tests."""
+    from tests.browser import build_products
+
+    return build_products(tmp_path_factory.mktemp("browser"))

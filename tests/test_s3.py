@@ -48,6 +48,17 @@ def test_failed_publish_leaves_the_old_object(storage, s3_server, s3_env):
     assert s3_server.client().get_object(Bucket=s3_env, Key="p/a.txt")["Body"].read() == b"old"
 
 
+def test_published_objects_carry_a_content_type(storage, s3_server, s3_env):
+    """A browser shows map.html from a public bucket only if S3 serves it as HTML; also through publish_dir's copy."""
+    with storage.publish(None, "p/map.html") as tmp:
+        tmp.write_text("<!DOCTYPE html>")
+    with storage.publish_dir(None, "p/stac") as d:
+        (d / "collection.json").write_text("{}")
+    head = s3_server.client().head_object
+    assert head(Bucket=s3_env, Key="p/map.html")["ContentType"] == "text/html"
+    assert head(Bucket=s3_env, Key="p/stac/collection.json")["ContentType"] == "application/json"
+
+
 def test_publish_dir_replaces_the_set_and_a_failure_keeps_the_old_one(storage, s3_server, s3_env):
     with storage.publish_dir(None, "p/hex") as d:
         for h0 in ("1", "2"):

@@ -1,5 +1,5 @@
-"""Publishing assets of one dataset: pmtiles and thumbnail per spatial layer, then stac and docs (README.md) from
-facts read back from the products; and the root STAC catalog over every dataset."""
+"""Publishing assets of one dataset: pmtiles and thumbnail per spatial layer, then stac and docs (README.md and
+map.html) from facts read back from the products; and the root STAC catalog over every dataset."""
 
 import base64
 import json
@@ -27,6 +27,13 @@ def _facts(storage: ProductStorage, ds: Dataset, absolute: bool) -> facts.Datase
     with storage.local_path(ds.bucket, ds.prefix) as root:
         base = storage.href_base(ds.bucket, ds.prefix) or (Path(root).resolve().as_uri() + "/" if absolute else "")
         return facts.gather(ds, Path(root), inv, href_base=base, code_versions=_code_versions())
+
+
+def _publish_text(storage: ProductStorage, ds: Dataset, name: str, text: str) -> str:
+    key = products.key(ds, name)
+    with storage.publish(ds.bucket, key) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return key
 
 
 def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.AssetKey]) -> list:
@@ -80,17 +87,20 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
     @dg.asset(key=[ds.name, "docs"], op_tags=op_tags(ds, "docs"),
               deps=deps, group_name=ds.name, kinds={"markdown"}, code_version=ds.code_version(describe.VERSION),
               automation_condition=AFTER_PRODUCTS,
-              description="README.md beside the products: layers, data dictionary, H3 facts, maps, example queries.")
+              description="README.md beside the products (layers, data dictionary, H3 facts, maps, example queries) and "
+                          "map.html, every vector layer's PMTiles on a MapLibre map.")
     def docs(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
         f = _facts(storage, ds, absolute=False)
         with storage.local_path(ds.bucket, ds.prefix) as root, products.input_errors(ds):
             text = describe.dataset_readme(f, describe.profile_products(f, root), context.run.run_id)
             preview = describe.inline_pngs(text, root)  # the maps' relative links do not resolve in the UI
-        key = products.key(ds, layout.README)
-        with storage.publish(ds.bucket, key) as tmp:
-            tmp.write_text(text)
+        page = describe.map_page(f)
+        meta = {}
+        if page is not None:  # before the README that links it
+            meta["map"] = dg.MetadataValue.path(storage.uri(ds.bucket, _publish_text(storage, ds, layout.MAP, page)))
+        key = _publish_text(storage, ds, layout.README, text)
         return dg.MaterializeResult(metadata={"preview": dg.MetadataValue.md(preview),
-                                              "uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)),
+                                              "uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)), **meta,
                                               "layers": len(f.layers), "tables": len(f.tables)})
 
     return [pmtiles_layer, thumbnail, stac_collection, docs]

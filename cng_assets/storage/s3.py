@@ -5,6 +5,7 @@ Secret in a pod): never from config, so they never reach the run storage."""
 
 from __future__ import annotations
 
+import mimetypes
 import os
 import shutil
 import tempfile
@@ -49,6 +50,12 @@ class S3Storage(ProductStorage):
         size = self.multipart_threshold_mb * mb
         return TransferConfig(multipart_threshold=size, multipart_chunksize=size)
 
+    def _upload(self, path: Path, bucket: str, key: str) -> None:
+        # A Content-Type, or a browser downloads map.html (and README.md, the PNGs) instead of showing it
+        kind = mimetypes.guess_type(key)[0]
+        self.client.upload_file(str(path), bucket, key, Config=self.transfer,
+                                ExtraArgs={"ContentType": kind} if kind else None)
+
     def _b(self, bucket: str | None) -> str:
         return bucket or self.default_bucket
 
@@ -71,7 +78,7 @@ class S3Storage(ProductStorage):
             yield tmp
             if not tmp.exists():
                 raise RuntimeError(f"nothing was written for {key}")
-            self.client.upload_file(str(tmp), self._b(bucket), key, Config=self.transfer)
+            self._upload(tmp, self._b(bucket), key)
 
     @contextmanager
     def publish_dir(self, bucket: str | None, key: str) -> Iterator[Path]:
@@ -88,7 +95,7 @@ class S3Storage(ProductStorage):
             staging = f"{STAGING}/{uuid.uuid4().hex}"
             try:
                 for rel in files:
-                    self.client.upload_file(str(new / rel), b, f"{staging}/{rel}", Config=self.transfer)
+                    self._upload(new / rel, b, f"{staging}/{rel}")
                 old = {o.key for o in self.list_objects(b, key + "/")}
                 for rel in files:
                     self.client.copy({"Bucket": b, "Key": f"{staging}/{rel}"}, b, f"{key}/{rel}", Config=self.transfer)

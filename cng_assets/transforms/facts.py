@@ -26,6 +26,7 @@ MEDIA_TYPES = {
     "cog": "image/tiff; application=geotiff; profile=cloud-optimized",
     "zarr": "application/vnd+zarr",
     "markdown": "text/markdown",
+    "html": "text/html",
 }
 
 
@@ -98,6 +99,11 @@ class DatasetFacts:
     created: str  # ISO 8601, UTC
     code_versions: dict[str, str] = field(default_factory=dict)
     rasters: list[RasterFacts] = field(default_factory=list)
+    href_base: str = ""  # what the hrefs start with: a public URL ending in '/', or '' (relative)
+
+    def has_map(self) -> bool:
+        """Whether the dataset gets a map page (layout.MAP): some layer has vector tiles to draw."""
+        return any("pmtiles" in x.files for x in self.layers)
 
     def layer(self, slug: str) -> LayerFacts:
         return next(x for x in [*self.layers, *self.tables] if x.slug == slug)
@@ -201,7 +207,18 @@ def gather(ds: Dataset, root: Path, inventory: Inventory, href_base: str = "",
             tables.append(LayerFacts(DOMAIN_KEY_PREFIX + d.slug, d.name, "table", None, len(d.codes), len(d.codes),
                                      None, _columns(root / key, ds, {}), {"table": f}))
     return DatasetFacts(ds, layers, tables, datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                        dict(code_versions or {}), rasters)
+                        dict(code_versions or {}), rasters, href_base)
+
+
+def union_bbox(bboxes: list[list[float]]) -> list[float]:
+    """The lon/lat box around `bboxes`; the whole world when there are none."""
+    if not bboxes:
+        return [-180.0, -90.0, 180.0, 90.0]  # STAC requires a spatial extent; no layer has one (all empty)
+    if any(b[0] > b[2] for b in bboxes):  # one crosses the antimeridian: keep the full width, honestly
+        xmin, xmax = -180.0, 180.0
+    else:
+        xmin, xmax = min(b[0] for b in bboxes), max(b[2] for b in bboxes)
+    return [xmin, min(b[1] for b in bboxes), xmax, max(b[3] for b in bboxes)]
 
 
 def _raster(path: Path, slug: str, name: str, files: dict[str, FileFacts | None]) -> RasterFacts:

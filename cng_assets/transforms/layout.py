@@ -3,6 +3,7 @@ the product layout. Dagster assets prefix these keys; facts, STAC and the docs f
 
 INVENTORY = "inventory.json"
 README = "README.md"
+MAP = "map.html"  # every vector layer's PMTiles in the browser (MapLibre)
 STAC_DIR = "stac"
 STAC_COLLECTION = f"{STAC_DIR}/collection.json"
 

@@ -5,8 +5,8 @@ in a local folder out (no Dagster, no storage).
   `table:row_count` and `table:primary_geometry` of its GeoParquet, `proj:code`, and one asset per product of the
   layer (GeoParquet, PMTiles, H3 hex folder, thumbnail), each with media type, roles, `file:size` and, for single
   files, `file:checksum` (sha2-256 multihash).
-- One Collection per dataset: extent, licence, providers, keywords, citation/DOI, its Items, `table:tables`
-  (every table it holds), and the non-spatial tables (source tables and FileGDB coded-value domains) as
+- One Collection per dataset: extent, licence, providers, keywords, citation/DOI, a `preview` link to the map
+  page, its Items, `table:tables` (every table it holds), and the non-spatial tables (source tables and FileGDB coded-value domains) as
   Collection-level assets: they belong to the dataset rather than to one layer (a domain can serve several
   layers and tables), they have no footprint to search by, and repeating them on every Item would make each
   layer look as if it had its own copy. Columns that use a domain name its asset in their description.
@@ -45,8 +45,9 @@ from pystac.extensions.table import Column, TableExtension
 
 from cng_assets.catalog import Dataset
 from cng_assets.errors import CngInputError
+from cng_assets.transforms import layout
 from cng_assets.transforms.columns import rename_note
-from cng_assets.transforms.facts import DatasetFacts, FileFacts, LayerFacts, RasterFacts
+from cng_assets.transforms.facts import DatasetFacts, FileFacts, LayerFacts, RasterFacts, union_bbox
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX
 
 VERSION = "3"  # bump when the STAC output changes
@@ -289,16 +290,6 @@ def _providers(ds: Dataset) -> list[pystac.Provider]:
     return out
 
 
-def _union(bboxes: list[list[float]]) -> list[float]:
-    if not bboxes:
-        return [-180.0, -90.0, 180.0, 90.0]  # STAC requires a spatial extent; no layer has one (all empty)
-    if any(b[0] > b[2] for b in bboxes):  # one crosses the antimeridian: keep the full width, honestly
-        xmin, xmax = -180.0, 180.0
-    else:
-        xmin, xmax = min(b[0] for b in bboxes), max(b[2] for b in bboxes)
-    return [xmin, min(b[1] for b in bboxes), xmax, max(b[3] for b in bboxes)]
-
-
 def dataset_collection(facts: DatasetFacts) -> pystac.Collection:
     """The dataset's Collection, with one Item per spatial layer and the non-spatial tables as Collection assets.
     Asset hrefs are the facts' hrefs (absolute: a public base URL)."""
@@ -316,7 +307,7 @@ def dataset_collection(facts: DatasetFacts) -> pystac.Collection:
         paragraphs.append(f"Citation: {' '.join(ds.citation.split())}")
     if ds.doi and (not ds.citation or ds.doi not in ds.citation):
         paragraphs.append(f"DOI: https://doi.org/{ds.doi}")
-    extent = pystac.Extent(pystac.SpatialExtent([_union([i.bbox for i in items if i.bbox])]),
+    extent = pystac.Extent(pystac.SpatialExtent([union_bbox([i.bbox for i in items if i.bbox])]),
                            pystac.TemporalExtent([[start or when, end or when]]))
     col = pystac.Collection(id=ds.name, title=ds.title, description="\n\n".join(paragraphs), extent=extent,
                             license=license_id, keywords=list(ds.keywords) or None, providers=_providers(ds) or None,
@@ -324,6 +315,9 @@ def dataset_collection(facts: DatasetFacts) -> pystac.Collection:
     if license_id != "other":
         col.add_link(pystac.Link("license", f"https://spdx.org/licenses/{license_id}.html", pystac.MediaType.HTML,
                                  title=license_id))
+    if facts.has_map():  # written by the docs beside the products, from the same facts
+        col.add_link(pystac.Link("preview", facts.href_base + layout.MAP, pystac.MediaType.HTML,
+                                 title="Map: every spatial layer's vector tiles (MapLibre GL JS, PMTiles)"))
     if ds.doi:
         col.add_link(pystac.Link("cite-as", f"https://doi.org/{ds.doi}", pystac.MediaType.HTML, title=f"DOI {ds.doi}"))
 

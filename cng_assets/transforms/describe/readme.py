@@ -7,20 +7,21 @@ from decimal import Decimal
 
 import h3
 
+from cng_assets.transforms import layout
 from cng_assets.transforms.columns import rename_note
 from cng_assets.transforms.describe.common import FID, GEOMETRY, PRODUCTS, SAMPLE_ROWS, Profile
 from cng_assets.transforms.describe.queries import _domain_tables, _hex_attributes, example_queries
 from cng_assets.transforms.facts import DatasetFacts, FileFacts, LayerFacts
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX
 
-VERSION = "2"  # bump when the README or thumbnails change
+VERSION = "3"  # bump when the README, thumbnails or map page change
 
 def dataset_readme(facts: DatasetFacts, profiles: dict[str, Profile] | None, run_id: str | None) -> str:
     """The dataset's README.md. Free text (title, description, citation, column descriptions) comes from the
     catalog entry; everything else from `facts` and `profiles` (profile_products). Links are the facts' hrefs
     (relative when the facts were gathered with href_base ''), and so are the paths in the example queries."""
     ds, profiles = facts.dataset, profiles or {}
-    base = _href_base(facts)
+    base = facts.href_base
     domains = _domain_tables(facts)
     md: list[str] = [f"# {ds.title}", ""]
     if ds.description.strip():
@@ -39,14 +40,6 @@ def dataset_readme(facts: DatasetFacts, profiles: dict[str, Profile] | None, run
     md += _queries_section(facts, base, profiles)
     md += _provenance(facts, run_id)
     return "\n".join(md).rstrip() + "\n"
-
-
-def _href_base(facts: DatasetFacts) -> str:
-    for x in [*facts.layers, *facts.tables]:
-        for f in x.files.values():
-            if f.href.endswith(f.key):
-                return f.href[: len(f.href) - len(f.key)]
-    return ""
 
 
 def _size(n: int) -> str:
@@ -114,6 +107,9 @@ def _about(facts: DatasetFacts) -> list[str]:
             for p in ds.providers)))
     if ds.keywords:
         rows.append(("Keywords", ", ".join(ds.keywords)))
+    if facts.has_map():
+        rows.append(("Map", f"[{layout.MAP}]({facts.href_base}{layout.MAP}): every spatial layer's vector tiles in "
+                            "the browser, with each feature's attributes on click (serve this folder over HTTP)"))
     rows.append(("Catalog entry", f"{_code(ds.name)}: the title, description, licence, citation, providers, "
                                   "keywords and column descriptions here come from it; edit them there and "
                                   "regenerate this file"))
