@@ -140,8 +140,9 @@ def raster_assets(ds: Dataset) -> list:
     @dg.asset(key=[ds.name, "geozarr"], op_tags=op_tags(ds, "geozarr"), partitions_def=rasters,
               deps=[dg.AssetDep(cog_layer, partition_mapping=dg.IdentityPartitionMapping())], group_name=ds.name,
               kinds={"zarr"}, code_version=ds.code_version(geozarr.VERSION, "raster"),
-              description="The raster as GeoZarr (Zarr v3): one group per level, halving down to one chunk, listed in "
-                          "`multiscales`; CF grid mapping with the CRS; read from the COG's overviews.")
+              description="The raster as GeoZarr (Zarr v3, sharded): one group per level, halving down to one chunk, "
+                          "listed in `multiscales` (Zarr conventions, with `proj:` and `spatial:`); CF grid mapping "
+                          "with the CRS; read from the COG's overviews.")
     def geozarr_layer(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
         slug = context.partition_key
         path, _, _ = _cog_shape(storage, ds, slug)

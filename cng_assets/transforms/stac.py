@@ -260,7 +260,8 @@ def raster_item(facts: DatasetFacts, r: RasterFacts) -> pystac.Item:
     if r.crs is None and r.crs_wkt2:  # a CRS without an EPSG code is described in full
         proj.wkt2 = r.crs_wkt2
     about = {"cog": "Cloud-Optimized GeoTIFF: tiled, overviews, lossless compression.",
-             "geozarr": "GeoZarr (Zarr v3): one group per resolution level, listed in the root's `multiscales`.",
+             "geozarr": ("GeoZarr (Zarr v3, sharded): one group per resolution level, listed in the root's `multiscales`; "
+                         "`proj:`/`spatial:` conventions and a CF grid mapping with the CRS."),
              "hex": "Per band statistics of the pixels in each H3 cell, h0-partitioned like the vector hex."}
     for key, f in r.files.items():
         asset = _add_asset(item, key, _asset(f, about.get(key)), f)

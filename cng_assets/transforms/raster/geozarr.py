@@ -1,8 +1,15 @@
 """A raster (best: its COG) -> GeoZarr: a Zarr v3 store with one group per resolution level ("0" full, "1" half,
-...) down to one chunk, listed in the root's `multiscales` attribute. Each level is a CF-style dataset that xarray
-opens as is: `band_data` (band, y, x) chunked 512 x 512 per band, pixel-centre `x`/`y` coordinates, and a
-`spatial_ref` grid mapping carrying the CRS (WKT) and the GeoTransform. Levels are written a band of rows at a
-time, each read from the source already reduced (GDAL uses the COG's overviews), so memory stays bounded.
+...) down to one chunk, laid out per the Zarr conventions GeoZarr is made of (https://github.com/zarr-conventions):
+the root's `multiscales` lists the levels (each derived from the previous one, with its scale and resampling), and
+the root and each level carry `proj:` (the CRS) and `spatial:` (dimensions, affine transform, shape, bbox), each
+declared in `zarr_conventions` (built with zarr-cm, which owns the UUIDs and schema URLs).
+
+Each level is also a CF dataset that xarray, rioxarray and GDAL open as is: `band_data` (band, y, x) in 512 x 512
+chunks per band, grouped into shards (one object per up to 4096 x 4096 pixels, not thousands of small ones),
+pixel-centre `x`/`y` coordinates with CF units and standard names, and a `spatial_ref` grid mapping with pyproj's CF
+attributes (`grid_mapping_name`, `crs_wkt`, ...) plus GDAL's `spatial_ref` and `GeoTransform`. Levels are written a
+shard at a time, each read from the source already reduced (GDAL uses the COG's overviews), so memory stays bounded
+by one shard.
 """
 
 from __future__ import annotations
@@ -13,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-VERSION = "1"
+VERSION = "2"
 CHUNK = 512
+SHARD = 4096  # pixels a side at most: few objects per level, yet ranged reads stay per chunk (the shard index)
+SHARD_BYTES = 64 * 2**20  # a shard is held in memory while written (zarr encodes a whole shard at once)
 
 
 @dataclass
@@ -29,6 +38,7 @@ class GeoZarrStats:
 def write_geozarr(src_path: str, out: Path, categorical: bool | None = None, gdal_options: dict | None = None) -> GeoZarrStats:
     import rasterio
     import zarr
+    import zarr_cm
     from rasterio.enums import Resampling
     from rasterio.windows import Window
 
@@ -38,42 +48,111 @@ def write_geozarr(src_path: str, out: Path, categorical: bool | None = None, gda
         categorical = np.issubdtype(dtype, np.integer) if categorical is None else categorical
         resampling = Resampling.mode if categorical else Resampling.average
         nodata = src.nodata if src.nodata is not None else (np.nan if np.issubdtype(dtype, np.floating) else None)
-        levels, h, w, factor = [], src.height, src.width, 1
+        levels, h, w = [], src.height, src.width
         while True:
-            levels.append((h, w, factor))
+            levels.append((h, w))
             if max(h, w) <= CHUNK:
                 break
-            h, w, factor = -(-h // 2), -(-w // 2), factor * 2
-        for i, (h, w, factor) in enumerate(levels):
-            group = root.create_group(str(i))
-            data = group.create_array("band_data", shape=(src.count, h, w), chunks=(1, min(CHUNK, h), min(CHUNK, w)),
-                                      dtype=dtype, fill_value=nodata, dimension_names=("band", "y", "x"),
-                                      attributes={"grid_mapping": "spatial_ref"})  # nodata: the array's fill_value
+            h, w = -(-h // 2), -(-w // 2)
+        bands, side = _shard_shape(src.count, dtype.itemsize)
+        proj = _proj(src.crs)
+        layout = []
+        for i, (h, w) in enumerate(levels):
             transform = src.transform * src.transform.scale(src.width / w, src.height / h)
-            for r0 in range(0, h, CHUNK):  # a band of rows at a time, read already reduced
-                r1 = min(h, r0 + CHUNK)
-                top, bottom = round(r0 * src.height / h), round(r1 * src.height / h)
-                data[:, r0:r1, :] = src.read(window=Window(0, top, src.width, bottom - top), out_shape=(src.count, r1 - r0, w),
-                                             resampling=resampling)
-            _coords(group, transform, h, w, src.count)
-            ref = group.create_array("spatial_ref", shape=(), dtype="int32", dimension_names=())
-            ref.attrs.update({"crs_wkt": src.crs.to_wkt() if src.crs else "", "spatial_ref": src.crs.to_wkt() if src.crs else "",
-                              "GeoTransform": " ".join(str(v) for v in transform.to_gdal())})
-        root.attrs["multiscales"] = [{
-            "name": Path(out).stem, "type": "reduce", "metadata": {"method": resampling.name, "factor": 2},
-            "datasets": [{"path": str(i), "shape": [h, w]} for i, (h, w, _) in enumerate(levels)]}]
+            spatial = _spatial(transform, h, w)
+            group = root.create_group(str(i), attributes=zarr_cm.create_many({**proj, "spatial": spatial}))
+            chunks = (1, min(CHUNK, h), min(CHUNK, w))
+            shards = (bands, min(side, _ceil(h, chunks[1])), min(side, _ceil(w, chunks[2])))
+            data = group.create_array("band_data", shape=(src.count, h, w), chunks=chunks, shards=shards, dtype=dtype,
+                                      fill_value=nodata, dimension_names=("band", "y", "x"),  # nodata: the fill_value
+                                      attributes={"grid_mapping": "spatial_ref", "coordinates": "spatial_ref"})
+            for b0 in range(0, src.count, bands):  # shard-aligned writes: no shard is read back and rewritten
+                for r0 in range(0, h, shards[1]):
+                    for c0 in range(0, w, shards[2]):
+                        b1, r1, c1 = min(src.count, b0 + bands), min(h, r0 + shards[1]), min(w, c0 + shards[2])
+                        top, bottom = round(r0 * src.height / h), round(r1 * src.height / h)
+                        left, right = round(c0 * src.width / w), round(c1 * src.width / w)
+                        data[b0:b1, r0:r1, c0:c1] = src.read(
+                            list(range(b0 + 1, b1 + 1)), window=Window(left, top, right - left, bottom - top),
+                            out_shape=(b1 - b0, r1 - r0, c1 - c0), resampling=resampling)
+            _coords(group, transform, h, w, src.count, src.crs)
+            group.create_array("spatial_ref", shape=(), dtype="int32", dimension_names=(),
+                               attributes=_grid_mapping(src.crs, transform))
+            entry = {"asset": str(i), "transform": {"scale": [1.0, 1.0]}}
+            if i:  # each level from the one before: the exact ratio, as odd sizes round up when halved
+                entry = {"asset": str(i), "derived_from": str(i - 1), "resampling_method": resampling.name,
+                         "transform": {"scale": [levels[i - 1][0] / h, levels[i - 1][1] / w]}}
+            layout.append({**entry, "spatial:transform": spatial["spatial:transform"], "spatial:shape": [h, w]})
+        full = _spatial(src.transform, src.height, src.width)
+        root.attrs.update(zarr_cm.create_many({
+            "multiscales": zarr_cm.multiscales.create(layout=layout, resampling_method=resampling.name),
+            **proj, "spatial": full}))
         with warnings.catch_warnings():  # consolidated metadata is not in the v3 spec yet; xarray and zarr-python read it
             warnings.simplefilter("ignore")
             zarr.consolidate_metadata(str(out))  # one read to open it (over HTTP too)
-        return GeoZarrStats([[h, w] for h, w, _ in levels], src.count, str(dtype),
+        return GeoZarrStats([[h, w] for h, w in levels], src.count, str(dtype),
                             str(src.crs) if src.crs else None, resampling.name)
 
 
-def _coords(group, transform, h: int, w: int, bands: int) -> None:
-    """Pixel-centre coordinates of a level, in the raster's CRS, and band numbers."""
+def _ceil(n: int, step: int) -> int:
+    return -(-n // step) * step
+
+
+def _shard_shape(count: int, itemsize: int) -> tuple[int, int]:
+    """Bands per shard (all, unless even one chunk of each is over budget) and its side in pixels (a multiple of the
+    chunk, halved from SHARD until the shard fits SHARD_BYTES)."""
+    bands = count if count * CHUNK * CHUNK * itemsize <= SHARD_BYTES else 1
+    side = SHARD
+    while side > CHUNK and bands * side * side * itemsize > SHARD_BYTES:
+        side //= 2
+    return bands, side
+
+
+def _proj(crs) -> dict:
+    """The `proj:` convention: the EPSG code, else the CRS in full (WKT2); nothing without a CRS."""
+    import pyproj
+    import zarr_cm
+
+    if crs is None:
+        return {}
+    epsg = crs.to_epsg()
+    wkt2 = None if epsg else pyproj.CRS.from_wkt(crs.to_wkt()).to_wkt("WKT2_2019")
+    return {"proj": zarr_cm.proj.create(code=f"EPSG:{epsg}" if epsg else None, wkt2=wkt2)}
+
+
+def _spatial(transform, h: int, w: int) -> dict:
+    """The `spatial:` convention of a (y, x) grid: its affine transform (rasterio's a..f), shape and bbox."""
+    import zarr_cm
+    from rasterio.transform import array_bounds
+
+    west, south, east, north = array_bounds(h, w, transform)
+    return zarr_cm.spatial.create(dimensions=["y", "x"], transform=list(transform)[:6], shape=[h, w],
+                                  bbox=[west, south, east, north], registration="pixel")
+
+
+def _grid_mapping(crs, transform) -> dict:
+    """CF grid-mapping attributes (what xarray/cf readers take) plus what GDAL and rioxarray read."""
+    import pyproj
+
+    gdal = {"GeoTransform": " ".join(str(v) for v in transform.to_gdal())}
+    if crs is None:
+        return gdal
+    with warnings.catch_warnings():  # a CRS CF has no grid_mapping_name for still gets its crs_wkt
+        warnings.simplefilter("ignore")
+        cf = pyproj.CRS.from_wkt(crs.to_wkt()).to_cf()
+    return {**cf, "spatial_ref": crs.to_wkt(), **gdal}
+
+
+def _coords(group, transform, h: int, w: int, bands: int, crs) -> None:
+    """Pixel-centre coordinates of a level, in the raster's CRS, with CF axis attributes; and band numbers."""
+    import pyproj
+
+    axes = {a["axis"]: a for a in pyproj.CRS.from_wkt(crs.to_wkt()).cs_to_cf()} if crs else {}
     x = transform.c + transform.a * (np.arange(w) + 0.5)
     y = transform.f + transform.e * (np.arange(h) + 0.5)
     for name, values in (("x", x), ("y", y), ("band", np.arange(1, bands + 1, dtype="int32"))):
-        arr = group.create_array(name, shape=values.shape, chunks=values.shape, dtype=values.dtype, dimension_names=(name,))
+        attrs = {k: axes[name.upper()][k] for k in ("standard_name", "long_name", "units", "axis")
+                 if k in axes.get(name.upper(), {})}
+        arr = group.create_array(name, shape=values.shape, chunks=values.shape, dtype=values.dtype,
+                                 dimension_names=(name,), attributes=attrs)
         arr[:] = values
-
