@@ -1,7 +1,7 @@
 """Awkward paths and names through the real CLI, as a user runs it: a source and an output folder whose paths hold
 an apostrophe, spaces, a double quote and non-ASCII letters, a layer and attributes named no better, and a source
 column `BBox` that DuckDB would otherwise confuse with our `bbox`. The products are read back with readers other
-than the writers: geopandas, DuckDB, pandas (the hex folder) and pystac."""
+than the writers: geopandas, DuckDB, pandas (the hex folder, h0 among its parents) and pystac."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def test_awkward_paths_and_names_run_through_and_read_back(tmp_path):
     out = tmp_path / "out 'ø' \"x\""
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
     done = subprocess.run([str(CLI), "run", "--source", str(src), "--dataset", "awkward", "--out", str(out),
-                           "--resolution", "6", "--parents", "5"], cwd=tmp_path, env=env, capture_output=True,
+                           "--resolution", "6", "--parents", "5,0"], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     root = out / "awkward"
@@ -67,7 +67,7 @@ def test_awkward_paths_and_names_run_through_and_read_back(tmp_path):
                                                        ("b3", "Ünder", 12.0)]
 
     hexed = pd.read_parquet(root / "hex" / slug)
-    assert {"_cng_fid", "h6", "h5", "h0", *names} <= set(hexed.columns)
+    assert {"_cng_fid", "h6", "h5", "h0", *names} <= set(hexed.columns)  # h0 from the h0= folder names
     per_feature = hexed.drop_duplicates("_cng_fid").sort_values("_cng_fid")
     assert per_feature.src_h10.tolist() == ATTRIBUTES["h10"]
     assert per_feature["Näme \"quoted\""].tolist() == ATTRIBUTES["Näme \"quoted\""]

@@ -6,6 +6,8 @@ import duckdb
 import geopandas as gpd
 import h3
 import numpy as np
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pyogrio
 import pytest
@@ -279,30 +281,67 @@ def test_source_columns_named_like_ours_are_renamed_case_insensitively(tmp_path)
                        "ORDER BY _cng_fid", {"p": str(out)}).fetchall() == [("b1", 7, "g1", 1.0), ("b2", 8, "g2", 3.0)]
 
 
-def test_row_groups_are_spatially_compact(tmp_path):
-    """Hilbert order makes each row group cover a small area, so bbox filters skip most of the file."""
+def _row_group_boxes(meta) -> np.ndarray:
+    """Each row group's extent (xmin, ymin, xmax, ymax) from the bbox columns' statistics."""
+    names = [meta.schema.column(i).path for i in range(meta.num_columns)]
+    return np.array([[getattr(meta.row_group(rg).column(names.index(f"bbox.{k}")).statistics, m)
+                      for k, m in (("xmin", "min"), ("ymin", "min"), ("xmax", "max"), ("ymax", "max"))]
+                     for rg in range(meta.num_row_groups)])
+
+
+def test_row_groups_are_spatially_compact_and_bbox_filters_skip_most(tmp_path):
+    """Hilbert order makes each row group cover a small area, so a bbox filter reads a few row groups only."""
     rng = np.random.default_rng(7)
     x, y = rng.uniform(-170, 170, 60_000), rng.uniform(-80, 80, 60_000)
     src = tmp_path / "scatter.gpkg"
     pyogrio.write_dataframe(gpd.GeoDataFrame({"i": np.arange(len(x))},
                                              geometry=shapely.box(x, y, x + 0.01, y + 0.01), crs=4326), src)
     out = tmp_path / "scatter.parquet"
-    write_geoparquet(str(src), "scatter", out, kind="polygon")
+    write_geoparquet(str(src), "scatter", out, kind="polygon", row_group_bytes=150_000)  # ~1,000 rows a group
     meta = pq.ParquetFile(out).metadata
-    names = [meta.schema.column(i).path for i in range(meta.num_columns)]
-    assert meta.num_row_groups >= 3
-
-    def extent(rg):
-        s = {n: meta.row_group(rg).column(names.index(n)).statistics for n in
-             ("bbox.xmin", "bbox.ymin", "bbox.xmax", "bbox.ymax")}
-        return (s["bbox.xmax"].max - s["bbox.xmin"].min) * (s["bbox.ymax"].max - s["bbox.ymin"].min)
-
-    mean_area = np.mean([extent(i) for i in range(meta.num_row_groups)])
-    assert mean_area < 0.5 * 340 * 160  # unsorted, every row group would span the whole extent
-    # DuckDB's bbox filter: a query on one small window returns exactly the boxes inside it
+    assert meta.num_row_groups >= 40
+    boxes = _row_group_boxes(meta)
+    assert np.mean((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])) < 0.05 * 340 * 160
+    window = (10, 10, 20, 20)
+    overlapping = int(((boxes[:, 0] < window[2]) & (boxes[:, 2] > window[0]) & (boxes[:, 1] < window[3])
+                       & (boxes[:, 3] > window[1])).sum())
+    assert 1 <= overlapping <= 0.1 * meta.num_row_groups  # what a reader pruning on the statistics reads
+    inside = int(((x > 10) & (x + 0.01 < 20) & (y > 10) & (y + 0.01 < 20)).sum())
     hits = duckdb.sql(f"SELECT count(*) FROM '{out}' WHERE bbox.xmin > 10 AND bbox.xmax < 20 "
                       f"AND bbox.ymin > 10 AND bbox.ymax < 20").fetchone()[0]
-    assert hits == int(((x > 10) & (x + 0.01 < 20) & (y > 10) & (y + 0.01 < 20)).sum())
+    assert hits == inside
+    fields = {k: pc.field("bbox", k) for k in ("xmin", "ymin", "xmax", "ymax")}
+    where = (fields["xmin"] > 10) & (fields["xmax"] < 20) & (fields["ymin"] > 10) & (fields["ymax"] < 20)
+    assert ds.dataset(out).count_rows(filter=where) == inside
+    b = pq.read_table(out, columns=["bbox"]).column("bbox").combine_chunks()
+    cx, cy = [(b.field(f"{a}min").to_numpy() + b.field(f"{a}max").to_numpy()) / 2 for a in "xy"]
+    assert (np.diff(hilbert_keys(cx, cy).astype(np.float64)) >= 0).all()  # still in Hilbert order
+
+
+def test_row_groups_are_sized_by_bytes(tmp_path):
+    """A few huge polygons make row groups of few rows, under the byte target; points make groups of many rows."""
+    theta = np.linspace(0, 2 * np.pi, 20_000, endpoint=False)  # 20,000 vertices: about 320 kB of WKB each
+    huge = [shapely.Polygon(np.c_[x + np.cos(theta), np.sin(theta) * (1 + 0.1 * np.sin(40 * theta))])
+            for x in range(-170, 170, 10)]
+    points = shapely.points(np.random.default_rng(3).uniform(-170, 170, (200_000, 2)) * [1, 0.5])
+    target = 2_000_000
+    for name, geoms in (("huge", huge), ("points", points)):
+        src = tmp_path / f"{name}.gpkg"
+        pyogrio.write_dataframe(gpd.GeoDataFrame({"name": [name] * len(geoms)}, geometry=geoms, crs=4326), src)
+        write_geoparquet(str(src), name, tmp_path / f"{name}.parquet", kind="polygon" if name == "huge" else "other",
+                         row_group_bytes=target)
+    huge_meta = pq.read_metadata(tmp_path / "huge.parquet")
+    sizes = [huge_meta.row_group(i).total_byte_size for i in range(huge_meta.num_row_groups)]
+    assert huge_meta.num_rows == len(huge) and huge_meta.num_row_groups >= 5
+    assert max(sizes) <= target and max(huge_meta.row_group(i).num_rows for i in range(huge_meta.num_row_groups)) < 10
+    assert len(gpd.read_parquet(tmp_path / "huge.parquet")) == len(huge)
+    point_meta = pq.read_metadata(tmp_path / "points.parquet")
+    rows = [point_meta.row_group(i).num_rows for i in range(point_meta.num_row_groups)]
+    assert sum(rows) == 200_000 and rows[0] > 16_384  # many more rows a group than a fixed row count gave
+    assert point_meta.row_group(0).total_byte_size <= target
+    # the default target: the whole point layer is one row group (about 16 MB uncompressed)
+    write_geoparquet(str(tmp_path / "points.gpkg"), "points", tmp_path / "default.parquet", kind="other")
+    assert pq.read_metadata(tmp_path / "default.parquet").num_row_groups == 1
 
 
 def test_hilbert_keys_walk_the_grid_one_step_at_a_time():

@@ -8,6 +8,7 @@ import geopandas as gpd
 import h3
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import shapely
@@ -200,6 +201,13 @@ def test_checks_catch_bad_chunks_and_bad_files(tmp_path):
     table.to_parquet(f)
     assert {c.name for c in read_back_checks(tmp_path / "ok", settings, good.cells) if not c.passed} == {
         "parents_consistent"}
+    # a file holding h0 next to its folder's key (right values, but hive readers refuse the clash)
+    assert consolidate([tmp_path / "good"], gp, tmp_path / "ok2", settings, chunk_rows=good.cells).passed
+    f = next((tmp_path / "ok2").glob("h0=*/*.parquet"))
+    table = pq.read_table(f)
+    pq.write_table(table.append_column("h0", pa.array(C.parent(table.column("h9").to_numpy(), 0))), f)
+    (check,) = [c for c in read_back_checks(tmp_path / "ok2", settings, good.cells) if not c.passed]
+    assert check.name == "parents_consistent" and check.detail["files_with_an_h0_column"] == [f"{f.parent.name}/{f.name}"]
 
 
 def test_fill_memory_stays_bounded_on_a_100_million_cell_polygon():
@@ -246,9 +254,12 @@ def test_cli_hex_writes_h0_partitions_with_attributes(tmp_path):
     result = CliRunner().invoke(main, ["hex", str(gp), str(out), "--resolution", "8", "--parents", "7,0"])
     assert result.exit_code == 0, result.output
     files = sorted(out.glob("h0=*/*.parquet"))
-    assert files and all(f.parent.name == f"h0={pq.read_table(f).column('h0')[0].as_py()}" for f in files)
+    assert files and all(f.parent.name == f"h0={C.parent(pq.read_table(f).column('h8').to_numpy()[:1], 0)[0]}"
+                         for f in files)
     t = pq.read_table(files[0])
-    assert t.schema.field("h8").type == "uint64" and {"_cng_fid", "h8", "h7", "h0", "NAME"} <= set(t.column_names)
+    assert t.schema.field("h8").type == "uint64" and {"_cng_fid", "h8", "h7", "NAME"} <= set(t.column_names)
+    assert "h0" not in t.column_names  # the folder name holds it: a hive reader adds it
+    assert pq.read_table(out).num_rows == sum(pq.read_metadata(f).num_rows for f in files)
     assert t.column("h8").to_pylist() == sorted(t.column("h8").to_pylist())
     again = CliRunner().invoke(main, ["hex", str(gp), str(out), "--resolution", "8", "--parents", "9"])
     assert again.exit_code == 2 and "coarser than resolution 8" in again.output and files == sorted(out.glob("h0=*/*.parquet"))

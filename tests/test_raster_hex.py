@@ -88,7 +88,8 @@ def expected(values: list, stat: str):
 
 
 def product(out_dir: Path) -> pa.Table:
-    """Every part file, h0 folders and files in cell order; checks the folder of each row and ZSTD."""
+    """Every part file, h0 folders and files in cell order, h0 added from the folder name as a hive reader adds it;
+    checks the folder of each row and ZSTD."""
     tables = []
     for folder in sorted(out_dir.glob("h0=*"), key=lambda p: int(p.name[3:])):
         for f in sorted(folder.glob("*.parquet"), key=lambda p: int(p.stem[5:])):
@@ -96,9 +97,9 @@ def product(out_dir: Path) -> pa.Table:
             assert meta.row_group(0).column(0).compression == "ZSTD"
             t = pq.read_table(f)
             h0 = {h3.str_to_int(h3.cell_to_parent(h3.int_to_str(c), 0)) for c in t.column(0).to_pylist()}
-            assert h0 == {int(folder.name[3:])}
+            assert h0 == {int(folder.name[3:])} and "h0" not in t.column_names  # h0: the folder name only
             assert f.stem == f"part-{t.column(0)[0].as_py()}"
-            tables.append(t)
+            tables.append(t.append_column("h0", pa.array([int(folder.name[3:])] * len(t), pa.uint64())))  # as hive
     return pa.concat_tables(tables)
 
 
@@ -141,7 +142,7 @@ def test_projected_against_reference(projected, tmp_path):
     path, data, valid = projected
     stats = {"b1": ALL}  # band 2 (integer): the default, mode and count
     table = run(path, tmp_path, 9, (8, 0), stats)
-    assert table.column_names == ["h9", "h8", "h0", *(f"b1_{s}" for s in ALL), "b2_mode", "b2_count"]
+    assert table.column_names == ["h9", "h8", *(f"b1_{s}" for s in ALL), "b2_mode", "b2_count", "h0"]
     assert table.schema.field("b1_mode").type == table.schema.field("b1_min").type == pa.int16()
     assert table.schema.field("b1_mean").type == table.schema.field("b1_sum").type == pa.float64()
     ref = reference(path, data, valid, 9)
@@ -171,7 +172,7 @@ def test_float_mode(geographic, tmp_path):
 def test_float_defaults_and_band_selection(geographic, tmp_path):
     path, _, _ = geographic
     table = run(path, tmp_path, 2, (), bands=[1])
-    assert table.column_names == ["h2", "b1_mean", "b1_min", "b1_max", "b1_count"]
+    assert table.column_names == ["h2", "b1_mean", "b1_min", "b1_max", "b1_count", "h0"]
     assert table.schema.field("b1_min").type == pa.float32()
 
 

@@ -259,19 +259,22 @@ def test_hex_asset_describes_the_h0_partitioned_folder(tree, products, datasets,
         hexed = items[slug]["assets"]["hex"]
         folder = _local(hexed["href"], ds.prefix, root)
         assert folder == root / "hex" / slug and hexed["href"].endswith("/")
-        options = hexed["table:storage_options"]
-        assert options["partitioning"] == "hive" and options["partition_columns"] == ["h0"]
-        assert options["hive_types"] == {"h0": "UBIGINT"}
+        assert "table:storage_options" not in hexed  # STAC: options for the storage (S3 keys...), not the layout
+        assert "partition folder name h0=<cell>" in {c["name"]: c for c in hexed["table:columns"]}["h0"]["description"]
         files = sorted(folder.glob("h0=*/*.parquet"))
         parts = {f.parent.name for f in files}
         assert parts and all(p.startswith("h0=") for p in parts)
         assert f"{len(parts)} hive partitions" in hexed["description"]
         real = pq.read_schema(files[0])
         declared = {c["name"]: c["type"] for c in hexed["table:columns"]}
-        cells = [f"h{r}" for r in (ds.h3.resolution, *ds.h3.parents)]
-        assert list(declared) == ["_cng_fid", *cells]
-        assert all(str(real.field(n).type) == t for n, t in declared.items())  # the columns exist with these types
-        rows = duckdb.sql(f"SELECT count(*) FROM read_parquet('{folder}/*/*.parquet', hive_types = {{'h0': 'UBIGINT'}})").fetchone()[0]
+        cells = [f"h{r}" for r in (ds.h3.resolution, *ds.h3.parents) if r]
+        assert list(declared) == ["_cng_fid", *cells, "h0"] and "h0" not in real.names  # h0: the folder names
+        assert all(str(real.field(n).type) == t for n, t in declared.items() if n != "h0")  # with these types
+        assert "hive_schema" in hexed["description"] and "hive_types" in hexed["description"]
+        con = duckdb.connect()
+        rows, h0 = con.execute("SELECT count(*), typeof(any_value(h0)) FROM read_parquet($g, hive_types = "
+                               "{'h0': 'UBIGINT'})", {"g": f"{folder}/*/*.parquet"}).fetchone()
+        assert h0 == declared["h0"].upper().replace("UINT64", "UBIGINT")
         assert hexed["table:row_count"] == rows > 0
         assert hexed["file:size"] == sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
         assert "file:checksum" not in hexed  # a folder has no single checksum

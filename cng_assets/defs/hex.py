@@ -108,7 +108,7 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
               code_version=ds.code_version(consolidate.VERSION, "h3"),
               description=f"H3 cells (h{settings.resolution}, parents {list(settings.parents)}, {settings.containment} "
                           "containment) of every feature, with the layer's attributes, as h0=<cell>/ partitions sorted "
-                          "by cell. Written as a new version and switched in only when every check passes.",
+                          "by cell (h0 only in the folder names). Written as a new version and switched in only when every check passes.",
               check_specs=products.blocking_check_specs([ds.name, "hex"], layers, HEX_CHECKS))
     def hex_layer(context: dg.AssetExecutionContext, storage: ProductStorage):
         slug = context.partition_key
@@ -137,7 +137,8 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
         yield dg.MaterializeResult(
             metadata={"dagster/row_count": sum(rows.values()), "h0_partitions": len(rows), "chunks": n,
                       "resolution": settings.resolution, "parents": list(settings.parents),
-                      "containment": settings.containment, "columns": [f"h{r}" for r in (settings.resolution, *settings.parents)],
+                      "containment": settings.containment,
+                      "columns": [*layout.hex_file_columns(settings.resolution, settings.parents), layout.HEX_PARTITION],
                       "uri": dg.MetadataValue.path(storage.uri(ds.bucket, products.key(ds, layout.hex(slug))))},
             check_results=checks,
         )

@@ -57,7 +57,8 @@ class HexFacts:
     containment: str
     rows: int
     h0_partitions: int
-    columns: list[str]  # e.g. ["h10", "h9", "h8", "h0"]
+    columns: list[str]  # as hive readers see them, e.g. ["h10", "h9", "h8", "h0"] (h0 from the folder names)
+    first_h0: int | None = None  # the first h0= folder's cell (for the read recipes)
 
 
 @dataclass
@@ -87,7 +88,8 @@ class RasterFacts:
     resolution: float  # in CRS units
     bands: list[dict]  # data_type, nodata per band
     files: dict[str, FileFacts] = field(default_factory=dict)  # cog, geozarr, hex
-    hex_columns: list[str] = field(default_factory=list)  # e.g. h6, h5, h0, b1_mean, b1_count
+    hex_columns: list[str] = field(default_factory=list)  # e.g. h6, h5, b1_mean, b1_count, h0 (as in HexFacts)
+    hex_first_h0: int | None = None
     crs_wkt2: str | None = None  # the CRS in full when it has no EPSG code
 
 
@@ -145,15 +147,23 @@ def column_facts(schema: pa.Schema, ds: Dataset, domains: dict[str, str]) -> lis
     return out
 
 
+def _hex_columns(file: Path) -> list[str]:
+    """A hex file's columns as a hive reader sees them: its own, then h0 from the folder name (a product older than
+    hex VERSION 4 also holds h0 in its files)."""
+    names = pq.read_schema(file).names
+    return names if layout.HEX_PARTITION in names else [*names, layout.HEX_PARTITION]
+
+
 def _hex(root: Path, slug: str, ds: Dataset) -> HexFacts | None:
     """Resolution and columns as written in the files (the catalog may have changed since)."""
     files = sorted((root / layout.hex(slug)).glob("h0=*/*.parquet"))
     if not files:
         return None
-    cols = [c for c in pq.read_schema(files[0]).names if re.fullmatch(r"h\d+", c)]
+    cols = [c for c in _hex_columns(files[0]) if re.fullmatch(r"h\d+", c)]
     rows = sum(pq.read_metadata(f).num_rows for f in files)
     resolutions = [int(c[1:]) for c in cols]
-    return HexFacts(resolutions[0], resolutions[1:], ds.h3.containment, rows, len({f.parent.name for f in files}), cols)
+    return HexFacts(resolutions[0], resolutions[1:], ds.h3.containment, rows, len({f.parent.name for f in files}), cols,
+                    layout.hex_folder_cell(files[0]))
 
 
 def gather(ds: Dataset, root: Path, inventory: Inventory, href_base: str = "",
@@ -172,7 +182,8 @@ def gather(ds: Dataset, root: Path, inventory: Inventory, href_base: str = "",
                               f"{x.name} (H3 cell statistics, h0-partitioned)")
                 r = _raster(root / layout.cog(x.slug), x.slug, x.name, {"cog": cog, "geozarr": zarr, "hex": hexed})
                 if hexed is not None:
-                    r.hex_columns = pq.read_schema(next((root / layout.hex(x.slug)).glob("h0=*/*.parquet"))).names
+                    first = min((root / layout.hex(x.slug)).glob("h0=*/*.parquet"))
+                    r.hex_columns, r.hex_first_h0 = _hex_columns(first), layout.hex_folder_cell(first)
                 rasters.append(r)
             continue
         if x.kind == "table":

@@ -1,7 +1,10 @@
 """Spatial layer -> GeoParquet 1.1: streamed from GDAL in batches, cleaned, then sorted along a Hilbert curve.
 
-Memory stays bounded: batches go to an unsorted scratch file, and DuckDB sorts it (spilling to disk if it must)
-while writing the final file with ZSTD, small row groups and the `geo` metadata.
+Memory stays bounded: batches go to an unsorted scratch file, DuckDB sorts it (spilling to disk if it must) and
+streams it, in order, to pyarrow's writer: ZSTD, the `geo` metadata, and row groups of about ROW_GROUP_BYTES
+uncompressed (few rows of huge polygons, many of points). DuckDB's own COPY cannot size them so: its ROW_GROUP_SIZE
+rounds up to multiples of 2048 rows, and its ROW_GROUP_SIZE_BYTES refuses to run while insertion order (here the
+Hilbert order) is preserved.
 """
 
 from __future__ import annotations
@@ -31,10 +34,13 @@ from cng_assets.transforms.geometry import WGS84, CleanCounts, clean, parse_wkb,
 from cng_assets.transforms.hilbert import hilbert_keys
 from cng_assets.transforms.sql import ident
 
-VERSION = "3"  # bump when the product changes: products made before become stale
+VERSION = "4"  # bump when the product changes: products made before become stale (4: row groups by bytes)
 GEOPARQUET_VERSION = "1.1.0"
 FID, GEOMETRY, BBOX = columns.FID, columns.GEOMETRY, columns.BBOX
-ROW_GROUP_ROWS = 16_384
+ROW_GROUP_BYTES = 64 << 20  # uncompressed bytes a row group aims at
+# bounds on rows per row group: as few as one feature of many MB (a floor of 1,024 rows would let 1,024 such
+# features make one group of GBs), and a cap so that points still make several groups a file at scale
+ROW_GROUP_ROWS = (1, 1_000_000)
 BBOX_TYPE = pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])
 
 
@@ -103,7 +109,7 @@ def _union_bounds(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def write_geoparquet(path: str, layer: str, out_path: str | Path, *, kind: str, crs: str | None = None,
                      batch_size: int = 10_000, scratch_dir: str | None = None, memory_limit: str = "1GB",
-                     workers: int | None = None) -> GeoParquetStats:
+                     workers: int | None = None, row_group_bytes: int = ROW_GROUP_BYTES) -> GeoParquetStats:
     """Convert one spatial layer of `path` (a GDAL path) to GeoParquet at `out_path` (a local file).
 
     `crs` is used only when the source declares none. `_cng_fid` is the feature's 1-based position in the
@@ -170,7 +176,8 @@ def write_geoparquet(path: str, layer: str, out_path: str | Path, *, kind: str, 
                 layer=layer, hint="check the source layer, or leave it out with `exclude:` in the catalog entry")
         stats.geometry_types = sorted(_TYPE_NAMES[t] for t in types)
         stats.bbox = bounds.tolist() if np.isfinite(bounds).all() else None
-        _sort_and_write(unsorted, Path(out_path), _footer(stats), hilbert, tmp, memory_limit)
+        rows = row_group_rows(unsorted, hilbert, row_group_bytes)
+        _sort_and_write(unsorted, Path(out_path), _footer(stats), hilbert, tmp, memory_limit, rows)
     return stats
 
 
@@ -222,16 +229,36 @@ def _footer(stats: GeoParquetStats) -> dict[str, str]:
             columns.METADATA_KEY: json.dumps(stats.renamed_columns, ensure_ascii=False)}
 
 
+def row_group_rows(scratch: Path, skip: str, target: int) -> int:
+    """Rows per row group for about `target` uncompressed bytes, from the scratch file's average row (its footer:
+    no data read), the `skip` column (the sort key, not in the product) left out."""
+    meta = pq.read_metadata(scratch)
+    size = sum(meta.row_group(i).column(j).total_uncompressed_size for i in range(meta.num_row_groups)
+               for j in range(meta.num_columns) if meta.schema.column(j).path.split(".")[0] != skip)
+    return int(np.clip(target * meta.num_rows // max(size, 1), *ROW_GROUP_ROWS))
+
+
 def _sort_and_write(unsorted: Path, out: Path, footer: dict[str, str], hilbert: str, tmp: str,
-                    memory_limit: str) -> None:
+                    memory_limit: str, rows: int) -> None:
     con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(Path(tmp) / "spill"),
                                  "threads": 2, "preserve_insertion_order": True})
-    try:  # paths and metadata as parameters: no text built from them
-        kv = ", ".join(f"{ident(k)}: $kv{i}" for i, k in enumerate(footer))
-        con.execute(
-            f"COPY (SELECT * EXCLUDE ({ident(hilbert)}) FROM read_parquet($unsorted) ORDER BY {ident(hilbert)}, "
-            f"{ident(FID)}) TO $out (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS}, "
-            f"KV_METADATA {{{kv}}})",
-            {"unsorted": str(unsorted), "out": str(out), **{f"kv{i}": v for i, v in enumerate(footer.values())}})
+    try:  # the path as a parameter: no text built from it
+        reader = con.execute(f"SELECT * EXCLUDE ({ident(hilbert)}) FROM read_parquet($unsorted) "
+                             f"ORDER BY {ident(hilbert)}, {ident(FID)}", {"unsorted": str(unsorted)}
+                             ).to_arrow_reader(rows)
+        schema = reader.schema
+        with pq.ParquetWriter(out, schema, compression="zstd", store_schema=False,
+                              use_dictionary=[n for n in schema.names if n not in (FID, GEOMETRY, BBOX)]) as writer:
+            writer.add_key_value_metadata(footer)
+            pending: list[pa.RecordBatch] = []
+            for batch in reader:  # whole row groups of `rows` rows, whatever size DuckDB's batches are
+                pending.append(batch)
+                if sum(b.num_rows for b in pending) >= rows:
+                    table = pa.Table.from_batches(pending, schema)
+                    full = table.num_rows - table.num_rows % rows
+                    writer.write_table(table.slice(0, full), row_group_size=rows)
+                    pending = table.slice(full).to_batches()
+            if pending:
+                writer.write_table(pa.Table.from_batches(pending, schema), row_group_size=rows)
     finally:
         con.close()

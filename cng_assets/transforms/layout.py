@@ -33,9 +33,24 @@ def thumbnail(slug: str) -> str:
     return f"{slug}.png"
 
 
+# The hive folder key of hex products (`h0=<cell>/`): only in the path, as in DuckDB's, pyarrow's and Spark's
+# partitioned writes. A column of that name inside the files would clash with it in pandas, pyarrow and DuckDB.
+HEX_PARTITION = "h0"
+
+
 def hex(slug: str) -> str:
     """A folder of `h0=<cell>/part-<first cell>.parquet` files."""
     return f"hex/{slug}"
+
+
+def hex_file_columns(res: int, parents: tuple[int, ...]) -> list[str]:
+    """The cell columns inside a hex file: the cell, then its parents, but not h0 (readers get it from the path)."""
+    return [f"h{r}" for r in (res, *parents) if r != 0]
+
+
+def hex_folder_cell(path) -> int:
+    """The h0 of a hex file, from its folder `h0=<cell>`."""
+    return int(path.parent.name.split("=", 1)[1])
 
 
 def hex_plan(slug: str) -> str:

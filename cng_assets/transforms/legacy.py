@@ -122,9 +122,12 @@ def inspect_hex(root: str, files: list[tuple[str, pq.FileMetaData]], expected: t
         p.findings.append("H3 ids stored as strings, not uint64")
     if any(t in ("int64", "int32") for types in columns.values() for t in types):
         p.findings.append("H3 ids stored as signed integers, not uint64")
-    if not any(HIVE.match(seg) and seg.startswith("h0=") for k, _ in files for seg in k.split("/")):
+    in_h0 = [any(HIVE.match(seg) and seg.startswith("h0=") for seg in k.split("/")[:-1]) for k, _ in files]
+    if not any(in_h0):
         p.findings.append("flat hex files, not h0= partitioned")
     have = {r for name in columns if (r := _declared_resolution(name)) is not None}
+    if all(in_h0):  # h0 in the folder names (the pipeline's layout) stands for an h0 column (older products had both)
+        have.add(0)
     missing = [f"h{r}" for r in expected if r not in have]
     if missing:
         p.findings.append(f"missing columns {', '.join(missing)} (expected h{expected[0]} with parents {list(expected[1:])})")

@@ -48,9 +48,10 @@ from cng_assets.errors import CngInputError
 from cng_assets.transforms import layout
 from cng_assets.transforms.columns import rename_note
 from cng_assets.transforms.facts import DatasetFacts, FileFacts, LayerFacts, RasterFacts, union_bbox
+from cng_assets.transforms.hex import readers
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX
 
-VERSION = "3"  # bump when the STAC output changes
+VERSION = "4"  # bump when the STAC output changes
 
 PROCESSING_SCHEMA = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"  # no pystac class for it
 # STAC 1.1 moved bands into common metadata (`bands`, `data_type`, `nodata`); raster v2 adds `raster:*` fields to
@@ -189,7 +190,7 @@ def _hex_asset(item: pystac.Item, x: LayerFacts, f: FileFacts, ds: Dataset) -> N
         r = int(name[1:])
         what = f"H3 cell at resolution {r}" + (" (the cell itself)" if r == h.resolution else " (parent)")
         if name == "h0":
-            what += "; also the partition folder name h0=<cell>"
+            what += "; the partition folder name h0=<cell>, not stored in the files (hive readers add it)"
         cols.append(Column({"name": name, "type": "uint64", "description": what}))
     attributes = {"all": ", followed by the layer's attribute columns", "none": ""}.get(
         ds.h3.attributes if isinstance(ds.h3.attributes, str) else "",
@@ -198,13 +199,13 @@ def _hex_asset(item: pystac.Item, x: LayerFacts, f: FileFacts, ds: Dataset) -> N
         f"H3 cells (resolution {h.resolution}, parents {', '.join(map(str, h.parents))}, containment `{h.containment}`) "
         f"of every feature{attributes}, in {h.h0_partitions} hive partitions "
         f"`h0=<cell>/part-*.parquet`, rows sorted by cell; file:size is the total of the folder. Read it through the "
-        f"S3 API or from a copy (plain HTTP cannot list a folder), e.g. with DuckDB: "
-        f"`read_parquet('<folder>/*/*.parquet', hive_types = {{'h0': 'UBIGINT'}})`.")
+        f"S3 API or from a copy (plain HTTP cannot list a folder). {readers.H0_TYPES} DuckDB: "
+        f"`read_parquet('<folder>/*/*.parquet', {readers.DUCKDB_HIVE_TYPES})`; pandas or pyarrow: "
+        f"`partitioning={readers.PYARROW_PARTITIONING}`; polars: `scan_parquet('<folder>/**/*.parquet', "
+        f"hive_partitioning=True, hive_schema={readers.POLARS_HIVE_SCHEMA})`.")
     table = TableExtension.ext(asset, add_if_missing=True)
     table.columns = cols
-    table.row_count = h.rows
-    # Hive partitioning of the folder, as keywords for opening it (pyarrow: partitioning="hive"; DuckDB: hive_types).
-    table.storage_options = {"partitioning": "hive", "partition_columns": ["h0"], "hive_types": {"h0": "UBIGINT"}}
+    table.row_count = h.rows  # the partitioning is in the description and h0's column: storage options are for storage
 
 
 def layer_item(facts: DatasetFacts, x: LayerFacts, domain_assets: dict[str, str] | None = None) -> pystac.Item:
@@ -262,7 +263,8 @@ def raster_item(facts: DatasetFacts, r: RasterFacts) -> pystac.Item:
     about = {"cog": "Cloud-Optimized GeoTIFF: tiled, overviews, lossless compression.",
              "geozarr": ("GeoZarr (Zarr v3, sharded): one group per resolution level, listed in the root's `multiscales`; "
                          "`proj:`/`spatial:` conventions and a CF grid mapping with the CRS."),
-             "hex": "Per band statistics of the pixels in each H3 cell, h0-partitioned like the vector hex."}
+             "hex": "Per band statistics of the pixels in each H3 cell, h0-partitioned like the vector hex. "
+                    + readers.H0_TYPES}
     for key, f in r.files.items():
         asset = _add_asset(item, key, _asset(f, about.get(key)), f)
         if key in ("cog", "geozarr"):

@@ -269,7 +269,7 @@ def _hex_queries(x: LayerFacts, base: str, profiles: dict[str, Profile], col: st
     shown = _shown_columns(x, None, attributes)
     value = _first(hprof, cell)
     if isinstance(value, int):
-        h0 = h3.str_to_int(h3.cell_to_parent(h3.int_to_str(value), 0))  # the h0= folder (a column only if 0 is a parent)
+        h0 = h3.str_to_int(h3.cell_to_parent(h3.int_to_str(value), 0))  # the h0= folder (h0 comes from the path)
         lat, lng = h3.cell_to_latlng(h3.int_to_str(value))
         note = [f"-- {value} (H3 {h3.int_to_str(value)}): the resolution-{hx.resolution} cell whose centre is "
                 f"{abs(lat):.4f}°{'N' if lat >= 0 else 'S'}, {abs(lng):.4f}°{'E' if lng >= 0 else 'W'}",

@@ -12,9 +12,10 @@ from cng_assets.transforms.columns import rename_note
 from cng_assets.transforms.describe.common import FID, GEOMETRY, PRODUCTS, SAMPLE_ROWS, Profile
 from cng_assets.transforms.describe.queries import _domain_tables, _hex_attributes, example_queries
 from cng_assets.transforms.facts import DatasetFacts, FileFacts, LayerFacts
+from cng_assets.transforms.hex import readers
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX
 
-VERSION = "3"  # bump when the README, thumbnails or map page change
+VERSION = "4"  # bump when the README, thumbnails or map page change
 
 def dataset_readme(facts: DatasetFacts, profiles: dict[str, Profile] | None, run_id: str | None) -> str:
     """The dataset's README.md. Free text (title, description, citation, column descriptions) comes from the
@@ -37,6 +38,7 @@ def dataset_readme(facts: DatasetFacts, profiles: dict[str, Profile] | None, run
         md += _domains_section(facts, domains)
     if any(x.hex for x in facts.layers):
         md += _h3_section(facts)
+    md += _hex_reading_section(facts)
     md += _queries_section(facts, base, profiles)
     md += _provenance(facts, run_id)
     return "\n".join(md).rstrip() + "\n"
@@ -265,15 +267,28 @@ def _h3_section(facts: DatasetFacts) -> list[str]:
           "overlapping features appears once per feature: count `DISTINCT` cells for areas. Cell ids are H3 "
           "indexes as unsigned 64-bit integers (UBIGINT); `h3.int_to_str` gives the usual hex-string form.", "",
           "Files: `hex/<layer>/h0=<resolution-0 cell>/part-<first cell>.parquet`, sorted by cell inside each "
-          "folder. Read them with `read_parquet('hex/<layer>/*/*.parquet', hive_types = {'h0': 'UBIGINT'})`: "
-          "DuckDB would otherwise type the `h0=` folder names as BIGINT; a filter on `h0` then reads only that "
-          "folder.", "",
+          "folder; see [Reading the H3 cells](#reading-the-h3-cells).", "",
           "| resolution | column | average cell area | average edge length |", "|---|---|---|---|"]
     for r in res:
         md.append(f"| {r} | `h{r}` | {_area(r)} | {h3.average_hexagon_edge_length(r, unit='m'):,.1f} m |")
     md += ["", "Areas are H3's averages at each resolution (`h3.average_hexagon_area`); real cells vary with "
            "their position on the grid.", ""]
     return md
+
+
+def _hex_reading_section(facts: DatasetFacts) -> list[str]:
+    """Working read recipes for the first hex folder, in every reader users use."""
+    folders = [(x.files["hex"].key, x.hex.first_h0) for x in facts.layers if x.hex and "hex" in x.files]
+    folders += [(r.files["hex"].key, r.hex_first_h0) for r in facts.rasters if "hex" in r.files and r.hex_first_h0]
+    if not folders:
+        return []
+    key, h0 = folders[0]
+    return ["## Reading the H3 cells", "",
+            "Each hex folder is hive-partitioned by the resolution-0 cell: `h0=<cell>/part-*.parquet`. " + readers.H0_TYPES
+            + " A filter on `h0` reads only that folder. From this folder, in Python:", "",
+            "```python", readers.python_recipe(key, h0), "```", "",
+            f"In DuckDB's own shell: `SELECT * FROM read_parquet('{key}*/*.parquet', {readers.DUCKDB_HIVE_TYPES})`. "
+            + readers.DUCKDB_MIN_H0_BUG, ""]
 
 
 def _queries_section(facts: DatasetFacts, base: str, profiles: dict[str, Profile]) -> list[str]:

@@ -1,5 +1,6 @@
 """Chunk outputs -> `h0=<cell>/part-<group>.parquet`: one file per group cell (see chunk.GROUP_SPAN), rows sorted
-by cell, parents computed, the layer's attributes joined on `_cng_fid`; and the product's checks.
+by cell, parents computed, the layer's attributes joined on `_cng_fid`; and the product's checks. h0 is the folder
+key only, never a column inside the files (layout.HEX_PARTITION).
 
 Memory stays bounded: one group (at most 823,543 distinct cells, times the layer's overlap) is in memory at once.
 Cell columns are sorted, so they are delta-encoded (about 10x smaller than plain and faster to write); attributes
@@ -18,12 +19,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cng_assets.transforms import layout
 from cng_assets.transforms.columns import output_names
 from cng_assets.transforms.hex import cells as C
 from cng_assets.transforms.hex.chunk import FID
 from cng_assets.transforms.hex.fill import HexSettings
 
-VERSION = "3"  # bump when the consolidated layout changes
+VERSION = "4"  # bump when the consolidated layout changes (4: h0 only in the folder names)
 NOT_ATTRIBUTES = {FID, "geometry", "bbox"}
 ROW_GROUP_ROWS = 131_072
 TARGET_ROWS = 2_000_000  # rows per output file, when small groups can be merged
@@ -99,8 +101,8 @@ def consolidate(chunk_dirs: list[Path], geoparquet: str, out_dir: Path, settings
                 attributes: str | list[str] = "all", chunk_rows: int) -> Consolidated:
     """Write every group into `out_dir`, then check the product: exact checks on the rows as they are written,
     and a read-back of the written files (footer row counts; parents of a sample, re-derived with h3-py)."""
-    res, parents = settings.resolution, settings.parents
-    names = [f"h{r}" for r in (res, *parents)]
+    res = settings.resolution
+    names = layout.hex_file_columns(res, settings.parents)
     attrs = pq.read_table(geoparquet, columns=[FID, *attribute_columns(geoparquet, attributes)])
     attrs = attrs.take(pc.sort_indices(attrs.column(FID)))
     attr_fids = np.asarray(attrs.column(FID).to_numpy())
@@ -129,7 +131,7 @@ def consolidate(chunk_dirs: list[Path], geoparquet: str, out_dir: Path, settings
         h0 = int(C.parent(cells[:1], 0)[0])
         used, inverse = np.unique(np.minimum(at, len(attr_fids) - 1), return_inverse=True)
         used, inverse = pa.array(used), pa.array(inverse.astype(np.int32))
-        table = pa.table([pa.array(fids), pa.array(cells), *(pa.array(C.parent(cells, p)) for p in parents),
+        table = pa.table([pa.array(fids), pa.array(cells), *(pa.array(C.parent(cells, int(n[1:]))) for n in names[1:]),
                           *(_attribute(values, used, inverse) for values in attr_values)],
                          names=[FID, *names, *attr_names])
         target = out_dir / f"h0={h0}" / f"part-{cells[0]}.parquet"
@@ -158,23 +160,27 @@ def read_back_checks(out_dir: Path, settings: HexSettings, chunk_rows: int) -> l
 
 
 def parents_check(out_dir: Path, settings: HexSettings) -> HexCheck:
-    """A sample of each file's rows: parent columns and h0 folder compared with h3-py's cell_to_parent."""
-    res, wrong = settings.resolution, []
+    """A sample of each file's rows: parent columns and h0 folder compared with h3-py's cell_to_parent; and no file
+    holds an h0 column (hive readers refuse it next to the folder key)."""
+    res, wrong, holding = settings.resolution, [], []
     for f in sorted(out_dir.glob("h0=*/*.parquet")):
         pf = pq.ParquetFile(f)
+        if layout.HEX_PARTITION in pf.schema_arrow.names:
+            holding.append(f"{f.parent.name}/{f.name}")
         sample = pf.read_row_group(0).slice(0, SAMPLE_ROWS) if pf.metadata.num_row_groups else None
         if sample is None:
             continue
-        folder_h0 = int(f.parent.name.split("=", 1)[1])
+        folder_h0 = layout.hex_folder_cell(f)
         for row in sample.to_pylist():
             try:
                 cell = h3.int_to_str(row[f"h{res}"])
                 expected = {f"h{p}": h3.str_to_int(h3.cell_to_parent(cell, p)) for p in (*settings.parents, 0)}
-                expected["h0"] = folder_h0 if expected.pop("h0") == folder_h0 else -1
-                ok = all(row.get(k, v) == v for k, v in expected.items()) and expected["h0"] != -1
+                # h0 is the folder's (a product older than VERSION 4 also holds it in its files)
+                ok = expected["h0"] == folder_h0 and all(row.get(k, v) == v for k, v in expected.items())
             except (h3.H3BaseException, ValueError):  # not a cell at all
                 ok = False
             if not ok:
                 wrong.append(row[f"h{res}"])
-    return HexCheck("parents_consistent", not wrong, {"sampled_rows_with_wrong_parent_or_h0_folder": len(wrong),
-                                                      "first": wrong[:10]})
+    return HexCheck("parents_consistent", not wrong and not holding,
+                    {"sampled_rows_with_wrong_parent_or_h0_folder": len(wrong), "first": wrong[:10],
+                     "files_with_an_h0_column": holding[:10]})

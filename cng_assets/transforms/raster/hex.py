@@ -9,9 +9,10 @@ ancestor, as in hex.chunk) as `g=<group>.arrow` (cell + partial columns, every b
 
 `consolidate_raster_hex` merges the chunks group by group (a cell on a chunk boundary is in two chunks: its
 partials add up exactly) and writes the product as the vector hex products are written:
-`h0=<h0>/part-<first cell>.parquet`, uint64 `h<res>` then parent columns, rows sorted by cell, ZSTD; then per
-band `b<band>_<stat>`: mean and sum float64, min, max and mode in the band's dtype, count uint32. A band with no
-valid pixel in a cell has count 0 and nulls; a cell with no valid pixel in any band is not written.
+`h0=<h0>/part-<first cell>.parquet` (h0 only in the folder name), uint64 `h<res>` then parent columns, rows
+sorted by cell, ZSTD; then per band `b<band>_<stat>`: mean and sum float64, min, max and mode in the band's dtype,
+count uint32. A band with no valid pixel in a cell has count 0 and nulls; a cell with no valid pixel in any band
+is not written.
 
 Memory: one window of `window_rows` rows of pixels, plus the partials of the chunk's cells (window partials are
 merged into the chunk's in amortised batches); consolidation holds one group (at most 7**7 cells) plus one
@@ -34,11 +35,12 @@ from h3ronpy.vector import coordinates_to_cells
 from pyproj import Transformer
 from rasterio.windows import Window
 
+from cng_assets.transforms import layout
 from cng_assets.transforms.hex import cells as C
 from cng_assets.transforms.hex.chunk import GROUP_SPAN
 from cng_assets.transforms.hex.consolidate import ROW_GROUP_ROWS, TARGET_ROWS
 
-VERSION = "1"  # chunk format: bump when partials could differ
+VERSION = "2"  # chunk format and product: bump when either could differ (2: h0 only in the folder names)
 MARKER = "_chunk.json"
 STATS = ("mean", "sum", "min", "max", "count", "mode")
 CONTINUOUS_DEFAULT = ["mean", "min", "max", "count"]
@@ -375,7 +377,8 @@ def _finish(part: _Part, res: int, parents: tuple[int, ...], stats: dict[int, li
             dtypes: dict[int, str]) -> pa.Table:
     cells = part.cells
     columns = {f"h{res}": pa.array(cells, pa.uint64())}
-    columns |= {f"h{p}": pa.array(C.parent(cells, p), pa.uint64()) for p in parents}
+    parent_names = layout.hex_file_columns(res, parents)[1:]
+    columns |= {n: pa.array(C.parent(cells, int(n[1:])), pa.uint64()) for n in parent_names}
     for b, wanted in stats.items():
         count = part.cols[f"b{b}_count"]
         if len(count) and count.max() > np.iinfo(np.uint32).max:
@@ -439,10 +442,9 @@ def consolidate_raster_hex(chunk_dirs: list[Path], out_dir: Path, resolution: in
         h0 = int(C.parent(cells[:1], 0)[0])
         target = out_dir / f"h0={h0}" / f"part-{cells[0]}.parquet"
         target.parent.mkdir(parents=True, exist_ok=True)
-        names = [f"h{r}" for r in (resolution, *parents)]
         pq.write_table(table, target, compression="zstd", row_group_size=ROW_GROUP_ROWS, store_schema=False,
                        use_dictionary=[f"b{b}_mode" for b in modes],
-                       column_encoding={n: "DELTA_BINARY_PACKED" for n in names})
+                       column_encoding={n: "DELTA_BINARY_PACKED" for n in layout.hex_file_columns(resolution, parents)})
         rows[h0] = rows.get(h0, 0) + len(cells)
         batch.clear()
 
