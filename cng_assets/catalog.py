@@ -17,17 +17,20 @@ CATALOG_DIR = Path(__file__).parent / "catalog"
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"  # becomes an asset-key prefix, so no hyphens
 
 
+MAX_CELLS = 2_000_000_000  # default cell budget per layer (h3.max_cells): a global land layer at res 10 is ~10 G
+
+
 class H3Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    resolution: int = Field(10, ge=0, le=15)
+    resolution: int = Field(10, ge=1, le=15)  # not 0: h0 is the partition folder, finer cells are the files' rows
     parents: list[int] = Field(default_factory=lambda: [9, 8, 0])
     containment: str = Field("center", pattern="^(center|overlap)$")
     # Layer columns carried into the hex output: "all", "none", or a list of names.
     attributes: str | list[str] = "all"
     max_chunks: int = Field(200, ge=1, le=200, description="chunk partitions per layer; 200 is the cluster's cap")
     target_cells_per_chunk: int = Field(20_000_000, ge=1000, description="planned work per chunk, in output cells")
-    max_cells: int = Field(2_000_000_000, ge=1, description="budget per layer: a hex plan estimating more is refused")
+    max_cells: int = Field(MAX_CELLS, ge=1, description="budget per layer: a hex plan estimating more is refused")
 
     @model_validator(mode="after")
     def _parents_coarser(self) -> H3Settings:
@@ -87,7 +90,6 @@ class MirrorTarget(BaseModel):
     prefix: str = Field(pattern=r"^[A-Za-z0-9._-][A-Za-z0-9._/-]*$")
 
 
-# Pod sizes, the cell budget, owners and tags: no product depends on them.
 def check_crs(text: str) -> str:
     """`text` if PROJ knows the CRS it names, else ValueError saying what it accepts."""
     from pyproj import CRS
@@ -100,6 +102,7 @@ def check_crs(text: str) -> str:
     return text
 
 
+# Pod sizes, the cell budget, owners and tags: no product depends on them.
 NOT_IN_PRODUCTS = {"pods": True, "h3": {"max_cells"}, "owners": True, "tags": True}
 
 

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cng_assets.catalog import Dataset, H3Settings, check_crs, load_catalog, validation_problems
+from cng_assets.catalog import MAX_CELLS, Dataset, H3Settings, check_crs, load_catalog, validation_problems
 from cng_assets.errors import CngInputError
 
 console = Console(highlight=False, soft_wrap=True)  # messages stay whole lines, for grep and logs
@@ -39,7 +39,7 @@ def main():
 
 
 MAX_CELLS_OPTION = click.option("--max-cells", type=click.IntRange(1), default=None,
-                                help="Budget per layer: a hex plan estimating more cells is refused (default 2e9).")
+                                help=f"Budget per layer: a hex plan estimating more cells is refused (default {MAX_CELLS:,}).")
 CRS_OPTION = click.option("--crs", default=None, help="CRS of layers whose source declares none (e.g. EPSG:4269).")
 
 
@@ -65,7 +65,7 @@ def layers(source: str, crs: str | None):
         _fail(str(e))
     table = Table("layer", "slug", "kind", "geometry", "features", "CRS")
     for x in inv.layers:
-        declared = x.crs or (f"{crs} (--crs)" if crs and x.kind != "table" else "")
+        declared = x.crs or (f"{crs} (--crs)" if crs and x.kind not in ("table", "raster") else "")
         table.add_row(x.name, x.slug, x.what, x.geometry_label, str(x.features), declared)
     Console(width=200).print(table)
     if inv.domains:
@@ -78,15 +78,15 @@ def layers(source: str, crs: str | None):
 def _materialize(ds: Dataset, out: str, rebuild: bool) -> None:
     from cng_assets.defs.resources import storage_from_env
     from cng_assets.interrupts import Interrupted
+    from cng_assets.defs.products import check_opens
     from cng_assets.runner import materialize_dataset, project_instance
-    from cng_assets.transforms.layers import open_source
 
     data_dir = str(Path(out).resolve())
     storage = storage_from_env(data_dir)
     try:
         if not ds.source_builder:  # a source that cannot be opened fails here, before any Dagster run is made
             try:
-                open_source(storage.source_path(ds.source), ds.include, storage.gdal_options())
+                check_opens(storage, ds)
             except CngInputError as e:
                 _fail(str(e.where(dataset=ds.name)))
         instance = project_instance()
@@ -179,7 +179,7 @@ def run(source: str, name: str, out: str, only: str | None, resolution: int | No
 @main.command()
 @click.argument("input_path", metavar="INPUT.parquet")
 @click.argument("out_dir", metavar="OUTDIR")
-@click.option("--resolution", type=click.IntRange(0, 15), default=10, show_default=True)
+@click.option("--resolution", type=click.IntRange(1, 15), default=10, show_default=True)
 @click.option("--parents", default="9,8,0", show_default=True, help="Parent resolutions (comma-separated).")
 @click.option("--containment", type=click.Choice(["center", "overlap"]), default="center", show_default=True)
 @click.option("--attributes", default="all", show_default=True, help="Layer columns to carry: all, none, or a,b,c.")

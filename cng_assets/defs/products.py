@@ -30,12 +30,21 @@ def load_inventory(storage: ProductStorage, ds: Dataset) -> Inventory:
         return Inventory.from_json(json.load(f))
 
 
+def _files(storage: ProductStorage, ds: Dataset, files: dict[str, str] | None) -> dict[str, str] | None:
+    """A folder source's files (listed here unless the caller has them); None for a single-file source."""
+    return storage.source_files(ds.source) if files is None and folders.may_be_folder(ds.source) else files
+
+
 def discover(storage: ProductStorage, ds: Dataset, files: dict[str, str] | None = None) -> Inventory:
-    """The source's layers as the catalog selects them, read now (not from the stored inventory). A folder
-    source's files are listed here unless the caller has them (`files`)."""
-    if files is None and folders.may_be_folder(ds.source):
-        files = storage.source_files(ds.source)
-    return layers.discover(storage.source_path(ds.source), ds.include, ds.exclude, storage.gdal_options(), files)
+    """The source's layers as the catalog selects them, read now (not from the stored inventory)."""
+    return layers.discover(storage.source_path(ds.source), ds.include, ds.exclude, storage.gdal_options(),
+                           _files(storage, ds, files))
+
+
+def check_opens(storage: ProductStorage, ds: Dataset) -> None:
+    """The source opens and its include patterns name layers (CngInputError saying why not), without reading any
+    layer: what `cng-assets run` checks before it makes a Dagster run."""
+    layers.open_source(storage.source_path(ds.source), ds.include, storage.gdal_options(), _files(storage, ds, None))
 
 
 def layer_source(storage: ProductStorage, ds: Dataset, layer: Layer) -> str:

@@ -49,7 +49,8 @@ class ProductStorage(dg.ConfigurableResource):
 
     def sweep_staging(self, before: float) -> int:
         """Remove staging left by crashed processes (older than `before`, a time.time(), and owned by no live
-        process); return how many. Storage without a shared staging area has nothing to sweep."""
+        process); return how many. Only local staging is swept: S3 staging keys carry no lock that tells a live upload
+        from a dead one, so they stay (see docs/runbook.md's clean-up)."""
         return 0
 
     @contextmanager

@@ -233,15 +233,15 @@ def union_bbox(bboxes: list[list[float]]) -> list[float]:
 
 
 def _raster(path: Path, slug: str, name: str, files: dict[str, FileFacts | None]) -> RasterFacts:
-    import pyproj
     import rasterio
     from rasterio.warp import transform_bounds
 
+    from cng_assets.transforms.raster.info import crs_code_or_wkt2
+
     with rasterio.open(path) as r:
         bbox = list(transform_bounds(r.crs, "EPSG:4326", *r.bounds, densify_pts=21)) if r.crs else list(r.bounds)
-        epsg = r.crs.to_epsg() if r.crs else None
+        code, wkt2 = crs_code_or_wkt2(r.crs)
         bands = [{"data_type": dt, **({"nodata": r.nodata} if r.nodata is not None else {})} for dt in r.dtypes]
-        wkt2 = pyproj.CRS.from_wkt(r.crs.to_wkt()).to_wkt("WKT2_2019") if r.crs and not epsg else None
-        return RasterFacts(slug, name, bbox, f"EPSG:{epsg}" if epsg else None, [r.height, r.width],
+        return RasterFacts(slug, name, bbox, code, [r.height, r.width],
                            list(r.transform)[:6], abs(r.transform.a), bands, {k: f for k, f in files.items() if f},
                            crs_wkt2=wkt2)

@@ -44,7 +44,7 @@ class Layer:
     @property
     def what(self) -> str:
         """What a person calls the layer: polygon, line, point, table or raster (lines and points are both
-        `other` to the products)."""
+        `other` to the products), or geometry when neither its header nor its data say which."""
         if self.kind != OTHER:
             return self.kind
         found = max(self.geometry_families or {}, key=lambda f: self.geometry_families[f], default="")

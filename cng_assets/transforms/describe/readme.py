@@ -111,7 +111,7 @@ def _about(facts: DatasetFacts) -> list[str]:
         rows.append(("Keywords", ", ".join(ds.keywords)))
     if facts.has_map():
         rows.append(("Map", f"[{layout.MAP}]({facts.href_base}{layout.MAP}): every spatial layer's vector tiles in "
-                            "the browser, with each feature's attributes on click (serve this folder over HTTP)"))
+                            "the browser, with each feature's attributes on click (serve this folder over HTTP with Range requests, e.g. `npx http-server`; `python -m http.server` has none)"))
     rows.append(("Catalog entry", f"{_code(ds.name)}: the title, description, licence, citation, providers, "
                                   "keywords and column descriptions here come from it; edit them there and "
                                   "regenerate this file"))

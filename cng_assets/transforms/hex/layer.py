@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cng_assets.catalog import MAX_CELLS
 from cng_assets.errors import CngInputError
 from cng_assets.transforms.hex.chunk import ChunkStats, run_chunk
 from cng_assets.transforms.hex.consolidate import HexCheck, consolidate
@@ -41,19 +42,24 @@ def check_input(geoparquet: str) -> None:
 
     import pyarrow.parquet as pq
     from pyproj import CRS
+    from pyproj.exceptions import CRSError
 
+    make = "make GeoParquet with `cng-assets run`"
     try:
         meta = pq.read_schema(geoparquet)
     except (OSError, pa.ArrowInvalid) as e:
-        raise CngInputError(f"{geoparquet} is not a Parquet file ({e})", hint="make GeoParquet with `cng-assets run`") from None
+        raise CngInputError(f"{geoparquet} is not a Parquet file ({e})", hint=make) from None
     geo = json.loads((meta.metadata or {}).get(b"geo", b"null"))
     if not geo:
-        raise CngInputError(f"{geoparquet} is Parquet without GeoParquet metadata", hint="make GeoParquet with `cng-assets run`")
+        raise CngInputError(f"{geoparquet} is Parquet without GeoParquet metadata", hint=make)
     if "_cng_fid" not in meta.names:
         raise CngInputError(f"{geoparquet} has no `_cng_fid` row id column (it was not made by this project)",
                             hint="make it with `cng-assets run`, which numbers the features, or add an int64 `_cng_fid`")
-    column = geo["columns"][geo["primary_column"]]
-    crs = CRS.from_user_input(column["crs"]) if column.get("crs") else None if "crs" in column else CRS("OGC:CRS84")
+    try:
+        column = geo["columns"][geo["primary_column"]]
+        crs = CRS.from_user_input(column["crs"]) if column.get("crs") else None if "crs" in column else CRS("OGC:CRS84")
+    except (KeyError, TypeError, CRSError) as e:
+        raise CngInputError(f"{geoparquet} has GeoParquet metadata this project cannot read ({e!r})", hint=make) from None
     if crs is None or not crs.is_geographic or not crs.equals("OGC:CRS84", ignore_axis_order=True):
         raise CngInputError(f"{geoparquet} is not in lon/lat (its CRS: {crs.name if crs else 'unknown'})",
                             hint="hex needs EPSG:4326 lon/lat: make it with `cng-assets run`, which reprojects")
@@ -61,7 +67,7 @@ def check_input(geoparquet: str) -> None:
 
 def hex_layer(geoparquet: str, out_dir: str | Path, settings: HexSettings, *, attributes: str | list[str] = "all",
               max_chunks: int = MAX_CHUNKS, target_cells: float = 20_000_000, scratch_dir: str | None = None,
-              max_cells: int = 2_000_000_000, on_plan: Callable[[PlanEstimate], None] | None = None,
+              max_cells: int = MAX_CELLS, on_plan: Callable[[PlanEstimate], None] | None = None,
               on_chunk: Callable[[int, int, ChunkStats], None] | None = None) -> HexLayerResult:
     """Hex one GeoParquet layer into `out_dir/h0=<cell>/part-<first cell>.parquet` (out_dir should be new and empty)."""
     out_dir = Path(out_dir)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cng_assets.transforms.raster.info import crs_code_or_wkt2
+
 VERSION = "2"
 CHUNK = 512
 SHARD = 4096  # pixels a side at most: few objects per level, yet ranged reads stay per chunk (the shard index)
@@ -110,14 +112,12 @@ def _shard_shape(count: int, itemsize: int) -> tuple[int, int]:
 
 def _proj(crs) -> dict:
     """The `proj:` convention: the EPSG code, else the CRS in full (WKT2); nothing without a CRS."""
-    import pyproj
     import zarr_cm
 
     if crs is None:
         return {}
-    epsg = crs.to_epsg()
-    wkt2 = None if epsg else pyproj.CRS.from_wkt(crs.to_wkt()).to_wkt("WKT2_2019")
-    return {"proj": zarr_cm.proj.create(code=f"EPSG:{epsg}" if epsg else None, wkt2=wkt2)}
+    code, wkt2 = crs_code_or_wkt2(crs)
+    return {"proj": zarr_cm.proj.create(code=code, wkt2=wkt2)}
 
 
 def _spatial(transform, h: int, w: int) -> dict:

@@ -54,6 +54,17 @@ def list_rasters(path: str, gdal_options: dict | None = None) -> list[RasterInfo
         return [_open_info(path)] if is_raster else []
 
 
+def crs_code_or_wkt2(crs) -> tuple[str | None, str | None]:
+    """A rasterio CRS as STAC and GeoZarr's `proj:` name it: ("EPSG:<code>", None), else (None, its WKT2) for a
+    CRS without an EPSG code; (None, None) without a CRS."""
+    if crs is None:
+        return None, None
+    import pyproj
+
+    epsg = crs.to_epsg()
+    return (f"EPSG:{epsg}", None) if epsg else (None, pyproj.CRS.from_wkt(crs.to_wkt()).to_wkt("WKT2_2019"))
+
+
 def row_chunks(height: int, width: int, max_chunks: int, target_pixels: int) -> list[tuple[int, int]]:
     """Bands of rows, as equal as can be, each about `target_pixels`: a raster's hex chunks (at most `max_chunks`)."""
     n = max(1, min(max_chunks, height, -(-height * width // target_pixels)))
