@@ -2,14 +2,14 @@
 
 Run from the project root (no network; a few minutes on 2 busy cores, the first run also makes the inputs):
 
-    .venv/bin/python bench/chunk_balance.py                   # 20,000 parcels at res 9, giants at res 8
+    .venv/bin/python bench/chunk_balance.py                   # 20,000 parcels, the giants, all at res 10
     .venv/bin/python bench/chunk_balance.py --parcels 80000 --giant-res 9
 
 Inputs (bench/hex.py's generators, cached under bench/out/hex): synthetic parcels, and the ~1.5 M km² giant
 polygon with 20k and with 1.5 M vertices. Each layer is planned by main's `plan_layer` (read from
 `git show main:...`) and by the working tree's, with a `target_cells` that gives ~10-20 chunks; then every chunk
 runs in one spawned process with RAYON_NUM_THREADS=1, timed with `time.process_time()` around `run_chunk`.
-The last table fits chunk CPU = a * cells + b * vertices over all chunk runs: b / a is what VERTEX_WEIGHT says.
+Last, CPU per cell and per vertex, from the giants' chunks: their ratio is what plan.VERTEX_WEIGHT is set from.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import multiprocessing as mp
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -63,6 +64,7 @@ def run_plan(geoparquet: str, res: int, which: str, target_cells: float) -> dict
     geoms = _read_rows(geoparquet, np.unique(plan.column("row").to_numpy()))
     chunks = []
     with tempfile.TemporaryDirectory() as tmp:
+        run_chunk(geoparquet, chunk_units(plan, 0)[:1], settings, Path(tmp) / "warm-up")  # lazy imports, caches
         for k in range(plan_mod.chunk_count(plan)):
             units = chunk_units(plan, k)
             vertices = 0  # what the fill reads: a piece reads its whole part
@@ -73,6 +75,7 @@ def run_plan(geoparquet: str, res: int, which: str, target_cells: float) -> dict
             stats = run_chunk(geoparquet, units, settings, Path(tmp) / f"c{k}", plan_mod.plan_digest(plan))
             chunks.append({"cpu": time.process_time() - t0, "cells": stats.cells, "vertices": vertices,
                            "est": float(pc.sum(units.column("est_cells")).as_py() or 0)})
+            shutil.rmtree(Path(tmp) / f"c{k}", ignore_errors=True)
     return {"plan_cpu": plan_cpu, "chunks": chunks}
 
 
@@ -96,8 +99,8 @@ def summary(r: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parcels", type=int, default=20_000)
-    parser.add_argument("--parcel-res", type=int, default=9)
-    parser.add_argument("--giant-res", type=int, default=8)
+    parser.add_argument("--parcel-res", type=int, default=10)
+    parser.add_argument("--giant-res", type=int, default=10)
     parser.add_argument("--chunks", type=int, default=15, help="about how many chunks each plan should make")
     args = parser.parse_args()
     from bench.geoparquet import make_synthetic
@@ -111,7 +114,7 @@ def main() -> None:
 
     import numpy as np
 
-    fits = []
+    after = []  # chunk runs of this planner, per layer
     print(f"{'layer':<24}{'res':>4} {'planner':<7}{'chunks':>7}{'max s':>8}{'median s':>9}{'max/med':>8}"
           f"{'est/act max':>12}{'act/est max':>12}{'plan s':>8}")
     for name, gp, res in cases:
@@ -124,13 +127,17 @@ def main() -> None:
         for which in ("before", "after"):
             r = in_child(run_plan, gp, res, which, target)
             s = summary(r)
-            fits += r["chunks"]
+            after += [r["chunks"]] if which == "after" else []
             print(f"{name:<24}{res:>4} {which:<7}{s['n']:>7}{s['max']:>8.2f}{s['median']:>9.2f}{s['ratio']:>8.2f}"
                   f"{s['est_over']:>12.2f}{s['est_under']:>12.2f}{s['plan_cpu']:>8.2f}")
-    x = np.array([[c["cells"], c["vertices"], 1.0] for c in fits])
-    (a, b, c), *_ = np.linalg.lstsq(x, np.array([f["cpu"] for f in fits]), rcond=None)
-    print(f"\nchunk CPU ~ {a * 1e6:.3f} us/cell * cells + {b * 1e6:.3f} us/vertex * vertices + {c:.2f} s "
-          f"over {len(fits)} chunk runs: one vertex costs {b / a:.2f} cells")
+    # Every piece of a split part reads the whole part, so the two giants differ by their vertices alone.
+    few, many = (np.array([[c["cpu"], c["cells"], c["vertices"]] for c in after[k]]) for k in (1, 2))
+    per_cell = few[:, 0].sum() / few[:, 1].sum()
+    per_vertex = (np.median(many[:, 0]) - np.median(few[:, 0])) / (np.median(many[:, 2]) - np.median(few[:, 2]))
+    parcels = np.array([[c["cpu"], c["cells"], c["vertices"]] for c in after[0]]).sum(0)
+    print(f"\nlarge fill: {per_cell * 1e6:.3f} us per cell; {per_vertex * 1e6:.3f} us per vertex a piece reads: "
+          f"one vertex costs {per_vertex / per_cell:.1f} cells. Parcels (kernel fill): {parcels[0] / parcels[1] * 1e6:.3f} "
+          f"us per cell, {parcels[2] / parcels[1]:.2f} vertices per cell")
     print(f"Total wall time: {time.perf_counter() - t_start:.1f}s")
 
 

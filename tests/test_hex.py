@@ -277,3 +277,15 @@ with LocalStorage(root={str(tmp_path)!r}).publish_dir("b", "ds/hex/_chunks/l/chu
     assert subprocess.run([sys.executable, "-c", script]).returncode < 0
     assert not (tmp_path / "b" / "ds").exists()
     assert json.dumps(sorted(p.name for p in tmp_path.iterdir())) == '[".staging"]'
+
+
+def test_split_pieces_are_estimated_by_their_real_cells(tmp_path):
+    world = gpd.read_file(shared("naturalearth_lowres") / "naturalearth_lowres.shp")
+    country = max(shapely.get_parts(world.geometry.values), key=lambda p: p.area)  # the largest part, in square degrees
+    gp = write_layer(tmp_path, [country])
+    plan = plan_layer(gp, 6, target_cells=50_000)
+    pieces = plan.filter(plan.column("roots").is_valid()).to_pylist()
+    assert len(pieces) > 5
+    for piece in pieces:
+        actual = len(large(country, 6, roots=np.array(piece["roots"], np.uint64)))
+        assert max(actual, 1) / 1.5 <= max(piece["est_cells"], 1) <= 1.5 * max(actual, 1)

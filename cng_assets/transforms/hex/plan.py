@@ -15,7 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import h3
 import shapely
+from h3ronpy.vector import coordinates_to_cells
 
 from cng_assets.errors import CngInputError
 from cng_assets.transforms.hex import cells as C
@@ -27,6 +29,10 @@ VERTEX_WEIGHT = 2.0  # one vertex costs about as much as two output cells
 # On disk per output cell, rounded up: 0.98 B measured for coutwildrnp at resolution 9 with every attribute
 # (ZSTD, sorted cells); the chunk files, which exist until consolidation, take about as much again.
 BYTES_PER_CELL = 1.5
+# A split part's work, in cells: one boundary edge at the target resolution costs the coarse-to-fine fill about as
+# much as 750 interior cells (bench/chunk_balance.py, giant polygon at res 10: pieces of equal cell counts took
+# 0.21 s with no boundary, up to 0.72 s with some; 2.5 s of refinement for 97k edges against 0.033 us per cell).
+EDGE_WEIGHT = 750.0
 SAMPLE_LEVELS = 3  # a split part's cells are counted from 7**3 sample centres per root
 
 PLAN_SCHEMA = pa.schema([
@@ -72,8 +78,9 @@ def plan_layer(geoparquet: str, res: int, *, max_chunks: int = MAX_CHUNKS,
             for i in heavy & set(range(first, first + int(index.max(initial=-1)) + 1)):
                 units[i] = _split(units[i][0], parts[index == i - first], res, per)
     planned = [u for i in range(len(fids)) for u in units[i]]
-    work = np.array([u["est_cells"] + VERTEX_WEIGHT * u["vertices"] for u in planned])
-    chunks = _partition(work, n)
+    work = np.array([u.get("work", u["est_cells"] + VERTEX_WEIGHT * u["vertices"]) for u in planned])
+    # pieces add their part's vertices each: as many chunks as pieces of up to `per` need, so none shares one
+    chunks = _partition(work, int(min(max_chunks, max(n, np.ceil(work.sum() / per - 1e-9)))))
     return pa.table({"chunk": pa.array(chunks, pa.int32()),
                      **{k: pa.array([u[k] for u in planned], PLAN_SCHEMA.field(k).type) for k in PLAN_SCHEMA.names[1:]}},
                     schema=PLAN_SCHEMA)
@@ -89,12 +96,13 @@ def _split(unit: dict, parts: np.ndarray, res: int, per: float) -> list[dict]:
         # every piece reads, parses and indexes the whole part: its vertices count in full, once per piece
         vertex_work = VERTEX_WEIGHT * shapely.get_num_coordinates(parts[i])
         room = max(per - vertex_work, per / 2)  # for cells, per piece: more pieces would mostly add vertex work
-        roots, cells = _roots(parts[i], res, int(np.ceil(part_cells[i] / room)))
-        group = _partition(cells, max(1, int(np.ceil(cells.sum() / room))))
+        roots, cells, edges = _roots(parts[i], res, int(np.ceil(part_cells[i] / room)))
+        work = cells + edges * EDGE_WEIGHT
+        group = _partition(work, max(1, int(np.ceil(work.sum() / room))))
         for g in range(int(group.max()) + 1):
             mine = group == g
-            out.append({**unit, "parts": [int(i)], "roots": roots[mine].tolist(),
-                        "est_cells": float(cells[mine].sum()), "vertices": int(shapely.get_num_coordinates(parts[i]))})
+            out.append({**unit, "parts": [int(i)], "roots": roots[mine].tolist(), "est_cells": float(cells[mine].sum()),
+                        "vertices": int(shapely.get_num_coordinates(parts[i])), "work": float(work[mine].sum()) + vertex_work})
     rest = np.setdiff1d(np.arange(len(parts)), heavy)
     if len(rest):
         out.append({**unit, "parts": rest.tolist(), "roots": None, "est_cells": float(part_cells[rest].sum()),
@@ -103,7 +111,7 @@ def _split(unit: dict, parts: np.ndarray, res: int, per: float) -> list[dict]:
 
 
 def _roots(part, res: int, pieces: int) -> tuple[np.ndarray, np.ndarray]:
-    """Root cells to split a part into about `pieces`, with the cells under each: the centres of the roots'
+    """Root cells to split a part into about `pieces`, with the cells and boundary edges under each. Cells: the centres of the roots'
     descendants SAMPLE_LEVELS down that lie inside the part, times the cells each stands for. (A root's share
     of the part's roots is no measure: along the boundary most of a root lies outside.)"""
     root_res = fill.root_resolution(part, res)
@@ -116,8 +124,18 @@ def _roots(part, res: int, pieces: int) -> tuple[np.ndarray, np.ndarray]:
     samples = C.children(roots, root_res, mid)
     lng, lat = C.centres(samples)
     inside = C.parent(samples[shapely.contains_xy(part, lng, lat)], root_res)
-    at = np.searchsorted(roots, inside)
-    return roots, np.bincount(at, minlength=len(roots)) * 7.0 ** (res - mid)
+    cells = np.bincount(np.searchsorted(roots, inside), minlength=len(roots)) * 7.0 ** (res - mid)
+    # boundary length under each root (by the cell of each segment's start), in edges at the target resolution
+    rings = shapely.get_parts(shapely.boundary(shapely.segmentize(part, np.degrees(h3.average_hexagon_edge_length(
+        root_res, "km") / 6371))))
+    xy, ring = shapely.get_coordinates(rings, return_index=True)
+    start = np.flatnonzero(ring[1:] == ring[:-1])
+    km = np.hypot(np.diff(xy[:, 0])[start] * np.cos(np.radians(xy[start, 1])) * 111.32, np.diff(xy[:, 1])[start] * 110.57)
+    at = np.asarray(pa.array(coordinates_to_cells(xy[start, 1], xy[start, 0], root_res)).to_numpy(zero_copy_only=False),
+                    np.uint64)
+    hit = np.minimum(np.searchsorted(roots, at), len(roots) - 1)
+    edges = np.bincount(hit, km * (roots[hit] == at), minlength=len(roots)) / h3.average_hexagon_edge_length(res, "km")
+    return roots, cells, edges
 
 
 def _partition(work: np.ndarray, n: int) -> np.ndarray:
