@@ -3,7 +3,9 @@
 Work is estimated per feature (cells at the target resolution + vertices), not by row ranges. Features are taken
 in file order, which the GeoParquet writer made spatial (Hilbert), so a chunk reads a contiguous run of rows and
 writes few h0 partitions. A part too big for one chunk is split by the coarse H3 cells it descends from: every
-cell has exactly one ancestor, so the pieces never overlap. The plan is deterministic for the same input.
+cell has exactly one ancestor, so the pieces never overlap. Pieces are sized by the cells each root really holds
+(sampled) and its boundary, which costs the fill most; units go to chunks as contiguous runs with the heaviest
+run as light as it can be. The plan is deterministic for the same input.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ from cng_assets.transforms.hex import fill
 
 VERSION = "2"  # bump when plans change: chunks made from older plans become stale
 MAX_CHUNKS = 200  # the cluster's limit on pods per layer; never above it
-VERTEX_WEIGHT = 2.0  # one vertex costs about as much as two output cells
+# One vertex a chunk reads costs about as much as four interior output cells: 0.16 us of CPU per vertex against
+# 0.033-0.042 us per interior cell (bench/chunk_balance.py: the giant polygon's pieces at res 10, 20k against 1.5 M
+# vertices; the kernel fill of small parts costs ~1 us per cell, with 0.09 vertices per cell for parcels).
+VERTEX_WEIGHT = 4.0
 # On disk per output cell, rounded up: 0.98 B measured for coutwildrnp at resolution 9 with every attribute
 # (ZSTD, sorted cells); the chunk files, which exist until consolidation, take about as much again.
 BYTES_PER_CELL = 1.5
@@ -110,10 +115,10 @@ def _split(unit: dict, parts: np.ndarray, res: int, per: float) -> list[dict]:
     return out
 
 
-def _roots(part, res: int, pieces: int) -> tuple[np.ndarray, np.ndarray]:
-    """Root cells to split a part into about `pieces`, with the cells and boundary edges under each. Cells: the centres of the roots'
-    descendants SAMPLE_LEVELS down that lie inside the part, times the cells each stands for. (A root's share
-    of the part's roots is no measure: along the boundary most of a root lies outside.)"""
+def _roots(part, res: int, pieces: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Root cells to split a part into about `pieces`, with the cells and boundary edges under each. Cells: the
+    centres of the roots' descendants SAMPLE_LEVELS down that lie inside the part, times the cells each stands for
+    (a root's share of the part's roots is no measure: along the boundary most of a root lies outside)."""
     root_res = fill.root_resolution(part, res)
     roots = fill.cover(part, root_res)
     while len(roots) < 8 * pieces and root_res < res:  # enough roots to balance the pieces
@@ -125,17 +130,22 @@ def _roots(part, res: int, pieces: int) -> tuple[np.ndarray, np.ndarray]:
     lng, lat = C.centres(samples)
     inside = C.parent(samples[shapely.contains_xy(part, lng, lat)], root_res)
     cells = np.bincount(np.searchsorted(roots, inside), minlength=len(roots)) * 7.0 ** (res - mid)
-    # boundary length under each root (by the cell of each segment's start), in edges at the target resolution
-    rings = shapely.get_parts(shapely.boundary(shapely.segmentize(part, np.degrees(h3.average_hexagon_edge_length(
-        root_res, "km") / 6371))))
-    xy, ring = shapely.get_coordinates(rings, return_index=True)
+    return roots, cells, _edges(part, roots, root_res) / h3.average_hexagon_edge_length(res, "km")
+
+
+def _edges(part, roots: np.ndarray, root_res: int) -> np.ndarray:
+    """Kilometres of the part's boundary under each root, each segment counted where it starts (segments are first
+    cut shorter than a root's edge)."""
+    step = np.degrees(h3.average_hexagon_edge_length(root_res, "km") / 6371)
+    xy, ring = shapely.get_coordinates(shapely.get_parts(shapely.boundary(shapely.segmentize(part, step))),
+                                       return_index=True)
     start = np.flatnonzero(ring[1:] == ring[:-1])
-    km = np.hypot(np.diff(xy[:, 0])[start] * np.cos(np.radians(xy[start, 1])) * 111.32, np.diff(xy[:, 1])[start] * 110.57)
+    km = np.hypot(np.diff(xy[:, 0])[start] * np.cos(np.radians(xy[start, 1])) * fill.KM_PER_DEG_LON,
+                  np.diff(xy[:, 1])[start] * fill.KM_PER_DEG_LAT)
     at = np.asarray(pa.array(coordinates_to_cells(xy[start, 1], xy[start, 0], root_res)).to_numpy(zero_copy_only=False),
                     np.uint64)
     hit = np.minimum(np.searchsorted(roots, at), len(roots) - 1)
-    edges = np.bincount(hit, km * (roots[hit] == at), minlength=len(roots)) / h3.average_hexagon_edge_length(res, "km")
-    return roots, cells, edges
+    return np.bincount(hit, km * (roots[hit] == at), minlength=len(roots))
 
 
 def _partition(work: np.ndarray, n: int) -> np.ndarray:
