@@ -34,6 +34,7 @@ bench: $(STAMP)  ## side-by-side benchmarks (prints ratios; not part of the test
 	$(BIN)/python bench/pmtiles.py
 	$(BIN)/python bench/storage.py
 	$(BIN)/python bench/raster_hex.py
+	$(BIN)/python bench/chunk_balance.py
 
 lock: $(STAMP)  ## requirements.lock for the image: exact versions and hashes of the runtime dependencies
 	$(BIN)/pip install --quiet uv

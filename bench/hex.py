@@ -158,17 +158,19 @@ def in_child(fn, *args) -> dict:
 # ---------------------------------------------------------------------------------------------------- inputs
 
 
-def make_giant() -> tuple[str, str]:
+def make_giant(vertices: int = 20_000) -> tuple[str, str]:
     """One polygon of ~1.5 million km² near (-170, 25), like the Papahānaumokuākea marine monument: an ellipse
-    with 7.5° x 6.1° semi-axes and a wiggly 20,000-vertex boundary, as a GPKG in EPSG:4326."""
+    with 7.5° x 6.1° semi-axes and a wiggly boundary of `vertices` vertices, as a GPKG in EPSG:4326."""
     import geopandas as gpd
     import numpy as np
     import pyogrio
     import shapely
 
-    path, layer = OUT / f"giant_v{INPUT_VERSION}.gpkg", "giant"
+    name = "giant" if vertices == 20_000 else f"giant{vertices}"
+    path, layer = OUT / f"{name}_v{INPUT_VERSION}.gpkg", "giant"
     if not path.exists():
-        theta = np.linspace(0, 2 * np.pi, 20_000, endpoint=False)
+        OUT.mkdir(parents=True, exist_ok=True)
+        theta = np.linspace(0, 2 * np.pi, vertices, endpoint=False)
         r = 1 + 0.015 * np.sin(37 * theta) + 0.006 * np.sin(311 * theta + 1.0)  # stays star-shaped, so simple
         ring = np.column_stack([-170 + 7.5 * r * np.cos(theta), 25 + 6.1 * r * np.sin(theta)])
         df = gpd.GeoDataFrame({"Unit_Nm": ["Giant marine monument (synthetic)"], "Des_Tp": ["MNM"]},

@@ -21,7 +21,7 @@ from cng_assets.transforms.hex.chunk import run_chunk
 from cng_assets.transforms.hex.consolidate import consolidate, read_back_checks
 from cng_assets.transforms.hex.fill import HexSettings, kernel_fill, large_fill
 from cng_assets.transforms.hex.layer import chunk_units, hex_layer
-from cng_assets.transforms.hex.plan import plan_digest, plan_layer
+from cng_assets.transforms.hex.plan import _partition, plan_digest, plan_layer
 from tests.conftest import shared
 
 
@@ -277,3 +277,23 @@ with LocalStorage(root={str(tmp_path)!r}).publish_dir("b", "ds/hex/_chunks/l/chu
     assert subprocess.run([sys.executable, "-c", script]).returncode < 0
     assert not (tmp_path / "b" / "ds").exists()
     assert json.dumps(sorted(p.name for p in tmp_path.iterdir())) == '[".staging"]'
+
+
+def test_split_pieces_are_estimated_by_their_real_cells(tmp_path):
+    world = gpd.read_file(shared("naturalearth_lowres") / "naturalearth_lowres.shp")
+    country = max(shapely.get_parts(world.geometry.values), key=lambda p: p.area)  # the largest part, in square degrees
+    gp = write_layer(tmp_path, [country])
+    plan = plan_layer(gp, 6, target_cells=50_000)
+    pieces = plan.filter(plan.column("roots").is_valid()).to_pylist()
+    assert len(pieces) > 5
+    for piece in pieces:
+        actual = len(large(country, 6, roots=np.array(piece["roots"], np.uint64)))
+        assert max(actual, 1) / 1.5 <= max(piece["est_cells"], 1) <= 1.5 * max(actual, 1)
+
+
+def test_chunks_are_contiguous_runs_with_the_lightest_heaviest():
+    work = np.array([1.0, 1, 1, 1.5, 4, 4, 0.5])  # cutting at each quarter of the total would put 1.5 + 4 together
+    groups = _partition(work, 4)
+    assert groups.tolist() == sorted(groups.tolist()) and groups.max() < 4
+    assert np.bincount(groups, work).max() == 4.5
+    assert _partition(np.zeros(3), 2).tolist() == [0, 0, 0] and len(_partition(np.zeros(0), 2)) == 0

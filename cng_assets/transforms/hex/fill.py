@@ -26,7 +26,8 @@ KERNEL_MODE = {"center": ContainmentMode.ContainsCentroid, "overlap": Containmen
 MIN_ROOT_RES = 3  # below it lon/lat distortion makes the scaled-hexagon bound unsafe
 KERNEL_MAX_CELLS = 20_000  # parts estimated above this use the coarse-to-fine fill
 BLOCK = 50_000  # frontier cells classified at once
-KM2_PER_DEG2 = 111.32 * 110.57
+KM_PER_DEG_LON, KM_PER_DEG_LAT = 111.32, 110.57  # at the equator
+KM2_PER_DEG2 = KM_PER_DEG_LON * KM_PER_DEG_LAT
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 Work is estimated per feature (cells at the target resolution + vertices), not by row ranges. Features are taken
 in file order, which the GeoParquet writer made spatial (Hilbert), so a chunk reads a contiguous run of rows and
 writes few h0 partitions. A part too big for one chunk is split by the coarse H3 cells it descends from: every
-cell has exactly one ancestor, so the pieces never overlap. The plan is deterministic for the same input.
+cell has exactly one ancestor, so the pieces never overlap. Pieces are sized by the cells each root really holds
+(sampled) and its boundary, which costs the fill most; units go to chunks as contiguous runs with the heaviest
+run as light as it can be. The plan is deterministic for the same input.
 """
 
 from __future__ import annotations
@@ -15,17 +17,28 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import h3
 import shapely
+from h3ronpy.vector import coordinates_to_cells
 
 from cng_assets.errors import CngInputError
+from cng_assets.transforms.hex import cells as C
 from cng_assets.transforms.hex import fill
 
-VERSION = "1"  # bump when plans change: chunks made from older plans become stale
+VERSION = "2"  # bump when plans change: chunks made from older plans become stale
 MAX_CHUNKS = 200  # the cluster's limit on pods per layer; never above it
-VERTEX_WEIGHT = 2.0  # one vertex costs about as much as two output cells
+# One vertex a chunk reads costs about as much as four interior output cells: 0.16 us of CPU per vertex against
+# 0.033-0.042 us per interior cell (bench/chunk_balance.py: the giant polygon's pieces at res 10, 20k against 1.5 M
+# vertices; the kernel fill of small parts costs ~1 us per cell, with 0.09 vertices per cell for parcels).
+VERTEX_WEIGHT = 4.0
 # On disk per output cell, rounded up: 0.98 B measured for coutwildrnp at resolution 9 with every attribute
 # (ZSTD, sorted cells); the chunk files, which exist until consolidation, take about as much again.
 BYTES_PER_CELL = 1.5
+# A split part's work, in cells: one boundary edge at the target resolution costs the coarse-to-fine fill about as
+# much as 750 interior cells (bench/chunk_balance.py, giant polygon at res 10: pieces of equal cell counts took
+# 0.21 s with no boundary, up to 0.72 s with some; 2.5 s of refinement for 97k edges against 0.033 us per cell).
+EDGE_WEIGHT = 750.0
+SAMPLE_LEVELS = 3  # a split part's cells are counted from 7**3 sample centres per root
 
 PLAN_SCHEMA = pa.schema([
     ("chunk", pa.int32()), ("row", pa.int64()), ("_cng_fid", pa.int64()),
@@ -70,9 +83,9 @@ def plan_layer(geoparquet: str, res: int, *, max_chunks: int = MAX_CHUNKS,
             for i in heavy & set(range(first, first + int(index.max(initial=-1)) + 1)):
                 units[i] = _split(units[i][0], parts[index == i - first], res, per)
     planned = [u for i in range(len(fids)) for u in units[i]]
-    work = np.array([u["est_cells"] + VERTEX_WEIGHT * u["vertices"] for u in planned])
-    starts = np.concatenate([[0.0], np.cumsum(work)[:-1]]) if len(work) else work
-    chunks = np.minimum(n - 1, (starts // per).astype(np.int64))
+    work = np.array([u.get("work", u["est_cells"] + VERTEX_WEIGHT * u["vertices"]) for u in planned])
+    # pieces add their part's vertices each: as many chunks as pieces of up to `per` need, so none shares one
+    chunks = _partition(work, int(min(max_chunks, max(n, np.ceil(work.sum() / per - 1e-9)))))
     return pa.table({"chunk": pa.array(chunks, pa.int32()),
                      **{k: pa.array([u[k] for u in planned], PLAN_SCHEMA.field(k).type) for k in PLAN_SCHEMA.names[1:]}},
                     schema=PLAN_SCHEMA)
@@ -85,21 +98,79 @@ def _split(unit: dict, parts: np.ndarray, res: int, per: float) -> list[dict]:
     heavy = np.flatnonzero(part_work > per / 2)
     out = []
     for i in heavy:
-        pieces = int(np.ceil(part_work[i] / per))
-        root_res = fill.root_resolution(parts[i], res)
-        roots = fill.cover(parts[i], root_res)
-        while len(roots) < 4 * pieces and root_res < res:  # enough roots to balance the pieces
-            root_res += 1
-            roots = fill.cover(parts[i], root_res)
-        for group in np.array_split(roots, min(pieces, len(roots))):
-            share = len(group) / len(roots)
-            out.append({**unit, "parts": [int(i)], "roots": group.tolist(), "est_cells": float(part_cells[i] * share),
-                        "vertices": int(shapely.get_num_coordinates(parts[i]) * share)})
+        # every piece reads, parses and indexes the whole part: its vertices count in full, once per piece
+        vertex_work = VERTEX_WEIGHT * shapely.get_num_coordinates(parts[i])
+        room = max(per - vertex_work, per / 2)  # for cells, per piece: more pieces would mostly add vertex work
+        roots, cells, edges = _roots(parts[i], res, int(np.ceil(part_cells[i] / room)))
+        work = cells + edges * EDGE_WEIGHT
+        group = _partition(work, max(1, int(np.ceil(work.sum() / room))))
+        for g in range(int(group.max()) + 1):
+            mine = group == g
+            out.append({**unit, "parts": [int(i)], "roots": roots[mine].tolist(), "est_cells": float(cells[mine].sum()),
+                        "vertices": int(shapely.get_num_coordinates(parts[i])), "work": float(work[mine].sum()) + vertex_work})
     rest = np.setdiff1d(np.arange(len(parts)), heavy)
     if len(rest):
         out.append({**unit, "parts": rest.tolist(), "roots": None, "est_cells": float(part_cells[rest].sum()),
                     "vertices": int(shapely.get_num_coordinates(parts[rest]).sum())})
     return out
+
+
+def _roots(part, res: int, pieces: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Root cells to split a part into about `pieces`, with the cells and boundary edges under each. Cells: the
+    centres of the roots' descendants SAMPLE_LEVELS down that lie inside the part, times the cells each stands for
+    (a root's share of the part's roots is no measure: along the boundary most of a root lies outside)."""
+    root_res = fill.root_resolution(part, res)
+    roots = fill.cover(part, root_res)
+    while len(roots) < 8 * pieces and root_res < res:  # enough roots to balance the pieces
+        root_res += 1
+        roots = fill.cover(part, root_res)
+    mid = min(res, root_res + SAMPLE_LEVELS)
+    shapely.prepare(part)
+    samples = C.children(roots, root_res, mid)
+    lng, lat = C.centres(samples)
+    inside = C.parent(samples[shapely.contains_xy(part, lng, lat)], root_res)
+    cells = np.bincount(np.searchsorted(roots, inside), minlength=len(roots)) * 7.0 ** (res - mid)
+    return roots, cells, _edges(part, roots, root_res) / h3.average_hexagon_edge_length(res, "km")
+
+
+def _edges(part, roots: np.ndarray, root_res: int) -> np.ndarray:
+    """Kilometres of the part's boundary under each root, each segment counted where it starts (segments are first
+    cut shorter than a root's edge)."""
+    step = np.degrees(h3.average_hexagon_edge_length(root_res, "km") / 6371)
+    xy, ring = shapely.get_coordinates(shapely.get_parts(shapely.boundary(shapely.segmentize(part, step))),
+                                       return_index=True)
+    start = np.flatnonzero(ring[1:] == ring[:-1])
+    km = np.hypot(np.diff(xy[:, 0])[start] * np.cos(np.radians(xy[start, 1])) * fill.KM_PER_DEG_LON,
+                  np.diff(xy[:, 1])[start] * fill.KM_PER_DEG_LAT)
+    at = np.asarray(pa.array(coordinates_to_cells(xy[start, 1], xy[start, 0], root_res)).to_numpy(zero_copy_only=False),
+                    np.uint64)
+    hit = np.minimum(np.searchsorted(roots, at), len(roots) - 1)
+    return np.bincount(hit, km * (roots[hit] == at), minlength=len(roots))
+
+
+def _partition(work: np.ndarray, n: int) -> np.ndarray:
+    """Group per unit: at most `n` contiguous runs (spatial order is kept) whose heaviest is as light as it can
+    be, so two heavy neighbours share a group only when no cut would keep both lighter. Greedy filling to a
+    capacity, with the least capacity that fits in `n` found by bisection: greedy fits `n` at total/n + max."""
+    if not len(work):
+        return np.zeros(0, np.int64)
+    ends = np.cumsum(work)
+
+    def starts(capacity: float) -> list[int]:
+        out = [0]
+        while True:
+            base = ends[out[-1] - 1] if out[-1] else 0.0
+            nxt = max(out[-1] + 1, int(np.searchsorted(ends, base + capacity, side="right")))
+            if nxt >= len(work) or len(out) > n:
+                return out
+            out.append(nxt)
+
+    lo, hi = max(ends[-1] / n, float(work.max())), ends[-1] / n + float(work.max())
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if len(starts(mid)) <= n else (mid, hi)
+    cuts = starts(hi)
+    return np.repeat(np.arange(len(cuts)), np.diff(np.r_[cuts, len(work)]))
 
 
 def plan_digest(plan: pa.Table) -> str:
