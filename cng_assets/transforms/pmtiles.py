@@ -32,12 +32,11 @@ from pmtiles.reader import MmapSource, Reader
 
 from cng_assets.errors import CngInputError
 from cng_assets.interrupts import child_dies_with_us
-from cng_assets.transforms.columns import unused
+from cng_assets.transforms.columns import FID, unused
 from cng_assets.transforms.geometry import open_collections
 from cng_assets.transforms.sql import ident
 
 VERSION = "1"  # bump when the product changes: products made before become stale
-FID = "_cng_fid"
 DETAIL = 12  # tippecanoe's default: 4096 units across a tile
 MIN_MAX_ZOOM = 5  # coarse or tiny layers still get tiles to ~1:10M (a few hundred tiles, cheap) instead of z0 only
 MAX_MAX_ZOOM = 14  # ~0.5 m at the default detail; maps overzoom beyond it

@@ -258,7 +258,7 @@ def raster_item(facts: DatasetFacts, r: RasterFacts) -> pystac.Item:
                                                   f"band(s) from {ds.title}, as a Cloud-Optimized GeoTIFF."})
     proj = ProjectionExtension.ext(item, add_if_missing=True)
     proj.code, proj.shape, proj.transform = r.crs, r.shape, r.transform
-    if r.crs is None and r.crs_wkt2:  # a CRS without an EPSG code is described in full
+    if r.crs_wkt2:  # a CRS without an EPSG code is described in full
         proj.wkt2 = r.crs_wkt2
     about = {"cog": "Cloud-Optimized GeoTIFF: tiled, overviews, lossless compression.",
              "geozarr": ("GeoZarr (Zarr v3, sharded): one group per resolution level, listed in the root's `multiscales`; "

@@ -1,10 +1,8 @@
 """Names shared by the describe modules."""
 
-from cng_assets.transforms.hex.readers import DUCKDB_HIVE_TYPES
+from cng_assets.transforms.columns import BBOX, FID, GEOMETRY
 
-FID, GEOMETRY, BBOX = "_cng_fid", "geometry", "bbox"
 OWN_COLUMNS = {FID, GEOMETRY, BBOX}
-HIVE = DUCKDB_HIVE_TYPES
 SAMPLE_ROWS = 10_000  # rows read for example values
 EXAMPLES = 3  # example values per column
 PRODUCTS = (("geoparquet", "GeoParquet"), ("pmtiles", "PMTiles"), ("hex", "H3 cells"), ("thumbnail", "map"))

@@ -10,8 +10,9 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 import duckdb
 import h3
 
-from cng_assets.transforms.describe.common import BBOX, FID, HIVE, OWN_COLUMNS, Profile
+from cng_assets.transforms.describe.common import BBOX, FID, OWN_COLUMNS, Profile
 from cng_assets.transforms.facts import DatasetFacts, FileFacts, LayerFacts
+from cng_assets.transforms.hex.readers import DUCKDB_HIVE_TYPES
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX
 from cng_assets.transforms.sql import ident, literal
 
@@ -47,7 +48,7 @@ def _read(base: str, key: str) -> str:
 
 
 def _read_hex(base: str, key: str) -> str:
-    return f"read_parquet({literal(base + key + '*/*.parquet')}, {HIVE})"
+    return f"read_parquet({literal(base + key + '*/*.parquet')}, {DUCKDB_HIVE_TYPES})"
 
 
 def _type_is_text(t: str) -> bool:

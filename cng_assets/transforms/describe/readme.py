@@ -14,6 +14,7 @@ from cng_assets.transforms.describe.queries import _domain_tables, _hex_attribut
 from cng_assets.transforms.facts import DatasetFacts, FileFacts, LayerFacts
 from cng_assets.transforms.hex import readers
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX
+from cng_assets.transforms.sql import literal
 
 VERSION = "4"  # bump when the README, thumbnails or map page change
 
@@ -287,7 +288,7 @@ def _hex_reading_section(facts: DatasetFacts) -> list[str]:
             "Each hex folder is hive-partitioned by the resolution-0 cell: `h0=<cell>/part-*.parquet`. " + readers.H0_TYPES
             + " A filter on `h0` reads only that folder. From this folder, in Python:", "",
             "```python", readers.python_recipe(key, h0), "```", "",
-            f"In DuckDB's own shell: `SELECT * FROM read_parquet('{key}*/*.parquet', {readers.DUCKDB_HIVE_TYPES})`. "
+            f"In DuckDB's own shell: `SELECT * FROM read_parquet({literal(key + '*/*.parquet')}, {readers.DUCKDB_HIVE_TYPES})`. "
             + readers.DUCKDB_MIN_H0_BUG, ""]
 
 

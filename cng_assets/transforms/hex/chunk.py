@@ -20,12 +20,12 @@ import pyarrow.parquet as pq
 import shapely
 from h3ronpy.vector import coordinates_to_cells
 
+from cng_assets.transforms.columns import FID
 from cng_assets.transforms.hex import cells as C
 from cng_assets.transforms.hex import fill
 from cng_assets.transforms.hex.fill import HexSettings
 
 VERSION = "1"  # the fill engine and chunk output: bump when cells could differ
-FID = "_cng_fid"
 MARKER = "_chunk.json"  # written last: which plan the chunk was made from, and its stats
 
 

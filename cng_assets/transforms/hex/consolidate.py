@@ -20,13 +20,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cng_assets.transforms import layout
-from cng_assets.transforms.columns import output_names
+from cng_assets.transforms.columns import BBOX, FID, GEOMETRY, output_names
 from cng_assets.transforms.hex import cells as C
-from cng_assets.transforms.hex.chunk import FID
 from cng_assets.transforms.hex.fill import HexSettings
 
 VERSION = "4"  # bump when the consolidated layout changes (4: h0 only in the folder names)
-NOT_ATTRIBUTES = {FID, "geometry", "bbox"}
+NOT_ATTRIBUTES = {FID, GEOMETRY, BBOX}
 ROW_GROUP_ROWS = 131_072
 TARGET_ROWS = 2_000_000  # rows per output file, when small groups can be merged
 SAMPLE_ROWS = 1000  # rows per file whose parents are re-derived with h3-py after writing

@@ -5,6 +5,8 @@ cell columns inside the files."""
 
 from __future__ import annotations
 
+from cng_assets.transforms.sql import literal
+
 DUCKDB_HIVE_TYPES = "hive_types = {'h0': 'UBIGINT'}"
 
 H0_TYPES = ("h0 is not a column inside the files: readers add it from the `h0=<cell>` folder names, typed by default "
@@ -25,7 +27,8 @@ def python_recipe(folder: str, h0: int) -> str:
         "import duckdb, pandas as pd, polars as pl, pyarrow as pa, pyarrow.dataset as ds, pyarrow.parquet as pq",
         "",
         f"h0 = {h0}  # a resolution-0 cell: one folder",
-        f"rel = duckdb.sql(\"SELECT * FROM read_parquet('{folder}*/*.parquet', {DUCKDB_HIVE_TYPES}) WHERE h0 = $h0\",",
+        f"rel = duckdb.sql(\"SELECT * FROM read_parquet({literal(folder + '*/*.parquet')}, {DUCKDB_HIVE_TYPES}) "
+        "WHERE h0 = $h0\",",
         "                 params={\"h0\": h0})",
         f"hive = {PYARROW_PARTITIONING}",
         f"df = pd.read_parquet({folder!r}, partitioning=hive, filters=[(\"h0\", \"=\", h0)])",

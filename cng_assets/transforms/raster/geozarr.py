@@ -58,6 +58,7 @@ def write_geozarr(src_path: str, out: Path, categorical: bool | None = None, gda
             h, w = -(-h // 2), -(-w // 2)
         bands, side = _shard_shape(src.count, dtype.itemsize)
         proj = _proj(src.crs)
+        crs_cf, axes = _cf(src.crs)  # the same for every level: only the GeoTransform differs
         layout = []
         for i, (h, w) in enumerate(levels):
             transform = src.transform * src.transform.scale(src.width / w, src.height / h)
@@ -77,9 +78,9 @@ def write_geozarr(src_path: str, out: Path, categorical: bool | None = None, gda
                         data[b0:b1, r0:r1, c0:c1] = src.read(
                             list(range(b0 + 1, b1 + 1)), window=Window(left, top, right - left, bottom - top),
                             out_shape=(b1 - b0, r1 - r0, c1 - c0), resampling=resampling)
-            _coords(group, transform, h, w, src.count, src.crs)
-            group.create_array("spatial_ref", shape=(), dtype="int32", dimension_names=(),
-                               attributes=_grid_mapping(src.crs, transform))
+            _coords(group, transform, h, w, src.count, axes)
+            group.create_array("spatial_ref", shape=(), dtype="int32", dimension_names=(),  # + GDAL's GeoTransform
+                               attributes={**crs_cf, "GeoTransform": " ".join(str(v) for v in transform.to_gdal())})
             entry = {"asset": str(i), "transform": {"scale": [1.0, 1.0]}}
             if i:  # each level from the one before: the exact ratio, as odd sizes round up when halved
                 entry = {"asset": str(i), "derived_from": str(i - 1), "resampling_method": resampling.name,
@@ -130,24 +131,23 @@ def _spatial(transform, h: int, w: int) -> dict:
                                   bbox=[west, south, east, north], registration="pixel")
 
 
-def _grid_mapping(crs, transform) -> dict:
-    """CF grid-mapping attributes (what xarray/cf readers take) plus what GDAL and rioxarray read."""
+def _cf(crs) -> tuple[dict, dict]:
+    """The CRS's CF grid-mapping attributes (what xarray/cf readers take) plus the `spatial_ref` WKT GDAL and
+    rioxarray read; and CF attributes per axis ("X", "Y"). Empty without a CRS."""
     import pyproj
 
-    gdal = {"GeoTransform": " ".join(str(v) for v in transform.to_gdal())}
     if crs is None:
-        return gdal
+        return {}, {}
+    cf_crs = pyproj.CRS.from_wkt(crs.to_wkt())
     with warnings.catch_warnings():  # a CRS CF has no grid_mapping_name for still gets its crs_wkt
         warnings.simplefilter("ignore")
-        cf = pyproj.CRS.from_wkt(crs.to_wkt()).to_cf()
-    return {**cf, "spatial_ref": crs.to_wkt(), **gdal}
+        grid_mapping = cf_crs.to_cf()
+    return {**grid_mapping, "spatial_ref": crs.to_wkt()}, {a["axis"]: a for a in cf_crs.cs_to_cf()}
 
 
-def _coords(group, transform, h: int, w: int, bands: int, crs) -> None:
-    """Pixel-centre coordinates of a level, in the raster's CRS, with CF axis attributes; and band numbers."""
-    import pyproj
-
-    axes = {a["axis"]: a for a in pyproj.CRS.from_wkt(crs.to_wkt()).cs_to_cf()} if crs else {}
+def _coords(group, transform, h: int, w: int, bands: int, axes: dict) -> None:
+    """Pixel-centre coordinates of a level, in the raster's CRS, with CF axis attributes (`axes`, from _cf); and
+    band numbers."""
     x = transform.c + transform.a * (np.arange(w) + 0.5)
     y = transform.f + transform.e * (np.arange(h) + 0.5)
     for name, values in (("x", x), ("y", y), ("band", np.arange(1, bands + 1, dtype="int32"))):
