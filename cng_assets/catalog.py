@@ -68,8 +68,9 @@ class PodSize(BaseModel):
     max_memory_gib: int | None = Field(None, ge=1, le=256, description="cap for out-of-memory retries (doubling)")
 
 
+# hex: consolidation writes its units on every CPU of the pod (its cgroup quota; transforms/cpus.py)
 DEFAULT_PODS = {"default": PodSize(), "geoparquet": PodSize(memory_gib=8), "pmtiles": PodSize(cpu="2", memory_gib=8),
-                "hex_chunk": PodSize(memory_gib=8, max_memory_gib=32), "hex": PodSize(memory_gib=8)}
+                "hex_chunk": PodSize(memory_gib=8, max_memory_gib=32), "hex": PodSize(cpu="4", memory_gib=8)}
 
 
 class RasterSettings(BaseModel):

@@ -1,6 +1,8 @@
 """The hex engine against h3-py (the reference implementation), on real and awkward polygons."""
 
+import io
 import json
+import shutil
 import subprocess
 import sys
 
@@ -17,7 +19,8 @@ from click.testing import CliRunner
 from cng_assets.cli import main
 from cng_assets.transforms.geoparquet import write_geoparquet
 from cng_assets.transforms.hex import cells as C
-from cng_assets.transforms.hex.chunk import run_chunk
+from cng_assets.transforms.hex import runs
+from cng_assets.transforms.hex.chunk import MARKER, run_chunk
 from cng_assets.transforms.hex.consolidate import consolidate, read_back_checks
 from cng_assets.transforms.hex.fill import HexSettings, kernel_fill, large_fill
 from cng_assets.transforms.hex.layer import chunk_units, hex_layer
@@ -144,6 +147,16 @@ def test_tiny_part_inside_another_parts_cell_adds_no_duplicate(tmp_path):
     assert sum(c.representative_cells for c in result.chunks) == 0
 
 
+def chunk_rows(chunk_dir) -> pd.DataFrame:
+    """A chunk's (fid, cell) rows, read with pyarrow's own IPC reader; each file's record batches sorted by cell."""
+    tables = [pa.ipc.open_file(f).read_all() for f in sorted(chunk_dir.glob("g=*.arrow"))]
+    for t in tables:
+        for batch in t.to_batches():
+            cells = batch.column("cell").to_numpy()
+            assert (cells[1:] >= cells[:-1]).all()
+    return pa.concat_tables(tables).to_pandas() if tables else pd.DataFrame({"_cng_fid": [], "cell": []})
+
+
 def test_giant_feature_split_across_chunks_gives_the_same_cells(tmp_path):
     t = np.linspace(0, 2 * np.pi, 2000, endpoint=False)
     blob = shapely.Polygon(np.column_stack([-105 + 1.2 * np.cos(t) * (1 + 0.05 * np.sin(17 * t)),
@@ -158,7 +171,7 @@ def test_giant_feature_split_across_chunks_gives_the_same_cells(tmp_path):
     rows = []
     for k in range(6):
         run_chunk(gp, chunk_units(plan, k), HexSettings(8, (7, 0)), tmp_path / f"c{k}", plan_digest(plan))
-        rows += [pq.read_table(f).to_pandas() for f in (tmp_path / f"c{k}").glob("g=*.parquet")]
+        rows += [chunk_rows(tmp_path / f"c{k}")]
     cells = pd.concat(rows)
     blob_cells = cells.loc[cells._cng_fid == 1, "cell"]
     assert blob_cells.is_unique and set(blob_cells) == h3py_cells(blob, 8)
@@ -185,11 +198,14 @@ def test_checks_catch_bad_chunks_and_bad_files(tmp_path):
     plan = plan_layer(gp, 9)
     good = run_chunk(gp, chunk_units(plan, 0), settings, tmp_path / "good", plan_digest(plan))
     # a broken chunk: feature 2's rows lost, one row twice, one id that is no cell
-    rows = pd.concat([pq.read_table(f).to_pandas() for f in (tmp_path / "good").glob("g=*.parquet")])
+    rows = chunk_rows(tmp_path / "good")
     rows = rows[rows._cng_fid == 1]
     bad = pd.concat([rows, rows.head(1), rows.head(1).assign(cell=rows.cell.iloc[0] | np.uint64(7 << 3 * 6))])
     (tmp_path / "bad").mkdir()
-    bad.to_parquet(tmp_path / "bad" / (next((tmp_path / "good").glob("g=*.parquet")).name))
+    marker = json.loads((tmp_path / "good" / MARKER).read_text())
+    name = next(iter(marker["files"]))
+    runs.write(pa.Table.from_pandas(bad, preserve_index=False), tmp_path / "bad" / name)
+    (tmp_path / "bad" / MARKER).write_text(json.dumps({**marker, "files": {name: len(bad)}}))
     done = consolidate([tmp_path / "bad"], gp, tmp_path / "out", settings, chunk_rows=good.cells)
     assert {c.name for c in done.checks if not c.passed} == {  # the bad id also has no parents
         "every_feature_has_cells", "no_duplicate_cells", "cell_ids_valid", "rows_match_chunks", "parents_consistent"}
@@ -297,3 +313,74 @@ def test_chunks_are_contiguous_runs_with_the_lightest_heaviest():
     assert groups.tolist() == sorted(groups.tolist()) and groups.max() < 4
     assert np.bincount(groups, work).max() == 4.5
     assert _partition(np.zeros(3), 2).tolist() == [0, 0, 0] and len(_partition(np.zeros(0), 2)) == 0
+
+
+def test_consolidation_units_in_parallel_write_what_one_worker_writes(tmp_path, monkeypatch):
+    """Several units (TARGET_ROWS made small) written by 3 threads: the same files, rows and checks as 1 thread;
+    a GeoParquet made elsewhere with sparse `_cng_fid`s gets its attributes by binary search, not a lookup table."""
+    from cng_assets.transforms.hex import consolidate as CO
+
+    blobs = [shapely.Point(-120 + 3 * i, 40).buffer(0.1) for i in range(8)]  # each in its own group cell
+    gp = write_layer(tmp_path, blobs)
+    sparse = pq.read_table(gp)
+    sparse = sparse.set_column(0, "_cng_fid", pa.array([7 * 10**i for i in range(8)], pa.int64()))
+    pq.write_table(sparse, tmp_path / "sparse.parquet")
+    settings = HexSettings(9, (8, 0))
+    monkeypatch.setattr(CO, "TARGET_ROWS", 2000)
+    for layer in (gp, str(tmp_path / "sparse.parquet")):
+        plan = plan_layer(layer, 9)
+        stats = run_chunk(layer, chunk_units(plan, 0), settings, tmp_path / "c", plan_digest(plan))
+        assert len(CO._units([tmp_path / "c"])) > 4
+        outs = []
+        for workers in (1, 3):
+            out = tmp_path / f"out{workers}"
+            done = consolidate([tmp_path / "c"], layer, out, settings, chunk_rows=stats.cells, workers=workers)
+            assert done.passed, [(c.name, c.detail) for c in done.checks]
+            outs.append(sorted(p.relative_to(out).as_posix() for p in out.rglob("*.parquet")))
+        assert outs[0] == outs[1]
+        one, three = (pd.read_parquet(tmp_path / f"out{w}").sort_values(["h8", "_cng_fid"]).reset_index(drop=True)
+                      for w in (1, 3))
+        pd.testing.assert_frame_equal(one, three)
+        source = pq.read_table(layer)
+        names = dict(zip(source.column("_cng_fid").to_pylist(), source.column("name").to_pylist()))
+        assert (one["name"].astype(str) == one["_cng_fid"].map(names)).all() and one["_cng_fid"].nunique() == 8
+        for d in ("c", "out1", "out3"):
+            shutil.rmtree(tmp_path / d)
+
+
+class _CountingFile(io.FileIO):
+    """A file that counts the bytes read from it (what a range-reading S3 file would fetch)."""
+
+    def __init__(self, path):
+        super().__init__(path, "rb")
+        self.bytes_read = 0
+
+    def read(self, n=-1):
+        data = super().read(n)
+        self.bytes_read += len(data)
+        return data
+
+    def readinto(self, b):
+        n = super().readinto(b)
+        self.bytes_read += n or 0
+        return n
+
+
+def test_chunk_reads_only_the_row_groups_its_units_need(tmp_path):
+    """The hex_chunk asset opens the GeoParquet (on S3: range reads) instead of downloading it: a chunk holding one
+    feature of fifty, one per row group, reads a small part of the file and makes the cells it makes from a path."""
+    gp = write_layer(tmp_path, [shapely.Point(-105 + i * 0.2, 40).buffer(0.02, quad_segs=500) for i in range(50)])
+    table = pq.read_table(gp)
+    one_per_group = tmp_path / "groups.parquet"
+    pq.write_table(table, one_per_group, row_group_size=1)
+    assert pq.ParquetFile(one_per_group).metadata.num_row_groups == 50
+    plan = plan_layer(str(one_per_group), 10)
+    units = plan.slice(17, 1)
+    settings = HexSettings(10, (9, 0))
+    with _CountingFile(one_per_group) as f:
+        opened = run_chunk(pa.PythonFile(f), units, settings, tmp_path / "opened", plan_digest(plan))
+        read = f.bytes_read
+    by_path = run_chunk(str(one_per_group), units, settings, tmp_path / "path", plan_digest(plan))
+    assert opened.cells == by_path.cells > 0
+    assert chunk_rows(tmp_path / "opened").equals(chunk_rows(tmp_path / "path"))
+    assert read < one_per_group.stat().st_size / 4, (read, one_per_group.stat().st_size)

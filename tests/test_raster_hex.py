@@ -15,6 +15,7 @@ import rasterio
 from pyproj import Transformer
 from rasterio.transform import from_origin
 
+from cng_assets.transforms.hex import runs
 from cng_assets.transforms.raster import hex as RH
 from cng_assets.transforms.raster.hex import STATS, consolidate_raster_hex, raster_hex
 from tests.conftest import shared
@@ -186,7 +187,7 @@ def test_chunks_merge_exactly(fixture, request, tmp_path):
     names = lambda d: sorted(p.relative_to(d).as_posix() for p in d.glob("h0=*/*.parquet"))  # noqa: E731
     assert names(tmp_path / "three" / "out") == names(tmp_path / "one" / "out")
     # the merge was exercised: some cells are in two chunks
-    per_chunk = [set(pa.concat_tables([RH._read_ipc(f) for f in (tmp_path / "three" / f"chunk={i}").glob("g=*")])
+    per_chunk = [set(pa.concat_tables([runs.read(f) for f in (tmp_path / "three" / f"chunk={i}").glob("g=*")])
                      .column("cell").to_pylist()) for i in range(3)]
     assert per_chunk[0] & per_chunk[1] and per_chunk[1] & per_chunk[2]
 

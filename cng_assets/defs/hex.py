@@ -27,7 +27,7 @@ from cng_assets.transforms.hex.layer import chunk_units
 HEX_CHECKS = {
     "every_feature_has_cells": "every _cng_fid of the GeoParquet has at least one cell",
     "no_duplicate_cells": "no (_cng_fid, cell) pair twice",
-    "parents_consistent": "parent columns and h0 folder agree with h3-py's cell_to_parent (a sample of each file)",
+    "parents_consistent": "parent columns and h0 folder agree with h3ronpy's change_resolution (each file's first row group)",
     "rows_match_chunks": "rows over all h0 partitions = rows written by the chunks",
     "cell_ids_valid": "every id is a valid H3 cell at its column's resolution",
 }
@@ -94,8 +94,9 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
         units = chunk_units(table, k)
         memory = int(context.run.tags.get(MEMORY_TAG, ds.pod("hex_chunk").memory_gib))
         with storage.publish_dir(ds.bucket, products.key(ds, layout.hex_chunk(slug, k))) as out:
-            with storage.local_path(ds.bucket, products.key(ds, layout.geoparquet(slug))) as gp:
-                stats = chunk.run_chunk(str(gp), units, settings, out, plan.plan_digest(table))
+            # opened, not downloaded: on S3 the chunk range-reads only the row groups its units need
+            with storage.open(ds.bucket, products.key(ds, layout.geoparquet(slug))) as gp:
+                stats = chunk.run_chunk(gp, units, settings, out, plan.plan_digest(table))
             faults.out_of_memory(memory)  # tests only: die as an OOM-killed pod would, written but not published
         return dg.MaterializeResult(metadata={
             **stats.to_dict(), "empty": units.num_rows == 0, "units": units.num_rows,

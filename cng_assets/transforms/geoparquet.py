@@ -10,7 +10,6 @@ Hilbert order) is preserved.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import warnings
 from collections import deque
@@ -29,6 +28,7 @@ from pyogrio.raw import open_arrow
 
 from cng_assets.errors import CngInputError
 from cng_assets.transforms import columns, sources
+from cng_assets.transforms.cpus import usable_cpus
 from cng_assets.transforms.extent import check_extent
 from cng_assets.transforms.geometry import WGS84, CleanCounts, clean, parse_wkb, to_wgs84
 from cng_assets.transforms.hilbert import hilbert_keys
@@ -129,7 +129,7 @@ def write_geoparquet(path: str, layer: str, out_path: str | Path, *, kind: str, 
     hilbert = columns.unused("_hilbert", {n.casefold() for n in [*names.values(), *columns.RESERVED]})
     types: set[int] = set()
     bounds = source_bounds = NO_BOUNDS
-    workers = workers or min(4, os.cpu_count() or 1)
+    workers = workers or usable_cpus()
 
     with tempfile.TemporaryDirectory(prefix="cng-geoparquet-", dir=scratch_dir) as tmp:
         unsorted = Path(tmp) / "unsorted.parquet"

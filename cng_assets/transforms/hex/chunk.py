@@ -1,5 +1,6 @@
-"""Run one chunk of a hex plan: its features' cells, written as `(_cng_fid, cell)` rows in `g=<cell>.parquet`
-files, one per group cell (a coarse ancestor), for consolidation to sort group by group.
+"""Run one chunk of a hex plan: its features' cells, written as `(_cng_fid, cell)` rows sorted by cell in
+`g=<cell>.<n>.arrow` files (runs.py), one per group cell (a coarse ancestor), for consolidation to merge group by
+group.
 
 Memory stays bounded: the chunk reads only the row groups it needs, cells come from the fill in batches, and
 at most `batch_cells` rows are buffered before they are written.
@@ -13,6 +14,7 @@ import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -22,11 +24,11 @@ from h3ronpy.vector import coordinates_to_cells
 
 from cng_assets.transforms.columns import FID
 from cng_assets.transforms.hex import cells as C
-from cng_assets.transforms.hex import fill
+from cng_assets.transforms.hex import fill, runs
 from cng_assets.transforms.hex.fill import HexSettings
 
-VERSION = "1"  # the fill engine and chunk output: bump when cells could differ
-MARKER = "_chunk.json"  # written last: which plan the chunk was made from, and its stats
+VERSION = "2"  # the fill engine and chunk output: bump when either could differ (2: sorted Arrow IPC runs)
+MARKER = "_chunk.json"  # written last: which plan the chunk was made from, its stats and its files' rows
 
 
 GROUP_SPAN = 7  # a group cell has at most 7**7 (823,543) descendants: what consolidation sorts at once
@@ -52,15 +54,18 @@ class ChunkStats:
 
 
 class _GroupWriters:
-    """Buffers (fid, cell) rows and writes them by group cell as `g=<cell>.<n>.parquet` files. At most MAX_OPEN
-    writers stay open (each holds buffers); a group written again after its writer was closed gets a new file."""
+    """Buffers (fid, cell) rows; each flush sorts them by (cell, fid) and appends one sorted run (a record batch)
+    per group cell to `g=<cell>.<n>.arrow`. At most MAX_OPEN files stay open (each holds a buffer); a group
+    written again after its file was closed gets a new file. `files` keeps every file's rows, for the marker."""
 
     MAX_OPEN = 64
 
     def __init__(self, out_dir: Path, settings: HexSettings):
-        self.out_dir, self.group_res, self.flush_rows = out_dir, group_resolution(settings), settings.batch_cells
-        self.writers: OrderedDict[int, pq.ParquetWriter] = OrderedDict()
-        self.files: dict[int, int] = {}
+        self.out_dir, self.res, self.flush_rows = out_dir, settings.resolution, settings.batch_cells
+        self.group_res = group_resolution(settings)
+        self.writers: OrderedDict[str, pa.ipc.RecordBatchFileWriter] = OrderedDict()
+        self.opened: dict[int, int] = {}  # files so far per group cell
+        self.files: dict[str, int] = {}
         self.pending: list[tuple[np.ndarray, np.ndarray]] = []
         self.buffered = self.rows = 0
 
@@ -73,29 +78,30 @@ class _GroupWriters:
     def flush(self) -> None:
         if not self.buffered:
             return
-        fids = np.concatenate([f for f, _ in self.pending])
-        cells = np.concatenate([c for _, c in self.pending])
+        fids, cells = C.sort_pairs(np.concatenate([f for f, _ in self.pending]),
+                                   np.concatenate([c for _, c in self.pending]), self.res)
         self.pending, self.buffered = [], 0
-        groups = C.parent(cells, self.group_res)
-        order = np.argsort(groups, kind="stable")
-        groups = groups[order]
-        cut = np.flatnonzero(np.diff(groups)) + 1
+        groups = C.parent(cells, self.group_res)  # sorted cells: each group is one run
+        cut = np.flatnonzero(groups[1:] != groups[:-1]) + 1
         for lo, hi in zip(np.r_[0, cut], np.r_[cut, len(groups)]):
-            idx = order[lo:hi]
-            self._writer(int(groups[lo])).write_table(pa.table([fids[idx], cells[idx]], schema=CHUNK_SCHEMA))
+            name = self._writer(int(groups[lo]))
+            self.writers[name].write_table(pa.table([fids[lo:hi], cells[lo:hi]], schema=CHUNK_SCHEMA))
+            self.files[name] += int(hi - lo)
         self.rows += len(cells)
 
-    def _writer(self, key: int) -> pq.ParquetWriter:
-        if key in self.writers:
-            self.writers.move_to_end(key)
-            return self.writers[key]
+    def _writer(self, key: int) -> str:
+        name = f"g={key}.{self.opened.get(key, 0) - 1}.arrow"
+        if name in self.writers:
+            self.writers.move_to_end(name)
+            return name
         if len(self.writers) >= self.MAX_OPEN:
             self.writers.popitem(last=False)[1].close()
-        n = self.files[key] = self.files.get(key, -1) + 1
+        self.opened[key] = self.opened.get(key, 0) + 1
+        name = f"g={key}.{self.opened[key] - 1}.arrow"
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.writers[key] = pq.ParquetWriter(self.out_dir / f"g={key}.{n}.parquet", CHUNK_SCHEMA, compression="lz4",
-                                             use_dictionary=False)
-        return self.writers[key]
+        self.writers[name] = runs.open_writer(self.out_dir / name, CHUNK_SCHEMA)
+        self.files[name] = 0
+        return name
 
     def close(self) -> None:
         self.flush()
@@ -103,8 +109,9 @@ class _GroupWriters:
             w.close()
 
 
-def _read_rows(geoparquet: str, rows: np.ndarray) -> dict[int, object]:
-    """Geometries of the given file rows, reading only the row groups that hold them."""
+def _read_rows(geoparquet: str | BinaryIO, rows: np.ndarray) -> dict[int, object]:
+    """Geometries of the given file rows, reading only the row groups that hold them (range reads, given a file
+    opened on S3)."""
     pf = pq.ParquetFile(geoparquet)
     sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
     starts = np.concatenate([[0], np.cumsum(sizes)])
@@ -118,7 +125,7 @@ def _read_rows(geoparquet: str, rows: np.ndarray) -> dict[int, object]:
     return out
 
 
-def run_chunk(geoparquet: str, units: pa.Table, settings: HexSettings, out_dir: str | Path,
+def run_chunk(geoparquet: str | BinaryIO, units: pa.Table, settings: HexSettings, out_dir: str | Path,
               plan_digest: str = "") -> ChunkStats:
     """Fill every unit of one chunk (rows of the plan) into `out_dir`, then write the marker naming the plan.
     A chunk with no units writes only the marker."""
@@ -165,11 +172,11 @@ def run_chunk(geoparquet: str, units: pa.Table, settings: HexSettings, out_dir: 
     stats.representative_cells = _write_representatives(empty_checks, settings, writers)
     writers.close()
     stats.cells = writers.rows
-    stats.groups = len(writers.files)
+    stats.groups = len(writers.opened)
     stats.seconds = round(time.time() - start, 3)
     stats.peak_rss_mib = _peak_rss_mib()
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / MARKER).write_text(json.dumps({"plan": plan_digest, **stats.to_dict()}))
+    (out_dir / MARKER).write_text(json.dumps({"plan": plan_digest, **stats.to_dict(), "files": writers.files}))
     return stats
 
 

@@ -1,19 +1,23 @@
-"""Chunk outputs -> `h0=<cell>/part-<group>.parquet`: one file per group cell (see chunk.GROUP_SPAN), rows sorted
-by cell, parents computed, the layer's attributes joined on `_cng_fid`; and the product's checks. h0 is the folder
-key only, never a column inside the files (layout.HEX_PARTITION).
+"""Chunk outputs -> `h0=<cell>/part-<first cell>.parquet`: one file per unit (consecutive group cells, see
+chunk.GROUP_SPAN), the chunks' sorted runs merged by cell, parents computed, the layer's attributes joined on
+`_cng_fid`; and the product's checks. h0 is the folder key only, never a column inside the files
+(layout.HEX_PARTITION).
 
-Memory stays bounded: one group (at most 823,543 distinct cells, times the layer's overlap) is in memory at once.
+Memory stays bounded: each worker holds one unit (at most TARGET_ROWS rows, or one group of at most 823,543
+distinct cells times the layer's overlap).
 Cell columns are sorted, so they are delta-encoded (about 10x smaller than plain and faster to write); attributes
 are written as dictionary indices into the layer's attribute table, never copied per cell.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h3
+import h3ronpy
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,14 +25,16 @@ import pyarrow.parquet as pq
 
 from cng_assets.transforms import layout
 from cng_assets.transforms.columns import BBOX, FID, GEOMETRY, output_names
+from cng_assets.transforms.cpus import usable_cpus
 from cng_assets.transforms.hex import cells as C
+from cng_assets.transforms.hex import runs
+from cng_assets.transforms.hex.chunk import MARKER
 from cng_assets.transforms.hex.fill import HexSettings
 
 VERSION = "4"  # bump when the consolidated layout changes (4: h0 only in the folder names)
 NOT_ATTRIBUTES = {FID, GEOMETRY, BBOX}
 ROW_GROUP_ROWS = 131_072
 TARGET_ROWS = 2_000_000  # rows per output file, when small groups can be merged
-SAMPLE_ROWS = 1000  # rows per file whose parents are re-derived with h3-py after writing
 
 
 @dataclass
@@ -60,88 +66,133 @@ def attribute_columns(geoparquet: str, attributes: str | list[str]) -> list[str]
     return list(attributes)
 
 
-def _batches(chunk_dirs: list[Path], res: int) -> list[list[Path]]:
+def _units(chunk_dirs: list[Path]) -> list[list[Path]]:
     """Chunk files in runs of consecutive group cells of one h0, up to TARGET_ROWS rows a run (a single bigger
-    group stays whole). Group cells in id order cover consecutive cell ids, so runs sort independently."""
-    groups = defaultdict(list)
+    group stays whole): the units consolidation writes independently, one output file each. Group cells in id
+    order cover consecutive cell ids, so units sort independently. Rows per file come from the chunk markers."""
+    groups, rows = defaultdict(list), {}
     for d in chunk_dirs:
-        for f in sorted(Path(d).glob("g=*.parquet")):
-            groups[int(f.name.split("=", 1)[1].split(".", 1)[0])].append(f)
-    runs, rows, h0 = [], 0, None
+        files = json.loads((Path(d) / MARKER).read_text())["files"]
+        for name, n in files.items():
+            key = int(name.split("=", 1)[1].split(".", 1)[0])
+            groups[key].append(Path(d) / name)
+            rows[key] = rows.get(key, 0) + n
+    units, size, h0 = [], 0, None
     for key in sorted(groups):
-        n = sum(pq.read_metadata(f).num_rows for f in groups[key])
         key_h0 = int(C.parent(np.array([key], np.uint64), 0)[0])
-        if not runs or key_h0 != h0 or rows + n > TARGET_ROWS:
-            runs.append([])
-            rows, h0 = 0, key_h0
-        runs[-1].extend(groups[key])
-        rows += n
-    return runs
+        if not units or key_h0 != h0 or size + rows[key] > TARGET_ROWS:
+            units.append([])
+            size, h0 = 0, key_h0
+        units[-1].extend(groups[key])
+        size += rows[key]
+    return units
 
 
-def _sort(fids: np.ndarray, cells: np.ndarray, res: int) -> np.ndarray:
-    """Order by (cell, fid). Packs both into one uint64 key when they fit (one sort instead of two)."""
-    cell_bits = 7 + 3 * res  # base cell + digits: everything else in an index at one resolution is constant
-    fid_bits = 64 - cell_bits
-    if len(fids) and fids.max() < (1 << fid_bits):
-        key = ((cells >> np.uint64(3 * (15 - res))) & np.uint64((1 << cell_bits) - 1)) << np.uint64(fid_bits)
-        return np.argsort(key | fids.astype(np.uint64))
-    return np.lexsort((fids, cells))
+class _Attributes:
+    """The layer's attribute rows by `_cng_fid`, looked up directly (a position table) when the fids are dense, as
+    this project's are; by binary search otherwise."""
+
+    def __init__(self, geoparquet: str, columns: list[str]):
+        table = pq.read_table(geoparquet, columns=[FID, *columns])
+        table = table.take(pc.sort_indices(table.column(FID)))
+        self.fids = np.asarray(table.column(FID).to_numpy())
+        self.values = [table.column(n).combine_chunks() for n in columns]
+        # a layer's own `h8` or `H0` (GeoParquet made elsewhere: ours renames them) must not clash with a cell column
+        self.names = list(output_names(columns).values())
+        self.seen = np.zeros(len(self.fids), dtype=bool)  # set by every unit (threads only ever set True)
+        self.lo = int(self.fids[0]) if len(self.fids) else 0
+        span = int(self.fids[-1]) - self.lo + 1 if len(self.fids) else 0
+        self.table = None
+        if span <= 4 * len(self.fids) + 1024:
+            self.table = np.full(span, -1, np.int64)
+            self.table[self.fids - self.lo] = np.arange(len(self.fids))
+
+    def positions(self, fids: np.ndarray) -> np.ndarray:
+        """Row of each fid in the attribute table, -1 where the layer has no such feature."""
+        if not len(self.fids):
+            return np.full(len(fids), -1, np.int64)
+        if self.table is not None:
+            i = fids - self.lo
+            if i.min() >= 0 and i.max() < len(self.table):
+                return self.table[i]
+            inside = (i >= 0) & (i < len(self.table))
+            return np.where(inside, self.table[np.where(inside, i, 0)], -1)
+        at = np.minimum(np.searchsorted(self.fids, fids), len(self.fids) - 1)
+        return np.where(self.fids[at] == fids, at, -1)
+
+    def columns(self, at: np.ndarray) -> list[pa.Array]:
+        """Per-cell values as indices into the values of the features present (no per-cell copy of the values);
+        Arrow cannot write a dictionary holding nulls, so such columns are copied instead."""
+        present = np.zeros(len(self.fids), dtype=bool)
+        present[at] = True
+        used = np.flatnonzero(present)
+        inverse = pa.array((np.cumsum(present) - 1)[at].astype(np.int32))
+        out = []
+        for values in self.values:
+            kept = values.take(pa.array(used))
+            out.append(kept.take(inverse) if kept.null_count else pa.DictionaryArray.from_arrays(inverse, kept))
+        return out
 
 
-def _attribute(values: pa.Array, used: pa.Array, inverse: pa.Array) -> pa.Array:
-    """Per-cell attribute values as indices into the values of the features present (no per-cell copy of the
-    values); Arrow cannot write a dictionary holding nulls, so such columns are copied instead."""
-    present = values.take(used)
-    return present.take(inverse) if present.null_count else pa.DictionaryArray.from_arrays(inverse, present)
+@dataclass
+class _Unit:
+    h0: int
+    rows: int
+    duplicates: int
+    invalid: int
+    unknown_fids: int
+
+
+def _write_unit(files: list[Path], attrs: _Attributes, out_dir: Path, settings: HexSettings) -> _Unit:
+    """Merge one unit's sorted runs by (cell, fid), add parents and attributes, write one file; count what the
+    checks need."""
+    res = settings.resolution
+    names = layout.hex_file_columns(res, settings.parents)
+    tables = [runs.read(f) for f in files]
+    fids = np.concatenate([np.asarray(t.column(FID).to_numpy()) for t in tables])
+    cells = np.concatenate([np.asarray(t.column("cell").to_numpy()) for t in tables])
+    del tables
+    invalid = int((~C.valid_at(cells, res)).sum())
+    fids, cells = C.sort_pairs(fids, cells, res)
+    same = np.flatnonzero(cells[1:] == cells[:-1])  # few: a cell shared by features (or a duplicate)
+    same = same[fids[same + 1] == fids[same]] + 1
+    duplicates = 0
+    if settings.containment == "overlap":  # two parts of one feature may share a cell: keep it once
+        fids, cells = np.delete(fids, same), np.delete(cells, same)
+    else:
+        duplicates = len(same)
+    at = attrs.positions(fids)
+    known = at >= 0
+    attrs.seen[at[known]] = True
+    h0 = int(C.parent(cells[:1], 0)[0])
+    table = pa.table([pa.array(fids), pa.array(cells), *(pa.array(C.parent(cells, int(n[1:]))) for n in names[1:]),
+                      *attrs.columns(np.where(known, at, 0))], names=[FID, *names, *attrs.names])
+    target = out_dir / f"h0={h0}" / f"part-{cells[0]}.parquet"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, target, compression="zstd", row_group_size=ROW_GROUP_ROWS, store_schema=False,
+                   use_dictionary=[FID, *attrs.names], column_encoding={n: "DELTA_BINARY_PACKED" for n in names})
+    return _Unit(h0, len(cells), duplicates, invalid, int((~known).sum()))
 
 
 def consolidate(chunk_dirs: list[Path], geoparquet: str, out_dir: Path, settings: HexSettings, *,
-                attributes: str | list[str] = "all", chunk_rows: int) -> Consolidated:
-    """Write every group into `out_dir`, then check the product: exact checks on the rows as they are written,
-    and a read-back of the written files (footer row counts; parents of a sample, re-derived with h3-py)."""
-    res = settings.resolution
-    names = layout.hex_file_columns(res, settings.parents)
-    attrs = pq.read_table(geoparquet, columns=[FID, *attribute_columns(geoparquet, attributes)])
-    attrs = attrs.take(pc.sort_indices(attrs.column(FID)))
-    attr_fids = np.asarray(attrs.column(FID).to_numpy())
-    # a layer's own `h8` or `H0` (GeoParquet made elsewhere: ours renames them) must not clash with a cell column
-    attr_values = [attrs.column(n).combine_chunks() for n in attrs.column_names[1:]]
-    attr_names = list(output_names(attrs.column_names[1:]).values())
-    seen = np.zeros(len(attr_fids), dtype=bool)
-    dups = invalid = unknown_fids = 0
+                attributes: str | list[str] = "all", chunk_rows: int, workers: int | None = None) -> Consolidated:
+    """Write every unit into `out_dir`, `workers` at a time (threads: the sort, the bit arithmetic and the Parquet
+    writer release the GIL, and the attribute table is shared; default: the CPUs this process may use), then
+    check the product: exact checks on the rows as they are written, and a read-back of the written files
+    (footer row counts; parents of a sample, re-derived independently)."""
+    attrs = _Attributes(geoparquet, attribute_columns(geoparquet, attributes))
+    units = _units(chunk_dirs)
+    with ThreadPoolExecutor(max_workers=workers or usable_cpus()) as pool:
+        done = list(pool.map(lambda files: _write_unit(files, attrs, out_dir, settings), units))
     result = Consolidated()
-    for files in _batches(chunk_dirs, res):
-        t = pa.concat_tables([pq.read_table(f) for f in files])
-        fids, cells = np.asarray(t.column(FID).to_numpy()), np.asarray(t.column("cell").to_numpy())
-        order = _sort(fids, cells, res)
-        fids, cells = fids[order], cells[order]
-        same = (fids[1:] == fids[:-1]) & (cells[1:] == cells[:-1])
-        if settings.containment == "overlap":  # two parts of one feature may share a cell: keep it once
-            keep = np.r_[True, ~same]
-            fids, cells = fids[keep], cells[keep]
-        else:
-            dups += int(same.sum())
-        invalid += int((~C.valid_at(cells, res)).sum())
-        at = np.searchsorted(attr_fids, fids)
-        known = (at < len(attr_fids)) & (attr_fids[np.minimum(at, len(attr_fids) - 1)] == fids)
-        unknown_fids += int((~known).sum())
-        seen[at[known]] = True
-        h0 = int(C.parent(cells[:1], 0)[0])
-        used, inverse = np.unique(np.minimum(at, len(attr_fids) - 1), return_inverse=True)
-        used, inverse = pa.array(used), pa.array(inverse.astype(np.int32))
-        table = pa.table([pa.array(fids), pa.array(cells), *(pa.array(C.parent(cells, int(n[1:]))) for n in names[1:]),
-                          *(_attribute(values, used, inverse) for values in attr_values)],
-                         names=[FID, *names, *attr_names])
-        target = out_dir / f"h0={h0}" / f"part-{cells[0]}.parquet"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, target, compression="zstd", row_group_size=ROW_GROUP_ROWS, store_schema=False,
-                       use_dictionary=[FID, *attr_names], column_encoding={n: "DELTA_BINARY_PACKED" for n in names})
-        result.rows_per_h0[h0] = result.rows_per_h0.get(h0, 0) + len(cells)
+    for u in done:
+        result.rows_per_h0[u.h0] = result.rows_per_h0.get(u.h0, 0) + u.rows
+    dups, invalid, unknown_fids = (sum(getattr(u, k) for u in done) for k in ("duplicates", "invalid", "unknown_fids"))
+    seen = attrs.seen
     result.checks = [
         HexCheck("every_feature_has_cells", bool(seen.all()) and unknown_fids == 0,
                  {"features_without_cells": int((~seen).sum()), "rows_with_unknown_fid": unknown_fids,
-                  "first_missing": attr_fids[~seen][:20].tolist()}),
+                  "first_missing": attrs.fids[~seen][:20].tolist()}),
         HexCheck("no_duplicate_cells", dups == 0, {"duplicate_fid_cell_pairs": dups}),
         HexCheck("cell_ids_valid", invalid == 0, {"invalid_rows": invalid}),
         *read_back_checks(out_dir, settings, chunk_rows),
@@ -159,27 +210,30 @@ def read_back_checks(out_dir: Path, settings: HexSettings, chunk_rows: int) -> l
 
 
 def parents_check(out_dir: Path, settings: HexSettings) -> HexCheck:
-    """A sample of each file's rows: parent columns and h0 folder compared with h3-py's cell_to_parent; and no file
-    holds an h0 column (hive readers refuse it next to the folder key)."""
-    res, wrong, holding = settings.resolution, [], []
+    """A sample of each file's rows (its first row group): parent columns and h0 folder compared with h3ronpy's
+    change_resolution (H3's own rules, not this project's bit arithmetic); and no file holds an h0 column (hive
+    readers refuse it next to the folder key)."""
+    res, wrong, first, holding, sampled = settings.resolution, 0, [], [], 0
     for f in sorted(out_dir.glob("h0=*/*.parquet")):
         pf = pq.ParquetFile(f)
         if layout.HEX_PARTITION in pf.schema_arrow.names:
             holding.append(f"{f.parent.name}/{f.name}")
-        sample = pf.read_row_group(0).slice(0, SAMPLE_ROWS) if pf.metadata.num_row_groups else None
-        if sample is None:
+        if not pf.metadata.num_row_groups:
             continue
-        folder_h0 = layout.hex_folder_cell(f)
-        for row in sample.to_pylist():
-            try:
-                cell = h3.int_to_str(row[f"h{res}"])
-                expected = {f"h{p}": h3.str_to_int(h3.cell_to_parent(cell, p)) for p in (*settings.parents, 0)}
-                # h0 is the folder's (a product older than VERSION 4 also holds it in its files)
-                ok = expected["h0"] == folder_h0 and all(row.get(k, v) == v for k, v in expected.items())
-            except (h3.H3BaseException, ValueError):  # not a cell at all
-                ok = False
-            if not ok:
-                wrong.append(row[f"h{res}"])
+        sample = pf.read_row_group(0)
+        cells = np.asarray(sample.column(f"h{res}").to_numpy())
+        ok = np.asarray(pa.array(h3ronpy.cells_valid(pa.array(cells), booleanarray=True)).to_numpy(zero_copy_only=False))
+        ok = ok.astype(bool)
+        valid = pa.array(np.where(ok, cells, cells[ok][0] if ok.any() else 0))  # h3ronpy raises on an invalid id
+        for p in dict.fromkeys((*settings.parents, 0)) if ok.any() else ():
+            expected = np.asarray(pa.array(h3ronpy.change_resolution(valid, p)).to_numpy())
+            if f"h{p}" in sample.column_names:  # h0 too, in a product older than VERSION 4
+                ok &= np.asarray(sample.column(f"h{p}").to_numpy()) == expected
+            if p == 0:
+                ok &= expected == np.uint64(layout.hex_folder_cell(f))
+        sampled += len(ok)
+        wrong += int((~ok).sum())
+        first.extend(cells[~ok][:10].tolist())
     return HexCheck("parents_consistent", not wrong and not holding,
-                    {"sampled_rows_with_wrong_parent_or_h0_folder": len(wrong), "first": wrong[:10],
-                     "files_with_an_h0_column": holding[:10]})
+                    {"sampled_rows": sampled, "sampled_rows_with_wrong_parent_or_h0_folder": wrong,
+                     "first": first[:10], "files_with_an_h0_column": holding[:10]})

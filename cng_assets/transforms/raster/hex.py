@@ -37,6 +37,7 @@ from rasterio.windows import Window
 
 from cng_assets.transforms import layout
 from cng_assets.transforms.hex import cells as C
+from cng_assets.transforms.hex import runs
 from cng_assets.transforms.hex.chunk import GROUP_SPAN
 from cng_assets.transforms.hex.consolidate import ROW_GROUP_ROWS, TARGET_ROWS
 
@@ -47,7 +48,6 @@ CONTINUOUS_DEFAULT = ["mean", "min", "max", "count"]
 CATEGORICAL_DEFAULT = ["mode", "count"]
 U = np.uint64
 REDUCE = {"count": np.add, "sum": np.add, "min": np.minimum, "max": np.maximum}  # partial -> how it merges
-IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
 COMPACT_ROWS = 1 << 20  # window partials buffered before they are merged into the chunk's
 
 
@@ -321,38 +321,27 @@ def _group_slices(cells: np.ndarray, res: int) -> dict[int, slice]:
     return {int(groups[s]): slice(s, e) for s, e in zip(starts, ends)}
 
 
-def _write_ipc(table: pa.Table, path: Path) -> None:
-    # pyarrow.ipc rather than pyarrow.feather, which imports pandas on first use
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema, options=IPC_OPTIONS) as writer:
-        writer.write_table(table)
-
-
-def _read_ipc(path: Path) -> pa.Table:
-    with pa.OSFile(str(path), "rb") as source:
-        return pa.ipc.open_file(source).read_all()
-
-
 def _write_chunk(part: _Part, out_dir: Path, res: int) -> int:
     slices = _group_slices(part.cells, res)
     for g, s in slices.items():
-        _write_ipc(pa.table({"cell": part.cells[s], **{k: v[s] for k, v in part.cols.items()}}),
+        runs.write(pa.table({"cell": part.cells[s], **{k: v[s] for k, v in part.cols.items()}}),
                    out_dir / f"g={g}.arrow")
     for b, (cells, values, counts) in part.modes.items():
         for g, s in _group_slices(cells, res).items():
-            _write_ipc(pa.table({"cell": cells[s], "value": values[s], "count": counts[s]}),
+            runs.write(pa.table({"cell": cells[s], "value": values[s], "count": counts[s]}),
                        out_dir / f"m={g}.b{b}.arrow")
     return len(slices)
 
 
 def _read_part(files: dict[str, list[Path]], modes: list[int]) -> _Part:
     """The merged partials of one group, from every chunk's files for it."""
-    tables = [_read_ipc(f) for f in files["g"]]
+    tables = [runs.read(f) for f in files["g"]]
     parts = [_Part(np.asarray(t.column("cell").to_numpy()),
                    {n: t.column(n).to_numpy() for n in t.column_names[1:]}) for t in tables]
     merged = _merge(parts)
     for b in modes:
         triples = [tuple(t.column(n).to_numpy() for n in ("cell", "value", "count"))
-                   for t in (_read_ipc(f) for f in files[f"b{b}"])]
+                   for t in (runs.read(f) for f in files[f"b{b}"])]
         merged.modes[b] = _merge_modes(triples) if triples else (np.empty(0, np.uint64),) * 3
     return merged
 
