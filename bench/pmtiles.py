@@ -4,6 +4,7 @@ Run from the project root (no network; about 3 minutes on 2 cores):
 
     .venv/bin/python bench/pmtiles.py                     # demo countries and the 50,000 synthetic parcels
     .venv/bin/python bench/pmtiles.py --old-timeout 60 --repeat 1
+    .venv/bin/python bench/pmtiles.py --breakdown-only    # only where tippecanoe's CPU goes, on the parcels
 
 Inputs: the demo's countries layer (GeoParquet made once by `write_geoparquet`, cached under bench/out/pmtiles/)
 and the PAD-US-like parcels GeoParquet that bench/hex.py caches (bench/out/hex/parcels_n50000_s42_v1.parquet).
@@ -19,6 +20,8 @@ Paths, each run in its own spawned process:
         (not run again when the new path's own choice is that range)
 
 Peak RSS is given per process: the Python process (VmHWM) and its tippecanoe child (VmHWM, sampled).
+Last, where tippecanoe's CPU goes on the parcels: reading alone (max zoom 0) from our NDJSON stream and from a
+FlatGeobuf file, and the zoom range cut at several max zooms.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -213,10 +217,58 @@ def report(results: list[dict], timeout: float) -> None:
         print(f"    new: tippecanoe {n['args']}")
 
 
+def breakdown(src: str, layer: str) -> None:
+    """Where tippecanoe's CPU goes on one layer: reading (max zoom 0) from our NDJSON stream and from a FlatGeobuf
+    file, then the whole zoom range cut at several max zooms; CPU-seconds of tippecanoe (children's rusage)."""
+    import pyarrow.parquet as pq
+    import pyogrio
+
+    from cng_assets.transforms import pmtiles as T
+
+    pf, geom_col, bbox_col, _ = T._open(Path(src), layer)
+    columns = T._attribute_columns(pf, geom_col, bbox_col, None, layer)
+    max_zoom, _ = T.choose_max_zoom(pf, geom_col, bbox_col, points=False)
+    with tempfile.TemporaryDirectory(prefix="bench-pmtiles-", dir=OUT) as tmp:
+        c0 = time.process_time()
+        with open(Path(tmp) / "in.geojsonl", "wb") as f:
+            for chunk, _, _ in T._features(pf, geom_col, columns):
+                f.write(chunk)
+        ndjson = time.process_time() - c0
+        c0 = time.process_time()
+        table = pq.read_table(src).drop_columns([c for c in (bbox_col,) if c])
+        pyogrio.write_arrow(table, Path(tmp) / "in.fgb", driver="FlatGeobuf", geometry_name=geom_col,
+                            geometry_type="Unknown", crs="EPSG:4326", SPATIAL_INDEX="NO")
+        fgb = time.process_time() - c0
+
+        def tippecanoe(z: int, source: str) -> float:
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            args = [T.find_tippecanoe(), *T.tippecanoe_args("o.pmtiles", layer, 0, z, points=False), "--force"]
+            if source.endswith(".fgb"):
+                subprocess.run([*args, source], cwd=tmp, check=True, capture_output=True)
+            else:
+                with open(source, "rb") as f:
+                    subprocess.run(args, cwd=tmp, stdin=f, check=True, capture_output=True)
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
+
+        full = tippecanoe(max_zoom, str(Path(tmp) / "in.geojsonl"))
+        print(f"\nWhere tippecanoe's CPU goes ({Path(src).name}, {pf.metadata.num_rows:,} features, zooms 0-{max_zoom}, "
+              f"CPU-seconds; share of the full run in brackets):")
+        print(f"  our NDJSON stream, made in Python: {ndjson:.2f} (a FlatGeobuf file instead: {fgb:.2f})")
+        for label, z, source in (("read NDJSON from stdin (max zoom 0)", 0, "in.geojsonl"),
+                                 ("read FlatGeobuf file (max zoom 0)", 0, "in.fgb"),
+                                 *((f"zooms 0-{z} (NDJSON)", z, "in.geojsonl") for z in sorted({4, 6, 8, max_zoom - 1})
+                                   if 0 < z < max_zoom)):
+            cpu = tippecanoe(z, str(Path(tmp) / source))
+            print(f"  {label}: {cpu:.2f} ({cpu / full:.0%})")
+        print(f"  zooms 0-{max_zoom} (NDJSON, what write_pmtiles runs): {full:.2f} (100%)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=2, help="runs per path and input; best time wins (default 2)")
     parser.add_argument("--old-timeout", type=float, default=120, help="seconds for the old path's tippecanoe (120)")
+    parser.add_argument("--breakdown-only", action="store_true", help="only where tippecanoe's CPU goes (parcels)")
     args = parser.parse_args()
     t0 = time.perf_counter()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -230,10 +282,13 @@ def main() -> None:
     else:
         print(f"  skipping the parcels: {PARCELS.relative_to(ROOT)} is absent (bench/hex.py makes it)")
 
-    print(f"Tiling ({args.repeat} run(s) per path and input):")
     load = os.getloadavg()[0]
-    results = [bench(name, src, layer, args.repeat, args.old_timeout) for name, src, layer in inputs]
-    report(results, args.old_timeout)
+    if not args.breakdown_only:
+        print(f"Tiling ({args.repeat} run(s) per path and input):")
+        results = [bench(name, src, layer, args.repeat, args.old_timeout) for name, src, layer in inputs]
+        report(results, args.old_timeout)
+    if PARCELS.exists():
+        breakdown(str(PARCELS), "parcels")
     print(f"\nLoad average (1 min) before the run: {load:.2f} on {os.cpu_count()} cores (well above 0: other "
           "processes shared the CPUs, and the timings are noisier).")
     print(f"Total wall time: {time.perf_counter() - t0:.1f}s")

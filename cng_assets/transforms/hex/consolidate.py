@@ -220,7 +220,8 @@ def parents_check(out_dir: Path, settings: HexSettings) -> HexCheck:
             holding.append(f"{f.parent.name}/{f.name}")
         if not pf.metadata.num_row_groups:
             continue
-        sample = pf.read_row_group(0)
+        names = [n for n in (f"h{res}", *(f"h{p}" for p in (*settings.parents, 0))) if n in pf.schema_arrow.names]
+        sample = pf.read_row_group(0, columns=list(dict.fromkeys(names)))  # the cell columns only
         cells = np.asarray(sample.column(f"h{res}").to_numpy())
         ok = np.asarray(pa.array(h3ronpy.cells_valid(pa.array(cells), booleanarray=True)).to_numpy(zero_copy_only=False))
         ok = ok.astype(bool)
