@@ -338,6 +338,9 @@ def test_consolidation_units_in_parallel_write_what_one_worker_writes(tmp_path, 
             assert done.passed, [(c.name, c.detail) for c in done.checks]
             outs.append(sorted(p.relative_to(out).as_posix() for p in out.rglob("*.parquet")))
         assert outs[0] == outs[1]
+        meta = pq.ParquetFile(next((tmp_path / "out3").rglob("*.parquet"))).metadata
+        stats = {meta.schema.column(i).name: meta.row_group(0).column(i).statistics for i in range(meta.num_columns)}
+        assert all(stats[c].has_min_max for c in ("_cng_fid", "h9", "h8"))  # readers prune row groups by these
         one, three = (pd.read_parquet(tmp_path / f"out{w}").sort_values(["h8", "_cng_fid"]).reset_index(drop=True)
                       for w in (1, 3))
         pd.testing.assert_frame_equal(one, three)

@@ -55,10 +55,12 @@ class ChunkStats:
 
 class _GroupWriters:
     """Buffers (fid, cell) rows; each flush sorts them by (cell, fid) and appends one sorted run (a record batch)
-    per group cell to `g=<cell>.<n>.arrow`. At most MAX_OPEN files stay open (each holds a buffer); a group
-    written again after its file was closed gets a new file. `files` keeps every file's rows, for the marker."""
+    per group cell to `g=<cell>.<n>.arrow`. At most MAX_OPEN files stay open (an IPC writer holds only its file
+    and footer index, so many can: a national layer touches ~1,000 res-3 groups, and every closed-and-reopened group
+    is one more object on S3); a group written again after its file was closed gets a new file. `files` keeps every
+    file's rows, for the marker."""
 
-    MAX_OPEN = 64
+    MAX_OPEN = max(64, min(2048, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2))  # half the descriptors at most
 
     def __init__(self, out_dir: Path, settings: HexSettings):
         self.out_dir, self.res, self.flush_rows = out_dir, settings.resolution, settings.batch_cells

@@ -169,8 +169,12 @@ def _write_unit(files: list[Path], attrs: _Attributes, out_dir: Path, settings: 
                       *attrs.columns(np.where(known, at, 0))], names=[FID, *names, *attrs.names])
     target = out_dir / f"h0={h0}" / f"part-{cells[0]}.parquet"
     target.parent.mkdir(parents=True, exist_ok=True)
+    # statistics for the id and cell columns only: readers prune row groups by cell ranges, never by an attribute
+    # of cells in cell order (whose min/max span nearly everything); measured on 2M parcel cells with 9 attributes,
+    # writing attribute statistics cost 28% of the write
     pq.write_table(table, target, compression="zstd", row_group_size=ROW_GROUP_ROWS, store_schema=False,
-                   use_dictionary=[FID, *attrs.names], column_encoding={n: "DELTA_BINARY_PACKED" for n in names})
+                   use_dictionary=[FID, *attrs.names], write_statistics=[FID, *names],
+                   column_encoding={n: "DELTA_BINARY_PACKED" for n in names})
     return _Unit(h0, len(cells), duplicates, invalid, int((~known).sum()))
 
 
