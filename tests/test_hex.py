@@ -387,3 +387,37 @@ def test_chunk_reads_only_the_row_groups_its_units_need(tmp_path):
     assert opened.cells == by_path.cells > 0
     assert chunk_rows(tmp_path / "opened").equals(chunk_rows(tmp_path / "path"))
     assert read < one_per_group.stat().st_size / 4, (read, one_per_group.stat().st_size)
+
+
+def test_sort_pairs_matches_lexsort_and_falls_back_for_ids_it_cannot_pack():
+    rng = np.random.default_rng(3)
+    for res in (0, 5, 10, 15):
+        cells = np.array([h3.str_to_int(h3.latlng_to_cell(float(a), float(b), res))
+                          for a, b in rng.uniform(-80, 80, (400, 2))], np.uint64)
+        fids = rng.integers(0, 40 if res == 15 else 10**6, len(cells))  # 12 bits of fid fit beside a res-15 cell
+        order = np.lexsort((fids, cells))
+        got = C.sort_pairs(fids, cells, res)
+        assert (got[0] == fids[order]).all() and (got[1] == cells[order]).all()
+        again = C.sort_pairs(*got, res)  # already in order: returned as they are
+        assert (again[0] == got[0]).all() and (again[1] == got[1]).all()
+        bad = cells.copy()
+        bad[7] ^= np.uint64(1 << 60)  # another mode: not packable, so lexsort keeps the id as it is
+        order = np.lexsort((fids, bad))
+        assert (C.sort_pairs(fids, bad, res)[1] == bad[order]).all()
+        assert C.valid_at(cells, res).all() and not C.valid_at(bad, res)[7] and C.valid_at(bad, res).sum() == 399
+
+
+def test_usable_cpus_follow_the_cgroup_quota(tmp_path):
+    import os
+
+    from cng_assets.transforms.cpus import usable_cpus
+
+    mask = len(os.sched_getaffinity(0))
+    quota = tmp_path / "cpu.max"
+    quota.write_text("max 100000\n")
+    assert usable_cpus(cap=64, cpu_max=quota) == mask
+    quota.write_text("150000 100000\n")  # a pod limit of 1.5 CPUs
+    assert usable_cpus(cap=64, cpu_max=quota) == min(2, mask)
+    quota.write_text("50000 100000\n")
+    assert usable_cpus(cap=64, cpu_max=quota) == 1
+    assert usable_cpus(cap=1, cpu_max=tmp_path / "absent") == 1

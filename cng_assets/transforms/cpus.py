@@ -8,11 +8,14 @@ import os
 from pathlib import Path
 
 
-def usable_cpus(cap: int = 4) -> int:
+CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" in µs, or "max <period>"
+
+
+def usable_cpus(cap: int = 4, cpu_max: Path = CPU_MAX) -> int:
     """CPUs this process can keep busy: its affinity mask, bounded by a cgroup v2 quota (`cpu.max`), at most `cap`."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        quota, period = cpu_max.read_text().split()
         if quota != "max":
             n = min(n, max(1, math.ceil(int(quota) / int(period))))
     except (OSError, ValueError):

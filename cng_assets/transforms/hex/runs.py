@@ -25,5 +25,6 @@ def write(table: pa.Table, path: Path) -> None:
 
 
 def read(path: Path) -> pa.Table:
-    with pa.memory_map(str(path)) as source:
+    # read into memory, not memory-mapped: a buffer LZ4 could not shrink is stored raw, and would point into the map
+    with pa.OSFile(str(path), "rb") as source:
         return pa.ipc.open_file(source).read_all()
