@@ -2,12 +2,13 @@
 
 Run from the project root (no network; about 3 minutes on 2 cores):
 
-    .venv/bin/python bench/pmtiles.py                     # demo countries and the 50,000 synthetic parcels
+    .venv/bin/python bench/pmtiles.py                     # demo countries and the 100,000 synthetic parcels
     .venv/bin/python bench/pmtiles.py --old-timeout 60 --repeat 1
     .venv/bin/python bench/pmtiles.py --breakdown-only    # only where tippecanoe's CPU goes, on the parcels
 
 Inputs: the demo's countries layer (GeoParquet made once by `write_geoparquet`, cached under bench/out/pmtiles/)
-and the PAD-US-like parcels GeoParquet that bench/hex.py caches (bench/out/hex/parcels_n50000_s42_v1.parquet).
+and the PAD-US-like synthetic layer of bench/geoparquet.py (100,000 features by default, `--parcels N`), made into
+GeoParquet once and cached under bench/out/hex/ as bench/hex.py does.
 Paths, each run in its own spawned process:
 
   old   the old tool: GeoParquet -> a GeoJSONSeq file -> `tippecanoe -zg --drop-densest-as-needed
@@ -42,7 +43,6 @@ from pathlib import Path
 # would count towards every path's RSS.
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "pmtiles"
-PARCELS = ROOT / "bench" / "out" / "hex" / "parcels_n50000_s42_v1.parquet"
 # This file shares its name with the `pmtiles` package: keep its folder off the import path (spawned children
 # inherit sys.path), so `import pmtiles` finds the package.
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
@@ -269,6 +269,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="runs per path and input; best time wins (default 2)")
     parser.add_argument("--old-timeout", type=float, default=120, help="seconds for the old path's tippecanoe (120)")
     parser.add_argument("--breakdown-only", action="store_true", help="only where tippecanoe's CPU goes (parcels)")
+    parser.add_argument("--parcels", type=int, default=100_000, help="features of the synthetic layer (100000)")
     args = parser.parse_args()
     t0 = time.perf_counter()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -276,19 +277,20 @@ def main() -> None:
     print(f"Inputs (outputs under {OUT.relative_to(ROOT)}):")
     inputs = [("demo_countries", demo_countries(), "countries")]
     print(f"  demo_countries: {Path(inputs[0][1]).relative_to(ROOT)}")
-    if PARCELS.exists():
-        inputs.append(("parcels_50k", str(PARCELS), "parcels"))
-        print(f"  parcels_50k: {PARCELS.relative_to(ROOT)}")
-    else:
-        print(f"  skipping the parcels: {PARCELS.relative_to(ROOT)} is absent (bench/hex.py makes it)")
+    from bench.geoparquet import make_synthetic
+    from bench.hex import to_geoparquet
+
+    gdb, gdb_layer, _ = make_synthetic(args.parcels, 42)
+    parcels = to_geoparquet(f"parcels_n{args.parcels}_s42", gdb, gdb_layer)
+    inputs.append((f"parcels_{args.parcels // 1000}k", parcels, "parcels"))
+    print(f"  {inputs[-1][0]}: {Path(parcels).relative_to(ROOT)}")
 
     load = os.getloadavg()[0]
     if not args.breakdown_only:
         print(f"Tiling ({args.repeat} run(s) per path and input):")
         results = [bench(name, src, layer, args.repeat, args.old_timeout) for name, src, layer in inputs]
         report(results, args.old_timeout)
-    if PARCELS.exists():
-        breakdown(str(PARCELS), "parcels")
+    breakdown(parcels, "parcels")
     print(f"\nLoad average (1 min) before the run: {load:.2f} on {os.cpu_count()} cores (well above 0: other "
           "processes shared the CPUs, and the timings are noisier).")
     print(f"Total wall time: {time.perf_counter() - t0:.1f}s")
