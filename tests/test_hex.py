@@ -421,3 +421,17 @@ def test_usable_cpus_follow_the_cgroup_quota(tmp_path):
     quota.write_text("50000 100000\n")
     assert usable_cpus(cap=64, cpu_max=quota) == 1
     assert usable_cpus(cap=1, cpu_max=tmp_path / "absent") == 1
+
+
+def test_a_chunk_from_another_plan_or_engine_version_is_not_consolidated(tmp_path):
+    from cng_assets.transforms.hex.chunk import read_marker
+
+    gp = write_layer(tmp_path, [shapely.box(-105, 40, -104.9, 40.1)])
+    plan = plan_layer(gp, 9)
+    run_chunk(gp, chunk_units(plan, 0), HexSettings(9, (8, 0)), tmp_path / "c", plan_digest(plan))
+    assert read_marker(tmp_path / "c", plan_digest(plan))["cells"] > 0
+    assert read_marker(tmp_path / "c", "another plan") is None and read_marker(tmp_path / "absent", "x") is None
+    old = json.loads((tmp_path / "c" / MARKER).read_text())
+    old.pop("version")  # as chunk VERSION 1 wrote it, beside Parquet files consolidation no longer reads
+    (tmp_path / "c" / MARKER).write_text(json.dumps(old))
+    assert read_marker(tmp_path / "c", plan_digest(plan)) is None

@@ -121,9 +121,10 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
             chunk_dirs, chunk_rows = [], 0
             for key in chunk_keys:
                 d = Path(stack.enter_context(storage.local_path(ds.bucket, key)))
-                marker = chunk.read_marker(d)
-                if marker is None or marker["plan"] != digest:
-                    raise dg.Failure(f"{ds.name}/{slug}: {key} is missing or was made from another plan",
+                marker = chunk.read_marker(d, digest)
+                if marker is None:
+                    raise dg.Failure(f"{ds.name}/{slug}: {key} is missing, or was made from another plan or by "
+                                     "another version of the hex engine",
                                      metadata={"what to do": f"materialize hex_chunk for layer {slug}, then hex"})
                 chunk_dirs.append(d)
                 chunk_rows += marker["cells"]

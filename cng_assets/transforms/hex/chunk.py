@@ -178,7 +178,8 @@ def run_chunk(geoparquet: str | BinaryIO, units: pa.Table, settings: HexSettings
     stats.seconds = round(time.time() - start, 3)
     stats.peak_rss_mib = _peak_rss_mib()
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / MARKER).write_text(json.dumps({"plan": plan_digest, **stats.to_dict(), "files": writers.files}))
+    (out_dir / MARKER).write_text(json.dumps({"plan": plan_digest, "version": VERSION, **stats.to_dict(),
+                                              "files": writers.files}))
     return stats
 
 
@@ -192,9 +193,13 @@ def _peak_rss_mib() -> float:
         return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def read_marker(chunk_dir: Path) -> dict | None:
+def read_marker(chunk_dir: Path, plan_digest: str) -> dict | None:
+    """The chunk's marker, or None when there is none, or the chunk was made from another plan or by another VERSION
+    of this module (whose files consolidation cannot read)."""
     path = Path(chunk_dir) / MARKER
-    return json.loads(path.read_text()) if path.exists() else None
+    marker = json.loads(path.read_text()) if path.exists() else None
+    current = marker is not None and (marker["plan"], marker.get("version")) == (plan_digest, VERSION)
+    return marker if current else None
 
 
 def _write_small(parts: np.ndarray, fids: np.ndarray, features: np.ndarray, settings: HexSettings,
