@@ -92,14 +92,14 @@ class _GroupWriters:
         self.rows += len(cells)
 
     def _writer(self, key: int) -> str:
-        name = f"g={key}.{self.opened.get(key, 0) - 1}.arrow"
+        name = _file_name(key, self.opened.get(key, 0) - 1)  # the group's latest file, if it is still open
         if name in self.writers:
             self.writers.move_to_end(name)
             return name
         if len(self.writers) >= self.MAX_OPEN:
             self.writers.popitem(last=False)[1].close()
+        name = _file_name(key, self.opened.get(key, 0))
         self.opened[key] = self.opened.get(key, 0) + 1
-        name = f"g={key}.{self.opened[key] - 1}.arrow"
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.writers[name] = runs.open_writer(self.out_dir / name, CHUNK_SCHEMA)
         self.files[name] = 0
@@ -109,6 +109,16 @@ class _GroupWriters:
         self.flush()
         for w in self.writers.values():
             w.close()
+
+
+def _file_name(group: int, n: int) -> str:
+    return f"g={group}.{n}.arrow"
+
+
+def files(chunk_dir: Path) -> list[tuple[int, Path, int]]:
+    """(group cell, path, rows) of every file the chunk wrote, from its marker."""
+    listed = json.loads((Path(chunk_dir) / MARKER).read_text())["files"]
+    return [(int(name.split("=", 1)[1].split(".", 1)[0]), Path(chunk_dir) / name, rows) for name, rows in listed.items()]
 
 
 def _read_rows(geoparquet: str | BinaryIO, rows: np.ndarray) -> dict[int, object]:

@@ -11,7 +11,6 @@ are written as dictionary indices into the layer's attribute table, never copied
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,8 +26,7 @@ from cng_assets.transforms import layout
 from cng_assets.transforms.columns import BBOX, FID, GEOMETRY, output_names
 from cng_assets.transforms.cpus import usable_cpus
 from cng_assets.transforms.hex import cells as C
-from cng_assets.transforms.hex import runs
-from cng_assets.transforms.hex.chunk import MARKER
+from cng_assets.transforms.hex import chunk, runs
 from cng_assets.transforms.hex.fill import HexSettings
 
 VERSION = "4"  # bump when the consolidated layout changes (4: h0 only in the folder names)
@@ -70,13 +68,11 @@ def _units(chunk_dirs: list[Path]) -> list[list[Path]]:
     """Chunk files in runs of consecutive group cells of one h0, up to TARGET_ROWS rows a run (a single bigger
     group stays whole): the units consolidation writes independently, one output file each. Group cells in id
     order cover consecutive cell ids, so units sort independently. Rows per file come from the chunk markers."""
-    groups, rows = defaultdict(list), {}
+    groups, rows = defaultdict(list), defaultdict(int)
     for d in chunk_dirs:
-        files = json.loads((Path(d) / MARKER).read_text())["files"]
-        for name, n in files.items():
-            key = int(name.split("=", 1)[1].split(".", 1)[0])
-            groups[key].append(Path(d) / name)
-            rows[key] = rows.get(key, 0) + n
+        for key, path, n in chunk.files(d):
+            groups[key].append(path)
+            rows[key] += n
     units, size, h0 = [], 0, None
     for key in sorted(groups):
         key_h0 = int(C.parent(np.array([key], np.uint64), 0)[0])
@@ -218,19 +214,20 @@ def parents_check(out_dir: Path, settings: HexSettings) -> HexCheck:
     change_resolution (H3's own rules, not this project's bit arithmetic); and no file holds an h0 column (hive
     readers refuse it next to the folder key)."""
     res, wrong, first, holding, sampled = settings.resolution, 0, [], [], 0
+    levels = list(dict.fromkeys((*settings.parents, 0)))  # h0 is a parent too (or among them)
     for f in sorted(out_dir.glob("h0=*/*.parquet")):
         pf = pq.ParquetFile(f)
         if layout.HEX_PARTITION in pf.schema_arrow.names:
             holding.append(f"{f.parent.name}/{f.name}")
         if not pf.metadata.num_row_groups:
             continue
-        names = [n for n in (f"h{res}", *(f"h{p}" for p in (*settings.parents, 0))) if n in pf.schema_arrow.names]
-        sample = pf.read_row_group(0, columns=list(dict.fromkeys(names)))  # the cell columns only
+        names = [n for n in (f"h{res}", *(f"h{p}" for p in levels)) if n in pf.schema_arrow.names]
+        sample = pf.read_row_group(0, columns=names)  # the cell columns only
         cells = np.asarray(sample.column(f"h{res}").to_numpy())
         ok = np.asarray(pa.array(h3ronpy.cells_valid(pa.array(cells), booleanarray=True)).to_numpy(zero_copy_only=False))
         ok = ok.astype(bool)
         valid = pa.array(np.where(ok, cells, cells[ok][0] if ok.any() else 0))  # h3ronpy raises on an invalid id
-        for p in dict.fromkeys((*settings.parents, 0)) if ok.any() else ():
+        for p in levels if ok.any() else ():
             expected = np.asarray(pa.array(h3ronpy.change_resolution(valid, p)).to_numpy())
             if f"h{p}" in sample.column_names:  # h0 too, in a product older than VERSION 4
                 ok &= np.asarray(sample.column(f"h{p}").to_numpy()) == expected
