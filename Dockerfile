@@ -4,7 +4,7 @@
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    DAGSTER_HOME=/opt/dagster/dagster_home
+    DAGSTER_HOME=/opt/dagster/dagster_home NUMBA_CACHE_DIR=/opt/numba-cache
 
 WORKDIR /opt/cng-assets
 COPY requirements.lock ./
@@ -15,7 +15,9 @@ COPY cng_assets ./cng_assets
 # the package itself, nothing else: every dependency came from the lock above
 RUN pip install --no-deps --no-build-isolation . \
  && useradd --uid 10001 --create-home --home-dir /home/cng cng \
- && mkdir -p "$DAGSTER_HOME" && chown cng "$DAGSTER_HOME"
+ && mkdir -p "$DAGSTER_HOME" && chown cng "$DAGSTER_HOME" \
+ && python -m cng_assets.transforms.hex.lattice && chmod -R a+rX "$NUMBA_CACHE_DIR"
+# (the last line compiles the numba fill once into the image, so chunk pods do not compile it at start)
 
 USER 10001
 EXPOSE 3030

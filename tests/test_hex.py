@@ -22,7 +22,8 @@ from cng_assets.transforms.hex import cells as C
 from cng_assets.transforms.hex import runs
 from cng_assets.transforms.hex.chunk import MARKER, run_chunk
 from cng_assets.transforms.hex.consolidate import consolidate, read_back_checks
-from cng_assets.transforms.hex.fill import HexSettings, kernel_fill, large_fill
+from cng_assets.transforms.hex.fill import KERNEL_MAX_CELLS, HexSettings, estimate_cells, kernel_fill, large_fill
+from cng_assets.transforms.hex.lattice import lattice_fill
 from cng_assets.transforms.hex.layer import chunk_units, hex_layer
 from cng_assets.transforms.hex.plan import _partition, plan_digest, plan_layer
 from tests.conftest import shared
@@ -56,17 +57,69 @@ def test_bit_arithmetic_matches_h3():
     assert sorted(C.children(pentagons, 5, 7).tolist()) == expected  # the deleted K-axis subsequence is skipped
 
 
-@pytest.mark.parametrize("sample, res, step", [("coutwildrnp", 10, 4), ("naturalearth_lowres", 5, 9)])
-def test_exactly_centre_containment_on_real_polygons(sample, res, step):
+@pytest.mark.parametrize("sample, res, step, lattice_share", [("coutwildrnp", 10, 4, 0.9),
+                                                              ("naturalearth_lowres", 5, 9, 0.1)])
+def test_exactly_centre_containment_on_real_polygons(sample, res, step, lattice_share):
     parts = shapely.get_parts(gpd.read_file(shared(sample) / f"{sample}.shp").geometry.values)
     parts = parts[(shapely.bounds(parts)[:, 2] - shapely.bounds(parts)[:, 0]) < 180][::step]  # h3-py misreads wider ones
     index, kernel = kernel_fill(parts, res, "center")
+    small = estimate_cells(parts, res) <= KERNEL_MAX_CELLS  # the parts a chunk sends to kernel_fill
+    _, _, left = lattice_fill(parts[small], res)
+    # at resolution 5 most country parts are wider than a resolution-2 cell, the coarsest anchor: the kernel's
+    assert (~left).mean() >= lattice_share, "the compiled lattice fill took fewer small parts than it should"
     for i, part in enumerate(parts):
         reference = h3py_cells(part, res)
         coarse_to_fine = large(part, res)
         assert len(coarse_to_fine) == len(set(coarse_to_fine.tolist()))  # no duplicates
         assert set(coarse_to_fine.tolist()) == reference, f"part {i}"
         assert set(kernel[index == i].tolist()) == reference, f"part {i}"
+
+
+def _blob(lng, lat, radius_deg, rng, hole=False):
+    """An irregular polygon of 7-40 vertices around (lng, lat), sometimes with a hole."""
+    n = int(rng.integers(7, 40))
+    angle = np.sort(rng.uniform(0, 2 * np.pi, n))
+    r = radius_deg * rng.uniform(0.4, 1.0, n)
+    ring = np.column_stack([lng + r * np.cos(angle) / np.cos(np.radians(lat)), lat + r * np.sin(angle)])
+    poly = shapely.make_valid(shapely.Polygon(ring))
+    if hole:
+        poly = shapely.make_valid(poly.difference(shapely.Point(lng, lat).buffer(radius_deg * 0.3)))
+    return max(shapely.get_parts(poly), key=shapely.area) if poly.geom_type != "Polygon" else poly
+
+
+def test_lattice_fill_is_exactly_centre_containment_around_the_globe():
+    """The compiled lattice fill against h3-py on polygons it did not make: random places on every face, next to
+    icosahedron face edges (cells spanning two faces) and pentagons, up to 79° latitude, at resolutions 7-11.
+    Parts it cannot decide go to the kernel; every part it takes must match the reference exactly."""
+    rng = np.random.default_rng(11)
+    places = [(rng.uniform(-178, 178), np.degrees(np.arcsin(rng.uniform(-0.98, 0.98)))) for _ in range(160)]
+    two_faces = [c for c in h3.get_res0_cells() for c in h3.cell_to_children(c, 2) if len(h3.get_icosahedron_faces(c)) > 1]
+    places += [h3.cell_to_latlng(c)[::-1] for c in rng.choice(two_faces, 60, replace=False)]
+    places += [h3.cell_to_latlng(n)[::-1] for p in h3.get_pentagons(4)[:6] for n in h3.grid_ring(p, 2)[:3]]
+    taken = total = 0
+    for k, (lng, lat) in enumerate(places):
+        res = int(rng.integers(7, 12))
+        radius = h3.average_hexagon_edge_length(res, "km") / 111 * rng.uniform(0.7, 12)
+        parts = np.array([_blob(lng, lat, radius, rng, hole=k % 4 == 0)])
+        index, cells, left = lattice_fill(parts, res)
+        total += 1
+        if left[0]:
+            continue
+        taken += 1
+        assert set(cells.tolist()) == h3py_cells(parts[0], res), f"place {k} at ({lng:.4f}, {lat:.4f}) res {res}"
+        assert len(cells) == len(set(cells.tolist()))
+    assert taken / total > 0.6, f"the lattice took only {taken} of {total} parts"
+
+
+def test_lattice_fill_decides_centres_on_an_edge_by_the_exact_centre():
+    """Edges through cell centres: those cells are undecided on the lattice and must get the same answer as the
+    exact test everywhere else in the engine (centre strictly inside)."""
+    centre = h3.latlng_to_cell(45.5, -122.6, 9)
+    ring = [h3.cell_to_latlng(c)[::-1] for c in h3.grid_ring(centre, 3)[::3]]
+    part = shapely.Polygon(ring)
+    index, cells, left = lattice_fill(np.array([part]), 9)
+    assert not left[0]
+    assert set(cells.tolist()) == set(large(part, 9).tolist())
 
 
 def test_overlap_containment_is_the_cells_touching_the_polygon():

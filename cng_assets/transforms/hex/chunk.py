@@ -227,7 +227,9 @@ def _write_small(parts: np.ndarray, fids: np.ndarray, features: np.ndarray, sett
             pairs = np.unique(np.column_stack([batch_fids.astype(np.uint64), cells]), axis=0)
             batch_fids, cells = pairs[:, 0].astype(np.int64), pairs[:, 1]
         writers.write(batch_fids, cells)
-        for i in np.setdiff1d(np.arange(len(idx)), part_index):
+        filled = np.zeros(len(idx), bool)
+        filled[part_index] = True
+        for i in np.flatnonzero(~filled):
             empty_checks.append((fids[idx[i]], features[idx[i]], parts[idx[i]]))
 
 

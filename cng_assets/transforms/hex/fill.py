@@ -1,6 +1,6 @@
 """Polygons -> H3 cells, exactly as centre containment (or overlap) defines them, in bounded memory.
 
-Small parts go to h3ronpy's kernel. Large parts are filled from coarse cells down: a coarse cell whose
+Small parts go to the compiled lattice fill (`lattice.py`), or where it does not apply to h3ronpy's kernel. Large parts are filled from coarse cells down: a coarse cell whose
 hexagon, scaled by SCALE about its centre, lies inside the polygon has every descendant's centre inside (measured:
 descendant centres never reach past 1.16x the hexagon for resolution >= 2; the recursion starts at >= 3), so its
 descendants are enumerated arithmetically; one disjoint from the polygon is skipped; only cells along the
@@ -20,6 +20,7 @@ import shapely
 from h3ronpy.vector import ContainmentMode, wkb_to_cells
 
 from cng_assets.transforms.hex import cells as C
+from cng_assets.transforms.hex.lattice import lattice_fill
 
 SCALE = {"center": 1.5, "overlap": 2.0}
 KERNEL_MODE = {"center": ContainmentMode.ContainsCentroid, "overlap": ContainmentMode.Covers}
@@ -45,10 +46,18 @@ def estimate_cells(geoms: np.ndarray, res: int) -> np.ndarray:
     return km2 / h3.average_hexagon_area(res, "km^2")
 
 
-def kernel_fill(parts: np.ndarray, res: int, containment: str) -> tuple[np.ndarray, np.ndarray]:
-    """(part index, cell) for parts small enough to fill in one go with h3ronpy."""
+def kernel_fill(parts: np.ndarray, res: int, containment: str, lattice: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(part index, cell) for parts small enough to fill in one go: centre containment on the compiled lattice
+    fill where it applies (`lattice.py`), the rest and overlap with h3ronpy's kernel."""
     if len(parts) == 0:
         return np.empty(0, np.int64), np.empty(0, np.uint64)
+    if containment == "center" and lattice:
+        index, cells, left = lattice_fill(parts, res)
+        rest = np.flatnonzero(left)
+        if len(rest) == 0:
+            return index, cells
+        k_index, k_cells = kernel_fill(parts[rest], res, containment, lattice=False)
+        return np.concatenate([index, rest[k_index]]), np.concatenate([cells, k_cells])
     lists = wkb_to_cells(pa.array(shapely.to_wkb(parts)), res, containment_mode=KERNEL_MODE[containment])
     lists = pa.array(lists)
     counts = np.asarray(lists.value_lengths().fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
