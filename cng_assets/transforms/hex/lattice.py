@@ -9,9 +9,9 @@ Within one icosahedron face, H3 cell centres at a resolution are a linear lattic
   3. the part's rings mapped to IJ (edges split where the lon/lat straight line bends away from the chord) and
      scanned row by row: a lattice point is inside, outside, or within MARGIN of an edge (then its exact centre
      is tested against the lon/lat polygon, the same rule as everywhere else);
-  4. IDs from the 19 ancestors' descendant tables (IJ offset -> digits; one table per pair of base cells, measured
-     from H3 itself and checked); every inside point must be claimed by exactly one ancestor, or the part goes
-     to the kernel.
+  4. IDs from the 19 ancestors' descendant tables (IJ offset -> digits; measured from H3 itself once per pair of
+     base cells and checked on other ancestors; pairs in the same orientation share one); every inside point must
+     be claimed by exactly one ancestor, or the part goes to the kernel.
 Parts near a pole, the antimeridian or a pentagon base cell go to the kernel too. Nothing here is approximate:
 what the lattice cannot decide with certainty is decided by the exact centre.
 """
@@ -33,7 +33,7 @@ MARGIN = 0.02  # lattice units: points this close to an edge get the exact test
 BEND = MARGIN / 4  # an edge is split until its image in IJ is this close to the chord
 RESIDUAL = 1e-6  # lattice units: homography fit tolerance
 MAX_DEPTH = 6  # coarsest anchor: resolution - 6 (117,649 descendants per table)
-MAX_BITMAP = 4_000_000
+MAX_BITMAP = 4_000_000  # lattice points in a part's box; a longer, thinner part goes to the kernel
 EARTH_KM = 6371.0088
 KM2_PER_DEG2 = 111.32 * 110.57  # as fill.estimate_cells
 
@@ -200,7 +200,9 @@ class _Tables:
 
     def arrays(self):
         """Tables concatenated, each sorted by (dj, di), with per-table row starts (so a part visits only the
-        rows of an ancestor's descendants that cross its box) and extents (djmin, djmax)."""
+        rows of an ancestor's descendants that cross its box) and extents (djmin, djmax, first row)."""
+        if self._arrays is not None:
+            return self._arrays
         size = 7 ** (self.res - self.r)
         di, dj, code, rows, ext = [np.zeros(0, np.int32)], [np.zeros(0, np.int32)], [np.zeros(0, np.uint64)], [], []
         row_base = 0
@@ -340,7 +342,7 @@ def _fill(xs, ys, ring_off, part_ring, todo, lng0, lat0, scale, hs, anc_cc, anc_
         vmin, vmax = seg[:n, 1].min(), seg[:n, 1].max()
         i0, j0 = int(np.floor(umin - 1)), int(np.floor(vmin - 1))
         width, height = int(np.ceil(umax + 1)) - i0 + 1, int(np.ceil(vmax + 1)) - j0 + 1
-        if width * height > 4_000_000:
+        if width * height > MAX_BITMAP:
             failed[p] = True
             continue
         bitmap = np.zeros(width * height, np.uint8)
