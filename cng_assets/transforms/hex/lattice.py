@@ -14,6 +14,11 @@ Within one icosahedron face, H3 cell centres at a resolution are a linear lattic
      be claimed by exactly one ancestor, or the part goes to the kernel.
 Parts near a pole, the antimeridian or a pentagon base cell go to the kernel too. Nothing here is approximate:
 what the lattice cannot decide with certainty is decided by the exact centre.
+
+Why a face edge cannot hide from the fit: the part lies within two anchor edges of the anchor's centre, inside
+the convex hull of the 2-ring's centres (about three edges out). A face edge (a line in the gnomonic plane)
+crossing the part therefore leaves a sample on its far side at least as far from it as any point of the part,
+and the centres there follow another face's projection, which no single homography fits to RESIDUAL.
 """
 
 from __future__ import annotations
