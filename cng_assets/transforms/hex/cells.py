@@ -11,13 +11,15 @@ import h3
 import numpy as np
 import pyarrow as pa
 import shapely
-from h3ronpy.vector import cells_to_coordinates, cells_to_wkb_polygons
+from h3ronpy.vector import cells_to_coordinates, cells_to_wkb_polygons, coordinates_to_cells
 
 U = np.uint64
 RES_SHIFT, RES_MASK = U(52), U(0xF) << U(52)
 BASE_SHIFT = U(45)
 MODE_SHIFT = U(59)
 PENTAGON_BASE_CELLS = np.array([4, 14, 24, 38, 49, 58, 63, 72, 83, 97, 107, 117], dtype=np.uint64)
+KM_PER_DEG_LON, KM_PER_DEG_LAT = 111.32, 110.57  # at the equator
+KM2_PER_DEG2 = KM_PER_DEG_LON * KM_PER_DEG_LAT
 
 
 def _digit_bits(res: int) -> U:
@@ -34,11 +36,19 @@ def parent(cells: np.ndarray, res: int) -> np.ndarray:
     return (cells & ~RES_MASK) | (U(res) << RES_SHIFT) | _digit_bits(res)
 
 
+def base_cell(cells: np.ndarray) -> np.ndarray:
+    return (cells >> BASE_SHIFT) & U(0x7F)
+
+
+def centre_child(cells: np.ndarray, res: int, child_res: int) -> np.ndarray:
+    """The descendant at `child_res` of each cell at `res` whose digits res+1..child_res are all zero."""
+    return (cells & ~RES_MASK & ~(_digit_bits(res) ^ _digit_bits(child_res))) | (U(child_res) << RES_SHIFT)
+
+
 def is_pentagon(cells: np.ndarray, res: int) -> np.ndarray:
     """For cells all at `res`: a pentagon has a pentagon base cell and only zero digits."""
-    base = (cells >> BASE_SHIFT) & U(0x7F)
     digits = (cells >> U(3 * (15 - res))) & U((1 << (3 * res)) - 1)
-    return np.isin(base, PENTAGON_BASE_CELLS) & (digits == U(0))
+    return np.isin(base_cell(cells), PENTAGON_BASE_CELLS) & (digits == U(0))
 
 
 _OFFSETS: dict[tuple[int, int], np.ndarray] = {}
@@ -59,7 +69,7 @@ def children(cells: np.ndarray, res: int, child_res: int) -> np.ndarray:
     """All descendants at `child_res` of `cells` (all at `res`), in order. Pentagons skip their deleted digit."""
     if child_res == res or len(cells) == 0:
         return cells.copy()
-    cleared = (cells & ~RES_MASK & ~(_digit_bits(res) ^ _digit_bits(child_res))) | (U(child_res) << RES_SHIFT)
+    cleared = centre_child(cells, res, child_res)
     penta = is_pentagon(cells, res)
     out = (cleared[~penta, None] + _offsets(res, child_res)[None, :]).ravel()
     if penta.any():  # 12 per resolution: let h3 handle the deleted K-axis subsequence
@@ -93,6 +103,23 @@ def sort_pairs(fids: np.ndarray, cells: np.ndarray, res: int) -> tuple[np.ndarra
     return key.view(np.int64), out
 
 
+def to_u64(array) -> np.ndarray:
+    """An h3ronpy/Arrow array of cell ids as a uint64 numpy array."""
+    return np.asarray(pa.array(array).to_numpy(zero_copy_only=False), dtype=np.uint64)
+
+
+def points_to_cells(lng: np.ndarray, lat: np.ndarray, res: int) -> np.ndarray:
+    """The cell at `res` holding each point."""
+    return to_u64(coordinates_to_cells(lat, lng, res))
+
+
+def estimate_cells(geoms: np.ndarray, res: int) -> np.ndarray:
+    """Approximate cell count per geometry (area on the sphere / average cell area)."""
+    b = shapely.bounds(geoms)
+    km2 = shapely.area(geoms) * KM2_PER_DEG2 * np.cos(np.radians((b[:, 1] + b[:, 3]) / 2))
+    return km2 / h3.average_hexagon_area(res, "km^2")
+
+
 def centres(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(lng, lat) of each cell centre, in degrees."""
     coords = cells_to_coordinates(pa.array(cells, pa.uint64()))
@@ -120,7 +147,7 @@ def valid_at(cells: np.ndarray, res: int) -> np.ndarray:
     """True where a uint64 is an H3 cell index at `res` (mode, resolution, base cell, digits)."""
     ok = (cells >> RES_SHIFT) == ((U(1) << (MODE_SHIFT - RES_SHIFT)) | U(res))  # reserved bits 0, mode 1, res
     ok &= (cells & _digit_bits(res)) == _digit_bits(res)  # trailing 7s
-    ok &= ((cells >> BASE_SHIFT) & U(0x7F)) < U(122)
+    ok &= base_cell(cells) < U(122)
     if res:  # no digit of 7 (all three bits set) within the resolution
         digits = cells >> U(3 * (15 - res))
         seven = digits & (digits >> U(1))

@@ -20,7 +20,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import shapely
-from h3ronpy.vector import coordinates_to_cells
 
 from cng_assets.transforms.columns import FID
 from cng_assets.transforms.hex import cells as C
@@ -241,8 +240,7 @@ def _write_representatives(empty_checks: list, settings: HexSettings, writers: _
     fids = np.array([f for f, _, _ in empty_checks], np.int64)
     features = np.array([g for _, g, _ in empty_checks], dtype=object)
     points = shapely.point_on_surface(np.array([p for _, _, p in empty_checks], dtype=object))
-    cells = np.asarray(pa.array(coordinates_to_cells(shapely.get_y(points), shapely.get_x(points),
-                                                     settings.resolution)).to_numpy(zero_copy_only=False), np.uint64)
+    cells = C.points_to_cells(shapely.get_x(points), shapely.get_y(points), settings.resolution)
     lng, lat = C.centres(cells)
     keep = ~shapely.contains_xy(features, lng, lat)
     pairs = np.unique(np.column_stack([fids[keep].astype(np.uint64), cells[keep]]), axis=0)

@@ -1,6 +1,7 @@
 """Polygons -> H3 cells, exactly as centre containment (or overlap) defines them, in bounded memory.
 
-Small parts go to the compiled lattice fill (`lattice.py`), or where it does not apply to h3ronpy's kernel. Large parts are filled from coarse cells down: a coarse cell whose
+Small parts go to the compiled lattice fill (`lattice.py`), or where it does not apply to h3ronpy's kernel.
+Large parts are filled from coarse cells down: a coarse cell whose
 hexagon, scaled by SCALE about its centre, lies inside the polygon has every descendant's centre inside (measured:
 descendant centres never reach past 1.16x the hexagon for resolution >= 2; the recursion starts at >= 3), so its
 descendants are enumerated arithmetically; one disjoint from the polygon is skipped; only cells along the
@@ -20,6 +21,7 @@ import shapely
 from h3ronpy.vector import ContainmentMode, wkb_to_cells
 
 from cng_assets.transforms.hex import cells as C
+from cng_assets.transforms.hex.cells import estimate_cells
 from cng_assets.transforms.hex.lattice import lattice_fill
 
 SCALE = {"center": 1.5, "overlap": 2.0}
@@ -27,8 +29,6 @@ KERNEL_MODE = {"center": ContainmentMode.ContainsCentroid, "overlap": Containmen
 MIN_ROOT_RES = 3  # below it lon/lat distortion makes the scaled-hexagon bound unsafe
 KERNEL_MAX_CELLS = 20_000  # parts estimated above this use the coarse-to-fine fill
 BLOCK = 50_000  # frontier cells classified at once
-KM_PER_DEG_LON, KM_PER_DEG_LAT = 111.32, 110.57  # at the equator
-KM2_PER_DEG2 = KM_PER_DEG_LON * KM_PER_DEG_LAT
 
 
 @dataclass(frozen=True)
@@ -39,30 +39,26 @@ class HexSettings:
     batch_cells: int = 2_000_000  # rows per output batch: bounds memory
 
 
-def estimate_cells(geoms: np.ndarray, res: int) -> np.ndarray:
-    """Approximate cell count per geometry (area on the sphere / average cell area)."""
-    b = shapely.bounds(geoms)
-    km2 = shapely.area(geoms) * KM2_PER_DEG2 * np.cos(np.radians((b[:, 1] + b[:, 3]) / 2))
-    return km2 / h3.average_hexagon_area(res, "km^2")
-
-
-def kernel_fill(parts: np.ndarray, res: int, containment: str, lattice: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def kernel_fill(parts: np.ndarray, res: int, containment: str) -> tuple[np.ndarray, np.ndarray]:
     """(part index, cell) for parts small enough to fill in one go: centre containment on the compiled lattice
     fill where it applies (`lattice.py`), the rest and overlap with h3ronpy's kernel."""
+    if containment != "center" or len(parts) == 0:
+        return _h3ronpy_fill(parts, res, containment)
+    index, cells, left = lattice_fill(parts, res)
+    rest = np.flatnonzero(left)
+    if len(rest) == 0:
+        return index, cells
+    k_index, k_cells = _h3ronpy_fill(parts[rest], res, containment)
+    return np.concatenate([index, rest[k_index]]), np.concatenate([cells, k_cells])
+
+
+def _h3ronpy_fill(parts: np.ndarray, res: int, containment: str) -> tuple[np.ndarray, np.ndarray]:
     if len(parts) == 0:
         return np.empty(0, np.int64), np.empty(0, np.uint64)
-    if containment == "center" and lattice:
-        index, cells, left = lattice_fill(parts, res)
-        rest = np.flatnonzero(left)
-        if len(rest) == 0:
-            return index, cells
-        k_index, k_cells = kernel_fill(parts[rest], res, containment, lattice=False)
-        return np.concatenate([index, rest[k_index]]), np.concatenate([cells, k_cells])
     lists = wkb_to_cells(pa.array(shapely.to_wkb(parts)), res, containment_mode=KERNEL_MODE[containment])
     lists = pa.array(lists)
     counts = np.asarray(lists.value_lengths().fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
-    values = np.asarray(lists.flatten().to_numpy(zero_copy_only=False), dtype=np.uint64)
-    return np.repeat(np.arange(len(parts)), counts), values
+    return np.repeat(np.arange(len(parts)), counts), C.to_u64(lists.flatten())
 
 
 def root_resolution(part, res: int) -> int:
@@ -82,12 +78,10 @@ def cover(part, res: int) -> np.ndarray:
     edges = np.linspace(xmin, xmax, max(2, int(np.ceil((xmax - xmin) / 60)) + 1))
     boxes = [shapely.box(a, ymin, b, ymax) if b > a and ymax > ymin else shapely.Point(a, ymin).buffer(1e-9)
              for a, b in zip(edges[:-1], edges[1:])]
-    cells = pa.array(wkb_to_cells(pa.array(shapely.to_wkb(boxes)), res, ContainmentMode.Covers, flatten=True))
-    found = np.asarray(cells.to_numpy(zero_copy_only=False), dtype=np.uint64)
+    found = C.to_u64(wkb_to_cells(pa.array(shapely.to_wkb(boxes)), res, ContainmentMode.Covers, flatten=True))
     poles = [h3.str_to_int(h3.latlng_to_cell(lat, 0, res)) for lat in (90, -90) if abs(lat - ymax) < 1 or abs(lat - ymin) < 1]
     found = np.unique(np.concatenate([found, np.array(poles, dtype=np.uint64)]))
-    disk = pa.array(h3ronpy.grid_disk(pa.array(found, pa.uint64()), 1, flatten=True))
-    return np.unique(np.asarray(disk.to_numpy(zero_copy_only=False), dtype=np.uint64))
+    return np.unique(C.to_u64(h3ronpy.grid_disk(pa.array(found, pa.uint64()), 1, flatten=True)))
 
 
 def _wrapped(part):

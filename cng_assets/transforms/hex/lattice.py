@@ -28,7 +28,6 @@ import h3ronpy
 import numpy as np
 import pyarrow as pa
 import shapely
-from h3ronpy.vector import coordinates_to_cells
 from numba import njit
 
 from cng_assets.transforms.hex import cells as C
@@ -40,17 +39,6 @@ RESIDUAL = 1e-6  # lattice units: homography fit tolerance
 MAX_DEPTH = 6  # coarsest anchor: resolution - 6 (117,649 descendants per table)
 MAX_BITMAP = 4_000_000  # lattice points in a part's box; a longer, thinner part goes to the kernel
 EARTH_KM = 6371.0088
-KM2_PER_DEG2 = 111.32 * 110.57  # as fill.estimate_cells
-
-
-def _as_u64(array) -> np.ndarray:
-    return np.asarray(pa.array(array).to_numpy(zero_copy_only=False), dtype=np.uint64)
-
-
-def _centre_child(cells: np.ndarray, r: int, res: int) -> np.ndarray:
-    """The descendant at `res` with all digits r+1..res zero."""
-    clear = U(((1 << (3 * (15 - r))) - 1) ^ ((1 << (3 * (15 - res))) - 1))
-    return (cells & ~C.RES_MASK & ~clear) | (U(res) << C.RES_SHIFT)
 
 
 def _localij(cells: np.ndarray, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -62,10 +50,24 @@ def _localij(cells: np.ndarray, anchors: np.ndarray) -> tuple[np.ndarray, np.nda
     return (np.asarray(i.fill_null(0).to_numpy(), np.int64), np.asarray(j.fill_null(0).to_numpy(), np.int64), ok)
 
 
-def _gnomonic(lng, lat, lng0, lat0):
-    p, p0, dl = np.radians(lat), np.radians(lat0), np.radians(lng - lng0)
-    cosc = np.sin(p0) * np.sin(p) + np.cos(p0) * np.cos(p) * np.cos(dl)
-    return np.cos(p) * np.sin(dl) / cosc, (np.cos(p0) * np.sin(p) - np.sin(p0) * np.cos(p) * np.cos(dl)) / cosc
+@njit(cache=True, nogil=True)
+def _gnomonic(lng, lat, lng0, slat0, clat0):
+    """(x, y) of a point in the gnomonic plane centred at (lng0, lat0), in earth radii."""
+    p, dl = np.radians(lat), np.radians(lng - lng0)
+    sp, cp, cd = np.sin(p), np.cos(p), np.cos(dl)
+    cosc = slat0 * sp + clat0 * cp * cd
+    return cp * np.sin(dl) / cosc, (clat0 * sp - slat0 * cp * cd) / cosc
+
+
+@njit(cache=True, nogil=True)
+def _gnomonic_rows(lng, lat, lng0, lat0):
+    """_gnomonic of (parts, points) arrays, each row about its own centre."""
+    gx, gy = np.empty(lng.shape), np.empty(lng.shape)
+    for p in range(lng.shape[0]):
+        s0, c0 = np.sin(np.radians(lat0[p])), np.cos(np.radians(lat0[p]))
+        for q in range(lng.shape[1]):
+            gx[p, q], gy[p, q] = _gnomonic(lng[p, q], lat[p, q], lng0[p], s0, c0)
+    return gx, gy
 
 
 @njit(cache=True, nogil=True)
@@ -153,8 +155,7 @@ class _Tables:
 
     def key_index(self, ancestors: np.ndarray, anchors: np.ndarray) -> np.ndarray:
         """Table index per ancestor (-1: no usable table)."""
-        base = lambda c: ((c >> C.BASE_SHIFT) & U(0x7F)).astype(np.int64)
-        keys = base(anchors) * 128 + base(ancestors)
+        keys = C.base_cell(anchors).astype(np.int64) * 128 + C.base_cell(ancestors).astype(np.int64)
         out = np.full(len(keys), -1, np.int64)
         for k in np.unique(keys):
             rows = np.flatnonzero(keys == k)
@@ -166,15 +167,15 @@ class _Tables:
     def _measure(self, ancestors: np.ndarray, anchors: np.ndarray) -> int:
         r, res = self.r, self.res
         levels = np.arange(r + 1, res + 1)
-        centre = _centre_child(ancestors, r, res)
+        centre = C.centre_child(ancestors, r, res)
         shifts = (3 * (15 - levels)).astype(np.uint64)
         steps = (np.arange(1, 7, dtype=np.uint64)[None, :] << shifts[:, None]).ravel()  # (level, digit 1..6)
         probe = centre[:1] | steps
         i, j, ok = _localij(np.concatenate([centre[:1], probe]), np.repeat(anchors[:1], len(probe) + 1))
         if not ok.all():
             return -1
-        off_i = np.concatenate([[0], i[1:] - i[0]]).reshape(-1)
-        off_j = np.concatenate([[0], j[1:] - j[0]]).reshape(-1)
+        off_i = np.concatenate([[0], i[1:] - i[0]])
+        off_j = np.concatenate([[0], j[1:] - j[0]])
         content = off_i.tobytes() + off_j.tobytes()  # pairs of base cells in the same orientation share a table
         # every digit combination: offsets and codes summed level by level
         di, dj, code = np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.uint64)
@@ -229,11 +230,8 @@ _TABLES: dict[tuple[int, int], _Tables] = {}
 
 @njit(cache=True, nogil=True)
 def _to_ij(lng, lat, lng0, slat0, clat0, scale, h):
-    p, dl = np.radians(lat), np.radians(lng - lng0)
-    sp, cp, cd = np.sin(p), np.cos(p), np.cos(dl)
-    cosc = slat0 * sp + clat0 * cp * cd
-    gx = cp * np.sin(dl) / cosc / scale
-    gy = (clat0 * sp - slat0 * cp * cd) / cosc / scale
+    x, y = _gnomonic(lng, lat, lng0, slat0, clat0)
+    gx, gy = x / scale, y / scale
     w = h[6] * gx + h[7] * gy + 1.0
     return (h[0] * gx + h[1] * gy + h[2]) / w, (h[3] * gx + h[4] * gy + h[5]) / w
 
@@ -246,7 +244,6 @@ def _edges(xs, ys, ring_off, lng0, slat0, clat0, scale, h, bend, out):
     stack = np.empty((64, 4))
     for r in range(len(ring_off) - 1):
         for k in range(ring_off[r], ring_off[r + 1] - 1):
-            top = 0
             stack[0, 0], stack[0, 1], stack[0, 2], stack[0, 3] = xs[k], ys[k], xs[k + 1], ys[k + 1]
             top = 1
             while top > 0:
@@ -288,7 +285,8 @@ def _scan(seg, n, margin, i0, j0, width, height, bitmap):
             if (v1 <= j < v2) or (v2 <= j < v1):
                 cross[m] = u1 + (j - v1) * (u2 - u1) / (v2 - v1)
                 m += 1
-        c = np.sort(cross[:m])
+        c = cross[:m]
+        c.sort()
         base = row * width
         for q in range(0, m - 1, 2):
             lo = int(np.ceil(c[q])) - i0
@@ -411,8 +409,8 @@ def anchor_resolution(parts: np.ndarray, res: int) -> np.ndarray:
     """Per part, the finest resolution below `res` whose cell edge exceeds the part's half-diagonal (-1: none
     within MAX_DEPTH, or below 2)."""
     b = shapely.bounds(parts)
-    kx = 111.32 * np.cos(np.radians((b[:, 1] + b[:, 3]) / 2))
-    half = 0.5 * np.hypot((b[:, 2] - b[:, 0]) * kx, (b[:, 3] - b[:, 1]) * 110.57)
+    kx = C.KM_PER_DEG_LON * np.cos(np.radians((b[:, 1] + b[:, 3]) / 2))
+    half = 0.5 * np.hypot((b[:, 2] - b[:, 0]) * kx, (b[:, 3] - b[:, 1]) * C.KM_PER_DEG_LAT)
     out = np.full(len(parts), -1, np.int64)
     for r in range(max(2, res - MAX_DEPTH), res):  # coarse to fine: the finest that fits wins
         out[h3.average_hexagon_edge_length(r, "km") >= half] = r
@@ -432,8 +430,7 @@ def lattice_fill(parts: np.ndarray, res: int) -> tuple[np.ndarray, np.ndarray, n
     holes = np.flatnonzero(ok & (shapely.get_num_interior_rings(parts) > 0))
     ok[holes] = shapely.is_valid(parts[holes])
     rres = np.where(ok, anchor_resolution(parts, res), -1)
-    km2 = shapely.area(parts) * KM2_PER_DEG2 * np.cos(np.radians((b[:, 1] + b[:, 3]) / 2))
-    buf = _Buffer(1024 + int(1.3 * km2[rres >= 0].sum() / h3.average_hexagon_area(res, "km^2")))
+    buf = _Buffer(1024 + int(1.3 * C.estimate_cells(parts[rres >= 0], res).sum()))
     for r in np.unique(rres[rres >= 0]):
         idx = np.flatnonzero(rres == r)
         left[idx[_fill_at(parts[idx], b[idx], int(r), res, idx, buf)]] = False
@@ -469,16 +466,15 @@ def _fill_at(parts, b, r: int, res: int, owner: np.ndarray, buf: _Buffer) -> np.
     """Fill the parts anchored at resolution `r` into `buf`; returns the indices of those it filled."""
     n = len(parts)
     cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
-    anchors = _as_u64(coordinates_to_cells(cy, cx, r))
+    anchors = C.points_to_cells(cx, cy, r)
     disk = pa.array(h3ronpy.grid_disk(pa.array(anchors, pa.uint64()), 2, flatten=False))
     sizes = np.asarray(disk.value_lengths().to_numpy(zero_copy_only=False))
     ring = np.repeat(anchors[:, None], 19, 1)  # placeholder rows (valid cells) where the disk is short
     full = sizes == 19
-    ring[full] = _as_u64(disk.filter(pa.array(full)).flatten()).reshape(-1, 19)
-    base = (ring >> C.BASE_SHIFT) & U(0x7F)
-    usable = full & ~np.isin(base, C.PENTAGON_BASE_CELLS).any(1)
-    anchor_cc = _centre_child(anchors, r, res)
-    cc = _centre_child(ring, r, res)
+    ring[full] = C.to_u64(disk.filter(pa.array(full)).flatten()).reshape(-1, 19)
+    usable = full & ~np.isin(C.base_cell(ring), C.PENTAGON_BASE_CELLS).any(1)
+    anchor_cc = C.centre_child(anchors, r, res)
+    cc = C.centre_child(ring, r, res)
     ai, aj, aok = _localij(anchor_cc, anchor_cc)
     i, j, ijok = _localij(cc.ravel(), np.repeat(anchor_cc, 19))
     usable &= ijok.reshape(n, 19).all(1) & aok
@@ -486,7 +482,7 @@ def _fill_at(parts, b, r: int, res: int, owner: np.ndarray, buf: _Buffer) -> np.
     lng, lat = C.centres(np.concatenate([anchor_cc, cc.ravel()]))
     lng0, lat0 = lng[:n], lat[:n]
     scale = h3.average_hexagon_edge_length(res, "km") * np.sqrt(3) / EARTH_KM
-    gx, gy = _gnomonic(lng[n:].reshape(n, 19), lat[n:].reshape(n, 19), lng0[:, None], lat0[:, None])
+    gx, gy = _gnomonic_rows(lng[n:].reshape(n, 19), lat[n:].reshape(n, 19), lng0, lat0)
     hs, residual = _fit_homographies(gx / scale, gy / scale, i.astype(np.float64), j.astype(np.float64))
     usable &= residual < RESIDUAL
     tables = _Tables.get(r, res)

@@ -19,7 +19,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import shapely
-from h3ronpy.vector import coordinates_to_cells
 
 from cng_assets.errors import CngInputError
 from cng_assets.transforms.hex import cells as C
@@ -140,10 +139,9 @@ def _edges(part, roots: np.ndarray, root_res: int) -> np.ndarray:
     xy, ring = shapely.get_coordinates(shapely.get_parts(shapely.boundary(shapely.segmentize(part, step))),
                                        return_index=True)
     start = np.flatnonzero(ring[1:] == ring[:-1])
-    km = np.hypot(np.diff(xy[:, 0])[start] * np.cos(np.radians(xy[start, 1])) * fill.KM_PER_DEG_LON,
-                  np.diff(xy[:, 1])[start] * fill.KM_PER_DEG_LAT)
-    at = np.asarray(pa.array(coordinates_to_cells(xy[start, 1], xy[start, 0], root_res)).to_numpy(zero_copy_only=False),
-                    np.uint64)
+    km = np.hypot(np.diff(xy[:, 0])[start] * np.cos(np.radians(xy[start, 1])) * C.KM_PER_DEG_LON,
+                  np.diff(xy[:, 1])[start] * C.KM_PER_DEG_LAT)
+    at = C.points_to_cells(xy[start, 0], xy[start, 1], root_res)
     hit = np.minimum(np.searchsorted(roots, at), len(roots) - 1)
     return np.bincount(hit, km * (roots[hit] == at), minlength=len(roots))
 

@@ -31,7 +31,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import rasterio
-from h3ronpy.vector import coordinates_to_cells
 from pyproj import Transformer
 from rasterio.windows import Window
 
@@ -230,11 +229,6 @@ def _peak_rss_mib() -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 
 
-def _to_cells(lng: np.ndarray, lat: np.ndarray, res: int) -> np.ndarray:
-    cells = coordinates_to_cells(lat, lng, res)
-    return np.asarray(pa.array(cells).to_numpy(zero_copy_only=False), dtype=np.uint64)
-
-
 def _group_res(res: int) -> int:
     return max(0, res - GROUP_SPAN)
 
@@ -297,7 +291,7 @@ def raster_hex(path: str, out_dir: Path, resolution: int, parents: tuple[int, ..
             idx = idx[placed]
             if len(idx):
                 t = time.process_time()
-                cells = _to_cells(lng[placed], lat[placed], resolution)
+                cells = C.points_to_cells(lng[placed], lat[placed], resolution)
                 run.cpu_index += time.process_time() - t
                 acc.add(_window_part(cells, values[:, idx], valid[:, idx], bands, per_band))
     part = acc.result()
