@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,8 @@ from cng_assets.transforms.hex import cells as C
 from cng_assets.transforms.hex import runs
 from cng_assets.transforms.hex.chunk import MARKER, run_chunk
 from cng_assets.transforms.hex.consolidate import consolidate, read_back_checks
-from cng_assets.transforms.hex.fill import KERNEL_MAX_CELLS, HexSettings, estimate_cells, kernel_fill, large_fill
+from cng_assets.transforms.hex.edges import EdgeGrid
+from cng_assets.transforms.hex.fill import KERNEL_MAX_CELLS, REACH, HexSettings, estimate_cells, kernel_fill, large_fill
 from cng_assets.transforms.hex.lattice import lattice_fill
 from cng_assets.transforms.hex.layer import chunk_units, hex_layer
 from cng_assets.transforms.hex.plan import _partition, plan_digest, plan_layer
@@ -126,10 +128,10 @@ def test_overlap_containment_is_the_cells_touching_the_polygon():
     part = shapely.get_parts(gpd.read_file(shared("coutwildrnp") / "coutwildrnp.shp").geometry.values)[0]
     cells = large(part, 9, "overlap")
     assert h3py_cells(part, 9) < set(cells.tolist())  # a superset of the centre cells
-    assert shapely.intersects(part, C.hexagons(cells)[0]).all()
+    assert shapely.intersects(part, C.hexagons(cells)).all()
     neighbours = {h3.str_to_int(n) for c in cells for n in h3.grid_ring(h3.int_to_str(int(c)), 1)}
     left_out = np.array(sorted(neighbours - set(cells.tolist())), dtype=np.uint64)
-    assert not shapely.intersects(part, C.hexagons(left_out)[0]).any()  # the neighbours left out really miss it
+    assert not shapely.intersects(part, C.hexagons(left_out)).any()  # the neighbours left out really miss it
 
 
 def test_antimeridian_polygons_get_local_cells(tmp_path):
@@ -154,6 +156,58 @@ def test_polygon_around_a_pole_is_filled_by_its_centres():
     world = C.children(np.array([h3.str_to_int(c) for c in h3.get_res0_cells()], np.uint64), 0, 3)
     wlng, wlat = C.centres(world)
     assert set(cells.tolist()) == set(world[shapely.contains_xy(antarctica, wlng, wlat)].tolist())  # brute force
+
+
+def _great_circle(lng1, lat1, lng2, lat2):
+    p1, p2, dl = np.radians(lat1), np.radians(lat2), np.radians(np.asarray(lng2) - lng1)
+    return 2 * np.arcsin(np.sqrt(np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2))
+
+
+def test_every_descendant_centre_lies_within_the_cap_the_fill_tests():
+    """The coarse-to-fine fill decides a cell by a cap of REACH x the circumradius bound: every vertex must lie
+    within the bound, and every descendant's centre well within the cap, on cells across two faces, around
+    pentagons and at random, from h3-py's own boundaries and children."""
+    rng = np.random.default_rng(5)
+    for r in (1, 3, 6, 9):
+        coarse = [h3.cell_to_parent(c, r) for c in h3.get_pentagons(r + 1)]
+        coarse += list(rng.choice([c for c in h3.get_res0_cells() for c in h3.cell_to_children(c, 1)
+                                   if len(h3.get_icosahedron_faces(c)) > 1], 6))
+        coarse = [h3.cell_to_parent(c, r) if h3.get_resolution(c) > r else
+                  h3.cell_to_center_child(c, r) for c in coarse]
+        coarse += [h3.latlng_to_cell(np.degrees(np.arcsin(rng.uniform(-1, 1))), rng.uniform(-180, 180), r)
+                   for _ in range(10)]
+        bound = C.circumradius_bound(r)
+        for c in set(coarse):
+            lat, lng = h3.cell_to_latlng(c)
+            vertices = np.array(h3.cell_to_boundary(c))
+            assert _great_circle(lng, lat, vertices[:, 1], vertices[:, 0]).max() <= bound * (1 + 1e-9), c
+            kids = h3.cell_to_children(c, r + 4)
+            centres = np.array([h3.cell_to_latlng(k) for k in kids])
+            reach = _great_circle(lng, lat, centres[:, 1], centres[:, 0]).max() / bound
+            assert reach <= 1.05 < REACH["center"], (c, reach)
+
+
+def test_edge_grid_finds_exactly_the_boxes_an_edge_touches():
+    """Against GEOS on real polygons: a straight border on the bounding box (Sudan's 22° N), a multipolygon and
+    holes, with random boxes of every size and boxes whose sides lie on the polygon's bounds."""
+    df = gpd.read_file(shared("naturalearth_lowres") / "naturalearth_lowres.shp")
+    russia = df.loc[df.name == "Russia"].geometry.iloc[0]
+    holed = shapely.Point(0, 0).buffer(10).difference(shapely.MultiPoint([(3, 3), (-4, 1)]).buffer(2))
+    rng = np.random.default_rng(9)
+    for poly in (df.loc[df.name == "Sudan"].geometry.iloc[0], russia, holed):
+        xmin, ymin, xmax, ymax = poly.bounds
+        n = 4000
+        x, y = rng.uniform(xmin - 2, xmax + 2, n), rng.uniform(ymin - 2, ymax + 2, n)
+        w, h = rng.exponential(0.3, n) * (xmax - xmin) / 20, rng.exponential(0.3, n) * (ymax - ymin) / 20
+        x0, y0, x1, y1 = x - w, y - h, x + w, y + h
+        y0[:200], y1[:200] = ymax, ymax + h[:200]  # sides on the bounds
+        y0[200:400], y1[200:400] = ymin - h[200:400], ymin
+        x0[400:600], x1[400:600] = xmax, xmax + w[400:600]
+        x0[600:800], x1[600:800] = xmin - w[600:800], xmin
+        expected = shapely.intersects(shapely.boundary(poly), shapely.box(x0, y0, x1, y1))
+        got = EdgeGrid(poly).touched(x0, y0, x1, y1)
+        assert 0.05 < expected.mean() < 0.95
+        assert (got == expected).all(), f"{(got != expected).sum()} boxes wrong"
 
 
 def write_layer(tmp_path, geoms, crs=4326):
@@ -488,3 +542,15 @@ def test_a_chunk_from_another_plan_or_engine_version_is_not_consolidated(tmp_pat
     old.pop("version")  # as chunk VERSION 1 wrote it, beside Parquet files consolidation no longer reads
     (tmp_path / "c" / MARKER).write_text(json.dumps(old))
     assert read_marker(tmp_path / "c", plan_digest(plan)) is None
+
+
+def test_the_image_precompile_step_caches_every_compiled_fill(tmp_path):
+    """What the Dockerfile runs: afterwards the cache holds both compiled modules, and a fresh process filling
+    a polygon finds everything it needs there (numba's index files are not rewritten)."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-m", "cng_assets.transforms.hex.precompile"], env=env, check=True, timeout=600)
+    index = sorted(tmp_path.rglob("*.nbi"))
+    assert {p.name.split(".")[0] for p in index} >= {"lattice", "edges"}
+    before = {p: p.stat().st_mtime_ns for p in index}
+    subprocess.run([sys.executable, "-m", "cng_assets.transforms.hex.precompile"], env=env, check=True, timeout=600)
+    assert {p: p.stat().st_mtime_ns for p in sorted(tmp_path.rglob("*.nbi"))} == before

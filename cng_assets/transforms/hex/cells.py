@@ -20,6 +20,7 @@ MODE_SHIFT = U(59)
 PENTAGON_BASE_CELLS = np.array([4, 14, 24, 38, 49, 58, 63, 72, 83, 97, 107, 117], dtype=np.uint64)
 KM_PER_DEG_LON, KM_PER_DEG_LAT = 111.32, 110.57  # at the equator
 KM2_PER_DEG2 = KM_PER_DEG_LON * KM_PER_DEG_LAT
+RES0_GNOMONIC = 0.38196601125010500003  # H3's res-0 grid unit in a face's gnomonic plane (unit sphere): RES0_U_GNOMONIC
 
 
 def _digit_bits(res: int) -> U:
@@ -126,21 +127,21 @@ def centres(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(coords.column("lng").to_numpy()), np.asarray(coords.column("lat").to_numpy())
 
 
-def hexagons(cells: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Cell boundary polygons in lon/lat, unwrapped around each centre (so they may pass ±180) and scaled about
-    the centre; and a mask of cells whose lon/lat shape is unreliable (around a pole)."""
-    lng, lat = centres(cells)
+def circumradius_bound(res: int) -> float:
+    """An upper bound (radians) on the distance from any cell's centre at `res` to its vertices: the planar
+    hexagon's in H3's face gnomonic plane, since the gnomonic projection never shortens a distance (measured:
+    at most 1.0000 of it over all cells at resolutions 0-2 and 20k random cells at each of 3-13)."""
+    return RES0_GNOMONIC / np.sqrt(3) / np.sqrt(7) ** res
+
+
+def hexagons(cells: np.ndarray) -> np.ndarray:
+    """Cell boundary polygons in lon/lat, unwrapped around each centre (so they may pass ±180)."""
+    lng, _ = centres(cells)
     polys = shapely.from_wkb(np.asarray(cells_to_wkb_polygons(pa.array(cells, pa.uint64())).to_pylist(), dtype=object))
     coords, index = shapely.get_coordinates(polys, return_index=True)
     x = coords[:, 0] - lng[index]
-    x = np.where(x > 180, x - 360, np.where(x < -180, x + 360, x))
-    y = coords[:, 1] - lat[index]
-    span = np.zeros(len(cells))
-    np.maximum.at(span, index, np.abs(x))
-    coords = np.column_stack([lng[index] + scale * x, lat[index] + scale * y])
-    rings = shapely.linearrings(coords, indices=index)
-    unreliable = (span > 45) | (np.abs(lat) > 85)
-    return shapely.polygons(rings), unreliable
+    coords[:, 0] = lng[index] + np.where(x > 180, x - 360, np.where(x < -180, x + 360, x))
+    return shapely.polygons(shapely.linearrings(coords, indices=index))
 
 
 def valid_at(cells: np.ndarray, res: int) -> np.ndarray:

@@ -1,11 +1,12 @@
 """Polygons -> H3 cells, exactly as centre containment (or overlap) defines them, in bounded memory.
 
 Small parts go to the compiled lattice fill (`lattice.py`), or where it does not apply to h3ronpy's kernel.
-Large parts are filled from coarse cells down: a coarse cell whose
-hexagon, scaled by SCALE about its centre, lies inside the polygon has every descendant's centre inside (measured:
-descendant centres never reach past 1.16x the hexagon for resolution >= 2; the recursion starts at >= 3), so its
-descendants are enumerated arithmetically; one disjoint from the polygon is skipped; only cells along the
-boundary are refined, and at the target resolution their centres are tested. Output comes in batches.
+Large parts are filled from coarse cells down. Every descendant's centre lies within a spherical cap around its
+coarse cell's centre (radius: REACH times the circumradius bound, `cells.circumradius_bound`; measured, they
+reach 1.02 of it), so the lon/lat box around that cap decides the whole cell: a box no edge of the polygon touches
+(`edges.py`) lies inside or outside, as its centre does, and an inside cell's descendants are enumerated
+arithmetically; only cells whose box an edge touches are refined, and at the target resolution their centres
+are tested. Output comes in batches.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from h3ronpy.vector import ContainmentMode, wkb_to_cells
 
 from cng_assets.transforms.hex import cells as C
 from cng_assets.transforms.hex.cells import estimate_cells
+from cng_assets.transforms.hex.edges import EdgeGrid
 from cng_assets.transforms.hex.lattice import lattice_fill
 
-SCALE = {"center": 1.5, "overlap": 2.0}
+REACH = {"center": 1.3, "overlap": 2.0}  # cap radius / circumradius bound; overlap adds the cells' own extent (<1.4)
 KERNEL_MODE = {"center": ContainmentMode.ContainsCentroid, "overlap": ContainmentMode.Covers}
-MIN_ROOT_RES = 3  # below it lon/lat distortion makes the scaled-hexagon bound unsafe
+MIN_ROOT_RES = 3  # coarser roots gain nothing: their caps are tens of degrees wide, so nearly all are refined
+POLAR = 89.0  # a cap reaching this latitude has no useful lon/lat box: refined, until the centre test
 KERNEL_MAX_CELLS = 20_000  # parts estimated above this use the coarse-to-fine fill
 BLOCK = 50_000  # frontier cells classified at once
 
@@ -93,6 +96,21 @@ def _wrapped(part):
     return shapely.union_all([part, *shifted])
 
 
+def classify(cells: np.ndarray, res: int, reach: float, test, grid: EdgeGrid) -> tuple[np.ndarray, np.ndarray]:
+    """(inside, boundary) masks of cells at `res`: every descendant's centre inside `test` (unwrapped), or some
+    may be. The rest have no descendant centre in it."""
+    lng, lat = C.centres(cells)
+    a = reach * C.circumradius_bound(res)
+    dlat = np.degrees(a)
+    polar = np.abs(lat) + dlat >= POLAR
+    dlng = np.degrees(np.arcsin(np.minimum(1.0, np.sin(a) / np.cos(np.radians(np.where(polar, 0.0, lat))))))
+    boundary = grid.touched(lng - dlng, lat - dlat, lng + dlng, lat + dlat) | polar
+    inside = np.zeros(len(cells), bool)
+    clear = np.flatnonzero(~boundary)
+    inside[clear] = shapely.contains_xy(test, lng[clear], lat[clear])
+    return inside, boundary
+
+
 def _descendants(cells: np.ndarray, res: int, target: int, batch: int) -> Iterator[np.ndarray]:
     """All descendants at `target`, at most about `batch` at a time."""
     if len(cells) == 0:
@@ -115,6 +133,7 @@ def large_fill(part, res: int, containment: str, roots: np.ndarray | None = None
     shapely.prepare(part)
     test = _wrapped(part)
     shapely.prepare(test)
+    grid = EdgeGrid(test)
     if roots is None:
         r0 = root_resolution(part, res)
         roots = cover(part, r0)
@@ -131,13 +150,11 @@ def large_fill(part, res: int, containment: str, roots: np.ndarray | None = None
                 lng, lat = C.centres(cells)
                 keep = shapely.contains_xy(part, lng, lat)
             else:
-                keep = shapely.intersects(test, C.hexagons(cells)[0])
+                keep = shapely.intersects(test, C.hexagons(cells))
             if keep.any():
                 yield cells[keep]
             continue
-        hexes, unreliable = C.hexagons(cells, SCALE[containment])
-        inside = shapely.contains(test, hexes) & ~unreliable
-        boundary = ~inside & (shapely.intersects(test, hexes) | unreliable)
+        inside, boundary = classify(cells, r, REACH[containment], test, grid)
         yield from _descendants(cells[inside], r, res, batch)
         if boundary.any():
             stack.append((C.children(cells[boundary], r, r + 1), r + 1))

@@ -510,8 +510,3 @@ def _fill_at(parts, b, r: int, res: int, owner: np.ndarray, buf: _Buffer) -> np.
             buf.grow(need)
     return todo[~failed[todo]]
 
-
-if __name__ == "__main__":  # compile (and cache) once: the image build runs this
-    from cng_assets.transforms.hex import lattice  # the module itself, not __main__: its functions are the cached ones
-
-    lattice.lattice_fill(np.array([shapely.box(-122.3, 37.8, -122.29, 37.81)]), 10)
