@@ -89,6 +89,7 @@ def make_synthetic(n: int, seed: int) -> tuple[str, str, str]:
             return str(stem.with_suffix(ext)), layer, driver
 
     t0 = time.perf_counter()
+    OUT.mkdir(parents=True, exist_ok=True)  # any bench may be the first on a fresh clone
     rng = np.random.default_rng(seed)
     nparts = np.where(rng.random(n) < 0.15, rng.integers(2, 5, n), 1)  # ~15% multipart
     feat_of_part = np.repeat(np.arange(n), nparts)

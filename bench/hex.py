@@ -188,6 +188,7 @@ def to_geoparquet(name: str, src: str, layer: str) -> str:
     out = OUT / f"{name}_v{INPUT_VERSION}.parquet"
     if not out.exists():
         t0 = time.perf_counter()
+        OUT.mkdir(parents=True, exist_ok=True)  # chunk_balance.py may be the first bench on a fresh clone
         partial = out.with_name(out.stem + "_partial.parquet")
         stats = write_geoparquet(src, layer, str(partial), kind="polygon")
         os.replace(partial, out)

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from cng_assets.cli import main
 from cng_assets.transforms.geoparquet import write_geoparquet
 from cng_assets.transforms.hex import cells as C
-from cng_assets.transforms.hex import runs
+from cng_assets.transforms.hex import fill, runs
 from cng_assets.transforms.hex.chunk import MARKER, run_chunk
 from cng_assets.transforms.hex.consolidate import consolidate, read_back_checks
 from cng_assets.transforms.hex.edges import EdgeGrid
@@ -284,6 +284,30 @@ def test_giant_feature_split_across_chunks_gives_the_same_cells(tmp_path):
     assert blob_cells.is_unique and set(blob_cells) == h3py_cells(blob, 8)
     with pytest.raises(ValueError, match="max_chunks must be 1..200"):
         plan_layer(gp, 8, max_chunks=201)
+
+
+def test_pieces_of_a_part_index_only_nearby_edges_and_add_up_to_the_whole():
+    """A split feature's pieces (groups of root cells) index only the edges near their roots; on real polygons,
+    one across ±180 and one around the pole among them, the pieces are disjoint and add up to h3-py's cells."""
+    df = gpd.read_file(shared("naturalearth_lowres") / "naturalearth_lowres.shp")
+    by_name = {n: max(shapely.get_parts(g), key=lambda p: p.area) for n, g in zip(df.name, df.geometry)}
+    russia = shapely.get_parts(df.loc[df.name == "Russia"].geometry.iloc[0])
+    chukotka = russia[np.argmin(shapely.bounds(russia)[:, 0])]  # touches -180
+    cases = [(by_name["Brazil"], 5, None), (by_name["Madagascar"], 6, None), (chukotka, 5, None),
+             (by_name["Antarctica"], 3, "pole")]
+    for part, res, what in cases:
+        r0 = fill.root_resolution(part, res)
+        roots = fill.cover(part, r0)
+        whole = large(part, res)
+        pieces = [large(part, res, roots=roots[i:i + max(1, len(roots) // 5)])
+                  for i in range(0, len(roots), max(1, len(roots) // 5))]
+        together = np.concatenate(pieces)
+        assert len(together) == len(set(together.tolist())) and set(together.tolist()) == set(whole.tolist())
+        if what is None:
+            assert set(whole.tolist()) == h3py_cells(part, res)
+        clip = fill._clip(roots[:max(1, len(roots) // 5)], r0, fill.REACH["center"])
+        if part is by_name["Brazil"]:  # a piece of a big country reads only part of its coast
+            assert clip is not None and len(EdgeGrid(part, clip).seg) < 0.7 * len(EdgeGrid(part).seg)
 
 
 def test_rerun_chunk_and_consolidation_are_idempotent(tmp_path):

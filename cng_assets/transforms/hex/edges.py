@@ -14,17 +14,20 @@ MAX_BUCKETS = 1 << 22
 
 
 class EdgeGrid:
-    """The edges of a polygon, bucketed on a uniform grid over its bounds (about one edge per bucket), with a
+    """The edges of a polygon, bucketed on a uniform grid over their bounds (about one edge per bucket), with a
     summed-area table of bucket counts so a box over empty buckets is answered without visiting them."""
 
-    def __init__(self, polygon):
-        """`polygon`: a Polygon or MultiPolygon."""
-        rings = shapely.get_rings(shapely.get_parts(polygon))
-        coords, ring = shapely.get_coordinates(rings, return_index=True)
-        same = ring[1:] == ring[:-1]  # consecutive vertices of one ring
-        a, b = coords[:-1][same], coords[1:][same]
-        self.seg = np.ascontiguousarray(np.column_stack([a, b]))
-        xmin, ymin, xmax, ymax = shapely.bounds(polygon)
+    def __init__(self, polygon, clip: tuple[float, float, float, float] | None = None):
+        """`polygon`: a Polygon or MultiPolygon. `clip` (xmin, ymin, xmax, ymax): the caller only asks about boxes
+        inside it, so only the edges touching it are indexed (a piece of a huge polygon reads a small share)."""
+        _, coords, offsets = shapely.to_ragged_array(np.array([polygon]))
+        clip = np.array(clip if clip is not None else (-np.inf, -np.inf, np.inf, np.inf), np.float64)
+        self.seg = _segments(np.ascontiguousarray(coords, np.float64), offsets[0].astype(np.int64), clip)
+        if len(self.seg):
+            xmin, ymin = self.seg[:, [0, 2]].min(), self.seg[:, [1, 3]].min()
+            xmax, ymax = self.seg[:, [0, 2]].max(), self.seg[:, [1, 3]].max()
+        else:
+            xmin = ymin = xmax = ymax = 0.0
         w, h = max(xmax - xmin, 1e-9), max(ymax - ymin, 1e-9)
         n = min(max(len(self.seg), 1), MAX_BUCKETS)
         nx = max(1, min(int(np.sqrt(n * w / h)), n))
@@ -49,6 +52,23 @@ def _span(lo, hi, origin, size, n):
     a = int(np.floor((lo - origin) / size))
     b = int(np.floor((hi - origin) / size))
     return min(max(a, 0), n - 1), min(max(b, 0), n - 1)
+
+
+@njit(cache=True, nogil=True)
+def _segments(coords, ring_off, clip):
+    """(x1, y1, x2, y2) of every ring edge whose bounding box meets `clip`."""
+    keep = np.zeros(len(coords), np.bool_)
+    for r in range(len(ring_off) - 1):
+        for k in range(ring_off[r], ring_off[r + 1] - 1):
+            ax, ay, bx, by = coords[k, 0], coords[k, 1], coords[k + 1, 0], coords[k + 1, 1]
+            keep[k] = max(ax, bx) >= clip[0] and min(ax, bx) <= clip[2] and max(ay, by) >= clip[1] and min(ay, by) <= clip[3]
+    seg = np.empty((keep.sum(), 4))
+    n = 0
+    for k in range(len(coords)):
+        if keep[k]:
+            seg[n, 0], seg[n, 1], seg[n, 2], seg[n, 3] = coords[k, 0], coords[k, 1], coords[k + 1, 0], coords[k + 1, 1]
+            n += 1
+    return seg
 
 
 @njit(cache=True, nogil=True)

@@ -96,19 +96,36 @@ def _wrapped(part):
     return shapely.union_all([part, *shifted])
 
 
-def classify(cells: np.ndarray, res: int, reach: float, test, grid: EdgeGrid) -> tuple[np.ndarray, np.ndarray]:
-    """(inside, boundary) masks of cells at `res`: every descendant's centre inside `test` (unwrapped), or some
-    may be. The rest have no descendant centre in it."""
+def cap_boxes(cells: np.ndarray, res: int, reach: float):
+    """Per cell: the lon/lat box (x0, y0, x1, y1) around the cap of `reach` times the circumradius bound about its
+    centre (unwrapped: it may pass ±180), its centre, and whether the cap comes near a pole (no useful box)."""
     lng, lat = C.centres(cells)
     a = reach * C.circumradius_bound(res)
     dlat = np.degrees(a)
     polar = np.abs(lat) + dlat >= POLAR
     dlng = np.degrees(np.arcsin(np.minimum(1.0, np.sin(a) / np.cos(np.radians(np.where(polar, 0.0, lat))))))
-    boundary = grid.touched(lng - dlng, lat - dlat, lng + dlng, lat + dlat) | polar
+    return (lng - dlng, lat - dlat, lng + dlng, lat + dlat), (lng, lat), polar
+
+
+def classify(cells: np.ndarray, res: int, reach: float, test, grid: EdgeGrid) -> tuple[np.ndarray, np.ndarray]:
+    """(inside, boundary) masks of cells at `res`: every descendant's centre inside `test` (unwrapped), or some
+    may be. The rest have no descendant centre in it."""
+    box, (lng, lat), polar = cap_boxes(cells, res, reach)
+    boundary = grid.touched(*box) | polar
     inside = np.zeros(len(cells), bool)
     clear = np.flatnonzero(~boundary)
     inside[clear] = shapely.contains_xy(test, lng[clear], lat[clear])
     return inside, boundary
+
+
+def _clip(roots: np.ndarray, res: int, reach: float) -> tuple[float, float, float, float] | None:
+    """A box holding the cap boxes of every descendant of `roots`: their centres lie within 1.02 bounds of a
+    root's centre and their caps within reach/sqrt(7) more, so a cap of 2 x reach about each root holds them. None
+    (index every edge) near a pole, or across ±180, where a descendant's centre may come out on the other side."""
+    (x0, y0, x1, y1), _, polar = cap_boxes(roots, res, 2 * reach)
+    if polar.any() or x0.min() < -180 or x1.max() > 180:
+        return None
+    return x0.min(), y0.min(), x1.max(), y1.max()
 
 
 def _descendants(cells: np.ndarray, res: int, target: int, batch: int) -> Iterator[np.ndarray]:
@@ -133,12 +150,13 @@ def large_fill(part, res: int, containment: str, roots: np.ndarray | None = None
     shapely.prepare(part)
     test = _wrapped(part)
     shapely.prepare(test)
-    grid = EdgeGrid(test)
     if roots is None:
         r0 = root_resolution(part, res)
         roots = cover(part, r0)
-    else:
+        grid = EdgeGrid(test)
+    else:  # a piece of a split feature: only the edges near its roots matter
         r0 = int(C.resolution(roots[:1])[0])
+        grid = EdgeGrid(test, _clip(roots, r0, REACH[containment]))
     stack = [(roots, r0)]
     while stack:
         cells, r = stack.pop()
