@@ -33,6 +33,7 @@ VERSION = "4"  # bump when the consolidated layout changes (4: h0 only in the fo
 NOT_ATTRIBUTES = {FID, GEOMETRY, BBOX}
 ROW_GROUP_ROWS = 131_072
 TARGET_ROWS = 2_000_000  # rows per output file, when small groups can be merged
+SAMPLE_ROWS = 16_384  # rows per file the parent check re-derives (its first)
 
 
 @dataclass
@@ -210,7 +211,7 @@ def read_back_checks(out_dir: Path, settings: HexSettings, chunk_rows: int) -> l
 
 
 def parents_check(out_dir: Path, settings: HexSettings) -> HexCheck:
-    """A sample of each file's rows (its first row group): parent columns and h0 folder compared with h3ronpy's
+    """A sample of each file's rows (its first SAMPLE_ROWS): parent columns and h0 folder compared with h3ronpy's
     change_resolution (H3's own rules, not this project's bit arithmetic); and no file holds an h0 column (hive
     readers refuse it next to the folder key)."""
     res, wrong, first, holding, sampled = settings.resolution, 0, [], [], 0
@@ -222,7 +223,7 @@ def parents_check(out_dir: Path, settings: HexSettings) -> HexCheck:
         if not pf.metadata.num_row_groups:
             continue
         names = [n for n in (f"h{res}", *(f"h{p}" for p in levels)) if n in pf.schema_arrow.names]
-        sample = pf.read_row_group(0, columns=names)  # the cell columns only
+        sample = next(pf.iter_batches(batch_size=SAMPLE_ROWS, columns=names))  # the cell columns only
         cells = np.asarray(sample.column(f"h{res}").to_numpy())
         ok = np.asarray(pa.array(h3ronpy.cells_valid(pa.array(cells), booleanarray=True)).to_numpy(zero_copy_only=False))
         ok = ok.astype(bool)
