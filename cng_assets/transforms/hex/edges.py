@@ -72,13 +72,28 @@ def _segments(coords, ring_off, clip):
 
 
 @njit(cache=True, nogil=True)
+def _row_span(seg, s, j, frame, nx):
+    """Columns [a, b] of row j's buckets that segment s passes through (padded by a hair against rounding): a
+    long diagonal edge is listed along its path, not over its whole bounding box."""
+    ax, ay, cx, cy = seg[s, 0], seg[s, 1], seg[s, 2], seg[s, 3]
+    lo, hi = min(ax, cx), max(ax, cx)
+    if ay != cy:
+        t0 = (frame[1] + j * frame[3] - ay) / (cy - ay)
+        t1 = (frame[1] + (j + 1) * frame[3] - ay) / (cy - ay)
+        t0, t1 = max(min(t0, t1), 0.0), min(max(t0, t1), 1.0)
+        xa, xb = ax + t0 * (cx - ax), ax + t1 * (cx - ax)
+        lo, hi = max(lo, min(xa, xb)), min(hi, max(xa, xb))
+    pad = frame[2] * 1e-6
+    return _span(lo - pad, hi + pad, frame[0], frame[2], nx)
+
+
+@njit(cache=True, nogil=True)
 def _build(seg, frame, nx, ny):
-    x0, y0, cw, ch = frame[0], frame[1], frame[2], frame[3]
     count = np.zeros(nx * ny + 1, np.int64)
     for s in range(len(seg)):
-        ia, ib = _span(min(seg[s, 0], seg[s, 2]), max(seg[s, 0], seg[s, 2]), x0, cw, nx)
-        ja, jb = _span(min(seg[s, 1], seg[s, 3]), max(seg[s, 1], seg[s, 3]), y0, ch, ny)
+        ja, jb = _span(min(seg[s, 1], seg[s, 3]), max(seg[s, 1], seg[s, 3]), frame[1], frame[3], ny)
         for j in range(ja, jb + 1):
+            ia, ib = _row_span(seg, s, j, frame, nx)
             for i in range(ia, ib + 1):
                 count[j * nx + i + 1] += 1
     sat = np.zeros((ny + 1, nx + 1), np.int64)  # sat[j, i]: edges listed in buckets below row j, left of column i
@@ -89,9 +104,9 @@ def _build(seg, frame, nx, ny):
     fill = start[:-1].copy()
     items = np.empty(start[-1], np.int64)
     for s in range(len(seg)):
-        ia, ib = _span(min(seg[s, 0], seg[s, 2]), max(seg[s, 0], seg[s, 2]), x0, cw, nx)
-        ja, jb = _span(min(seg[s, 1], seg[s, 3]), max(seg[s, 1], seg[s, 3]), y0, ch, ny)
+        ja, jb = _span(min(seg[s, 1], seg[s, 3]), max(seg[s, 1], seg[s, 3]), frame[1], frame[3], ny)
         for j in range(ja, jb + 1):
+            ia, ib = _row_span(seg, s, j, frame, nx)
             for i in range(ia, ib + 1):
                 items[fill[j * nx + i]] = s
                 fill[j * nx + i] += 1
