@@ -17,7 +17,7 @@ RUN pip install --no-deps --no-build-isolation . \
  && useradd --uid 10001 --create-home --home-dir /home/cng cng \
  && mkdir -p "$DAGSTER_HOME" && chown cng "$DAGSTER_HOME" \
  && python -m cng_assets.transforms.hex.precompile && chown -R cng "$NUMBA_CACHE_DIR"
-# (the last line compiles the numba fills once into the image, so chunk pods do not compile it at start; numba
+# (the last line compiles the numba fills once into the image, so chunk pods do not compile them at start; numba
 #  uses a cache directory only if it can write there, hence the owner)
 
 USER 10001

@@ -20,11 +20,21 @@ from click.testing import CliRunner
 from cng_assets.cli import main
 from cng_assets.transforms.geoparquet import write_geoparquet
 from cng_assets.transforms.hex import cells as C
-from cng_assets.transforms.hex import fill, runs
+from cng_assets.transforms.hex import runs
 from cng_assets.transforms.hex.chunk import MARKER, run_chunk
 from cng_assets.transforms.hex.consolidate import consolidate, read_back_checks
 from cng_assets.transforms.hex.edges import EdgeGrid
-from cng_assets.transforms.hex.fill import KERNEL_MAX_CELLS, REACH, HexSettings, estimate_cells, kernel_fill, large_fill
+from cng_assets.transforms.hex.fill import (
+    KERNEL_MAX_CELLS,
+    REACH,
+    HexSettings,
+    _clip,
+    cover,
+    estimate_cells,
+    kernel_fill,
+    large_fill,
+    root_resolution,
+)
 from cng_assets.transforms.hex.lattice import lattice_fill
 from cng_assets.transforms.hex.layer import chunk_units, hex_layer
 from cng_assets.transforms.hex.plan import _partition, plan_digest, plan_layer
@@ -158,11 +168,6 @@ def test_polygon_around_a_pole_is_filled_by_its_centres():
     assert set(cells.tolist()) == set(world[shapely.contains_xy(antarctica, wlng, wlat)].tolist())  # brute force
 
 
-def _great_circle(lng1, lat1, lng2, lat2):
-    p1, p2, dl = np.radians(lat1), np.radians(lat2), np.radians(np.asarray(lng2) - lng1)
-    return 2 * np.arcsin(np.sqrt(np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2))
-
-
 def test_every_descendant_centre_lies_within_the_cap_the_fill_tests():
     """The coarse-to-fine fill decides a cell by a cap of REACH x the circumradius bound: every vertex must lie
     within the bound, and every descendant's centre well within the cap, on cells across two faces, around
@@ -178,12 +183,11 @@ def test_every_descendant_centre_lies_within_the_cap_the_fill_tests():
                    for _ in range(10)]
         bound = C.circumradius_bound(r)
         for c in set(coarse):
-            lat, lng = h3.cell_to_latlng(c)
-            vertices = np.array(h3.cell_to_boundary(c))
-            assert _great_circle(lng, lat, vertices[:, 1], vertices[:, 0]).max() <= bound * (1 + 1e-9), c
+            centre = h3.cell_to_latlng(c)
+            vertex = max(h3.great_circle_distance(centre, v, "rads") for v in h3.cell_to_boundary(c))
+            assert vertex <= bound * (1 + 1e-9), c
             kids = h3.cell_to_children(c, r + 4)
-            centres = np.array([h3.cell_to_latlng(k) for k in kids])
-            reach = _great_circle(lng, lat, centres[:, 1], centres[:, 0]).max() / bound
+            reach = max(h3.great_circle_distance(centre, h3.cell_to_latlng(k), "rads") for k in kids) / bound
             assert reach <= 1.05 < REACH["center"], (c, reach)
 
 
@@ -302,8 +306,8 @@ def test_pieces_of_a_part_index_only_nearby_edges_and_add_up_to_the_whole():
     cases = [(by_name["Brazil"], 5, None), (by_name["Madagascar"], 6, None), (chukotka, 5, None),
              (by_name["Antarctica"], 3, "pole")]
     for part, res, what in cases:
-        r0 = fill.root_resolution(part, res)
-        roots = fill.cover(part, r0)
+        r0 = root_resolution(part, res)
+        roots = cover(part, r0)
         whole = large(part, res)
         pieces = [large(part, res, roots=roots[i:i + max(1, len(roots) // 5)])
                   for i in range(0, len(roots), max(1, len(roots) // 5))]
@@ -311,7 +315,7 @@ def test_pieces_of_a_part_index_only_nearby_edges_and_add_up_to_the_whole():
         assert len(together) == len(set(together.tolist())) and set(together.tolist()) == set(whole.tolist())
         if what is None:
             assert set(whole.tolist()) == h3py_cells(part, res)
-        clip = fill._clip(roots[:max(1, len(roots) // 5)], r0, fill.REACH["center"])
+        clip = _clip(roots[:max(1, len(roots) // 5)], r0, REACH["center"])
         if part is by_name["Brazil"]:  # a piece of a big country reads only part of its coast
             assert clip is not None and len(EdgeGrid(part, clip).seg) < 0.7 * len(EdgeGrid(part).seg)
 

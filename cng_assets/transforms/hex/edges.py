@@ -142,16 +142,16 @@ def _touched(seg, frame, nx, ny, start, items, sat, x0, y0, x1, y1):
             continue
         if sat[jb + 1, ib + 1] - sat[ja, ib + 1] - sat[jb + 1, ia] + sat[ja, ia] == 0:
             continue
-        hit = False
-        for j in range(ja, jb + 1):
-            for i in range(ia, ib + 1):
-                for k in range(start[j * nx + i], start[j * nx + i + 1]):
-                    if _hits(seg, items[k], x0[b], y0[b], x1[b], y1[b]):
-                        hit = True
-                        break
-                if hit:
-                    break
-            if hit:
-                break
-        out[b] = hit
+        out[b] = _any_hit(seg, nx, start, items, ia, ib, ja, jb, x0[b], y0[b], x1[b], y1[b])
     return out
+
+
+@njit(cache=True, nogil=True)
+def _any_hit(seg, nx, start, items, ia, ib, ja, jb, bx0, by0, bx1, by1):
+    """Does an edge listed in buckets [ia, ib] x [ja, jb] touch the box? Stops at the first that does."""
+    for j in range(ja, jb + 1):
+        for i in range(ia, ib + 1):
+            for k in range(start[j * nx + i], start[j * nx + i + 1]):
+                if _hits(seg, items[k], bx0, by0, bx1, by1):
+                    return True
+    return False
