@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## build the demo source and materialize its whole asset graph into ./data
 	$(BIN)/cng-assets demo --out $(CNG_DATA_DIR)
 
-test: $(STAMP)  ## run the test suite
-	$(BIN)/pytest
+test: $(STAMP)  ## the test suite (what CI runs): Debian's chromium and postgresql installed when missing, both cores
+	sh tests/system-packages.sh
+	$(BIN)/pytest -n auto --maxprocesses 4
 
 ui: $(STAMP)  ## the Dagster UI on http://127.0.0.1:3000, on the same instance and products as `make demo`
 	mkdir -p $(DAGSTER_HOME)

@@ -76,9 +76,9 @@ def layers(source: str, crs: str | None):
 
 
 def _materialize(ds: Dataset, out: str, rebuild: bool) -> None:
+    from cng_assets.defs.products import check_opens
     from cng_assets.defs.resources import storage_from_env
     from cng_assets.interrupts import Interrupted
-    from cng_assets.defs.products import check_opens
     from cng_assets.runner import materialize_dataset, project_instance
 
     data_dir = str(Path(out).resolve())
@@ -94,10 +94,10 @@ def _materialize(ds: Dataset, out: str, rebuild: bool) -> None:
                       console=console, disable=not console.is_terminal) as progress:
             task = progress.add_task(f"{ds.name}: discovering layers", total=None)
 
-            def on_step(step, done, total, ok):
-                progress.update(task, completed=done, total=total, description=escape(f"{ds.name}: {step}"))
+            def on_step(step, nth, of, ok):  # counted per asset: [2/3] geoparquet[countries]
+                progress.update(task, completed=nth, total=of, description=escape(f"{ds.name}: {step}"))
                 if not console.is_terminal:
-                    console.print(escape(f"[{done}{f'/{total}' if total else ''}] {step} {'ok' if ok else 'FAILED'}"))
+                    console.print(escape(f"[{nth}/{of}] {step} {'ok' if ok else 'FAILED'}"))
 
             report = materialize_dataset(ds, instance, data_dir, on_step, rebuild=rebuild)
     except (Interrupted, KeyboardInterrupt) as e:  # KeyboardInterrupt: before the runner watched signals
@@ -222,12 +222,17 @@ def hex(input_path: str, out_dir: str, resolution: int, parents: str, containmen
 
 def _catalog_and_defs(dataset: str | None):
     from cng_assets.definitions import build_definitions
+    from cng_assets.defs.environment import loaded_datasets
     from cng_assets.runner import project_instance
 
     try:
-        catalog = load_catalog()
+        every = load_catalog()
+        catalog = {ds.name: ds for ds in loaded_datasets(every)}
     except CngInputError as e:
         _fail(str(e))
+    if dataset and dataset in every and dataset not in catalog:
+        _fail(f"dataset {dataset!r} is not loaded here: its source {every[dataset].source} is out of this environment's "
+              "reach. What to do: run where its storage is (CNG_STORAGE=s3), or set CNG_DATASETS")
     if dataset and dataset not in catalog:
         _fail(f"no dataset {dataset!r} in the catalog (known: {', '.join(sorted(catalog))})")
     return catalog, build_definitions(list(catalog.values())), project_instance()

@@ -61,7 +61,8 @@ def add_backfill(instance: dg.DagsterInstance, asset_graph, targets: set[AssetKe
 
 def record_backfill(instance: dg.DagsterInstance, asset_graph, backfill_id: str, started: float,
                     succeeded: set[AssetKeyPartitionKey], failed: set[AssetKeyPartitionKey],
-                    skipped: set[AssetKeyPartitionKey], tags: dict[str, str], title: str) -> None:
+                    skipped: set[AssetKeyPartitionKey], tags: dict[str, str], title: str,
+                    description: str | None = None) -> None:
     """Record runs already made in-process (each tagged `dagster/backfill: <backfill_id>`) as one finished
     backfill, so the UI groups them as it groups a daemon's backfill: its targets, what materialized, what failed
     or was skipped after a failure, and its runs. Recorded once they are done, so no backfill daemon picks it up."""
@@ -69,7 +70,7 @@ def record_backfill(instance: dg.DagsterInstance, asset_graph, backfill_id: str,
     backfill = PartitionBackfill.from_asset_graph_subset(
         backfill_id=backfill_id, backfill_timestamp=started, tags=tags, dynamic_partitions_store=instance,
         asset_graph_subset=AssetGraphSubset.from_asset_partition_set(targets, asset_graph), title=title,
-        description=None, run_config=None)
+        description=description, run_config=None)
 
     def subset(keys):
         return AssetGraphSubset.from_asset_partition_set(keys, asset_graph)

@@ -6,6 +6,7 @@ import dagster as dg
 
 from cng_assets.catalog import Dataset, load_catalog
 from cng_assets.defs.automation import automation_sensor
+from cng_assets.defs.environment import loaded_datasets
 from cng_assets.defs.failures import chunk_failure_sensor, chunk_job
 from cng_assets.defs.hex import hex_assets
 from cng_assets.defs.mirror import mirror_asset
@@ -48,7 +49,8 @@ def with_owners_and_tags(ds: Dataset, assets: list) -> list:
 def definitions_with(ds: Dataset, data_dir: str | None = None) -> dg.Definitions:
     """The code location's graph with `ds` added (or replacing its catalog entry): what an ad-hoc run uses, so its
     runs have the dependencies and code versions that the UI and `cng-assets status` see."""
-    return build_definitions(list({**load_catalog(), ds.name: ds}.values()), data_dir)
+    catalog = {x.name: x for x in loaded_datasets(load_catalog())}
+    return build_definitions(list({**catalog, ds.name: ds}.values()), data_dir)
 
 
-defs = build_definitions(list(load_catalog().values()))
+defs = build_definitions(loaded_datasets(load_catalog()))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,16 @@ def _note(result: dg.ExecuteInProcessResult) -> str:
     return ", ".join(parts)
 
 
+def _summary(report: Report) -> str:
+    """What the backfill holds, for its page in the UI (whose "Partition selection" shows one asset's partitions)."""
+    steps = [*report.succeeded, *(s for s, _ in report.failed), *report.skipped]
+    per_asset = Counter(s.asset for s in steps)
+    layers = sorted({s.layer for s in steps if s.layer})
+    return (f"{len(steps)} steps: " + ", ".join(f"{a} {n}" for a, n in per_asset.items())
+            + (f"; layers {', '.join(layers)}" if layers else "") + f". {len(report.succeeded)} succeeded, "
+            f"{len(report.failed)} failed, {len(report.skipped)} skipped after a failure.")
+
+
 def chunk_steps(ds: Dataset, instance: dg.DagsterInstance, asset: str, layers: list[str], skip: set[str],
                 planned_now: set[tuple[str, str]]) -> list[Step]:
     """Each layer's planned chunks. Where the plan (or COG) was made just now, the layer's other chunk keys are
@@ -108,7 +119,7 @@ def chunk_steps(ds: Dataset, instance: dg.DagsterInstance, asset: str, layers: l
 
 
 def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str | None = None,
-                        on_step: Callable[[Step, int, int | None, bool], None] | None = None,
+                        on_step: Callable[[Step, int, int, bool], None] | None = None,
                         rebuild: bool = False) -> Report:
     """Source and layer discovery first, then every layer partition that is not fresh (every one with
     `rebuild`). A failed layer does not stop the others; SIGINT or SIGTERM stops the step that runs and every
@@ -119,7 +130,7 @@ def materialize_dataset(ds: Dataset, instance: dg.DagsterInstance, data_dir: str
 
 
 def _materialize(ds: Dataset, instance: dg.DagsterInstance, data_dir: str | None,
-                 on_step: Callable[[Step, int, int | None, bool], None] | None, rebuild: bool, watch: SignalWatch,
+                 on_step: Callable[[Step, int, int, bool], None] | None, rebuild: bool, watch: SignalWatch,
                  started: float) -> Report:
     defs = definitions_with(ds, data_dir)
     job = defs.resolve_implicit_global_asset_job_def()
@@ -154,11 +165,9 @@ def _materialize(ds: Dataset, instance: dg.DagsterInstance, data_dir: str | None
             finish()
             raise Interrupted(signum, len(report.succeeded) + len(report.fresh), stopped)
 
-    def run(step: Step, done: int, total: int | None) -> bool:
+    def run(step: Step, nth: int, of: int) -> bool:
+        """Run the `nth` of the `of` steps of its asset that are not fresh."""
         stop_if_interrupted()  # no step starts after the signal
-        if not needed(step):
-            report.fresh.append(step)
-            return True
         # Dagster raises DagsterExecutionInterruptedError in the step on a signal: the step unwinds (its staging
         # removed, its child processes killed) and the run is recorded as failed.
         result = job.execute_in_process(instance=instance, asset_selection=[target(step).asset_key],
@@ -175,7 +184,7 @@ def _materialize(ds: Dataset, instance: dg.DagsterInstance, data_dir: str | None
         else:
             report.failed.append((step, _failure_message(result)))
         if on_step:
-            on_step(step, done, total, result.success)
+            on_step(step, nth, of, result.success)
         return result.success
 
     def finish() -> Report:  # the runs made, as one backfill in the UI
@@ -184,13 +193,15 @@ def _materialize(ds: Dataset, instance: dg.DagsterInstance, data_dir: str | None
             record_backfill(instance, defs.resolve_asset_graph(), backfill_id, started,
                             {target(s) for s in report.succeeded}, {target(s) for s, _ in report.failed},
                             {target(s) for s in report.skipped}, tags,
-                            f"cng-assets: {ds.name}" + " (rebuild)" * rebuild)
+                            f"cng-assets: {ds.name}" + " (rebuild)" * rebuild, _summary(report))
         return report
 
     head = ([Step("source")] if ds.source_builder else []) + [Step("layers")]
     look()
-    for i, step in enumerate(head):
-        if not run(step, i + 1, None):  # the total is known once the layers are
+    for step in head:
+        if not needed(step):
+            report.fresh.append(step)
+        elif not run(step, 1, 1):
             return finish()
     inv = products.load_inventory(storage, ds)
     if is_observed(ds):  # record each layer's data version, so a later re-upload shows exactly what is stale
@@ -200,7 +211,6 @@ def _materialize(ds: Dataset, instance: dg.DagsterInstance, data_dir: str | None
     look()
     graph = defs.resolve_asset_graph()
     keys = partition_keys(ds, inv, is_observed(ds))
-    done = len(head)
     failed: set[tuple[dg.AssetKey, str]] = set()  # (asset, layer) that failed: its descendants for that layer wait
 
     def steps_of(key: dg.AssetKey, blocked: set[str]) -> list[Step]:
@@ -214,20 +224,19 @@ def _materialize(ds: Dataset, instance: dg.DagsterInstance, data_dir: str | None
     # The asset graph's own order: every asset after its parents.
     order = [k for k in graph.toposorted_asset_keys
              if k.path[0] in (ds.name, *GLOBAL_ASSETS) and k.path[-1] not in NOT_RUN]
-    # The total shown: every step known now; chunk steps join it as the plans are made.
-    total = done + sum(len(steps_of(k, set())) for k in order if k.path[-1] not in CHUNK_PARENTS)
     for key in order:
         stop_if_interrupted()  # before finding its steps too: recording a layer's empty chunks takes a while
         ancestors = graph.get_ancestor_asset_keys(key)
-        steps = steps_of(key, {layer for a, layer in failed if a in ancestors})
-        total += len(steps) if key.path[-1] in CHUNK_PARENTS else 0
-        for step in steps:
+        todo = []
+        for step in steps_of(key, {layer for a, layer in failed if a in ancestors}):
             if any((a, step.layer) in failed for a in ancestors):
                 report.skipped.append(step)
-                total -= 1
-                continue
-            done += 1
-            if not run(step, done, total) and step.layer:
+            elif not needed(step):
+                report.fresh.append(step)
+            else:
+                todo.append(step)
+        for i, step in enumerate(todo, 1):  # counted per asset: a chunk count is known only once its plan is
+            if not run(step, i, len(todo)) and step.layer:
                 failed.add((key, step.layer))
     stop_if_interrupted()
     return finish()

@@ -162,17 +162,22 @@ def write_source(path: Path) -> Path:
     return path
 
 
+def products_in(root: Path) -> dict:
+    """What build_products made under `root`: env (DAGSTER_HOME, CNG_CATALOG_DIR, CNG_DATA_DIR), the instance,
+    the product folder and the dataset folder."""
+    env = {"DAGSTER_HOME": str(root / "home"), "CNG_STORAGE": "local", "CNG_DATA_DIR": str(root / "data"),
+           "CNG_CATALOG_DIR": str(root / "catalog")}
+    return {"env": env, "home": root / "home", "data": root / "data", "folder": root / "data" / "fields"}
+
+
 def build_products(root: Path) -> dict:
-    """The hold-out source through `cng-assets demo` on a fresh embedded default: env (DAGSTER_HOME,
-    CNG_CATALOG_DIR, CNG_DATA_DIR) and the dataset folder."""
-    catalog, data, home = root / "catalog", root / "data", root / "home"
-    catalog.mkdir(parents=True)
+    """The hold-out source through `cng-assets demo` on a fresh embedded default (products_in)."""
+    made = products_in(root)
+    (root / "catalog").mkdir(parents=True)
     source = write_source(root / "fields.gpkg")
-    (catalog / "demo.yaml").write_text(CATALOG.format(source=json.dumps(str(source))))
-    env = {"DAGSTER_HOME": str(home), "CNG_STORAGE": "local", "CNG_DATA_DIR": str(data),
-           "CNG_CATALOG_DIR": str(catalog)}
+    (root / "catalog" / "demo.yaml").write_text(CATALOG.format(source=json.dumps(str(source))))
     cli = Path(sys.executable).parent / "cng-assets"
-    done = subprocess.run([str(cli), "demo", "--out", str(data)], cwd=REPO, env={**os.environ, **env},
+    done = subprocess.run([str(cli), "demo", "--out", str(made["data"])], cwd=REPO, env={**os.environ, **made["env"]},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return {"env": env, "home": home, "data": data, "folder": data / "fields"}
+    return made

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Callable, NoReturn
 
 import geopandas as gpd
 import pyogrio
@@ -12,10 +14,18 @@ SHARED = REPO.parent / "shared" / "data"
 FIXTURES = Path(pyogrio.__file__).parent / "tests" / "fixtures"
 
 
+def absent(what: str) -> NoReturn:
+    """A shared input or tool is absent: skip, saying why; under CI (CI=true) fail instead, since a green run
+    must have tested everything."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{what} (CI fails rather than skips)", pytrace=False)
+    pytest.skip(what)
+
+
 def shared(name: str) -> Path:
     path = SHARED / name
     if not path.exists():
-        pytest.skip(f"sample data {path} is absent (it comes from the shared/ folder beside the repository)")
+        absent(f"sample data {path} is absent (it comes from the shared/ folder beside the repository)")
     return path
 
 
@@ -101,7 +111,7 @@ def s3_env(s3_server, monkeypatch, request):
 @pytest.fixture(scope="session")
 def postgres_server():
     """A real PostgreSQL server (Debian's, run as `postgres`) for the session; skips, saying why, where it is not
-    installed (.ci/run installs it). Its folder is outside pytest's: another pytest session starting meanwhile
+    installed (`make test` installs it). Its folder is outside pytest's: another pytest session starting meanwhile
     makes /tmp/pytest-of-<user> 0700 again, after which the `postgres` user can neither checkpoint nor stop."""
     import shutil
     import tempfile
@@ -113,15 +123,82 @@ def postgres_server():
         server = Postgres(folder).start()
     except RuntimeError as e:
         shutil.rmtree(folder, ignore_errors=True)
-        pytest.skip(f"PostgreSQL is not installed here ({e}); .ci/run installs it")
+        absent(f"PostgreSQL is not installed here ({e}); `make test` installs it (tests/system-packages.sh)")
     yield server
     server.stop()
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
+    """A folder that `build(folder)` makes once per test session and every xdist worker shares, read-only: the
+    first to ask builds it under a lock, the others wait for it."""
+    import fcntl
+    import shutil
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the workers' common folder
+    folder = root / f"shared-{name}"
+    with open(root / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / f"shared-{name}.done").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            build(folder)
+            (root / f"shared-{name}.done").touch()
+    return folder
+
+
+def cli_run(home: Path, *args: str, timeout: float = 600) -> str:
+    """`cng-assets ARGS` as a user runs it, on its own instance at `home`; its output (fails on a non-zero exit)."""
+    import subprocess
+    import sys
+
+    cli = Path(sys.executable).parent / "cng-assets"
+    env = {**os.environ, "DAGSTER_HOME": str(home), "CNG_STORAGE": "local"}
+    done = subprocess.run([str(cli), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="session")
+def demo_products(tmp_path_factory) -> Path:
+    """`cng-assets demo` once for the whole session (the demo dataset's folder): for tests that only read it."""
+    folder = built_once(tmp_path_factory, "demo", lambda f: cli_run(f / "home", "demo", "--out", str(f / "data")))
+    return folder / "data" / "demo"
+
+
 @pytest.fixture(scope="session")
 def browser_products(tmp_path_factory) -> dict:
     """One small dataset built through the CLI, shared by the map page and the UI browser tests."""
-    from tests.browser import build_products
+    from tests.browser import build_products, products_in
 
-    return build_products(tmp_path_factory.mktemp("browser"))
+    return products_in(built_once(tmp_path_factory, "browser", build_products))
+
+
+# -- scheduling on both cores (`make test` runs `pytest -n auto`) --------------------------------------------------
+# Each module is one unit of work, so its module-scoped fixtures are built once; the modules that start a daemon
+# stack (the daemon and webserver, or `dg dev`, with their code servers and run workers: several processes each)
+# share one unit, so no two stacks compete for the two cores and their sensor timing. Units start longest first
+# (measured with --durations; the rest in file order: --no-loadscope-reorder), so the last to end is a short one.
+DAEMON_MODULES = ("test_e2e_daemon", "test_embedded_default", "test_ui_browser", "test_daemon_stack")
+LONGEST_FIRST = ("daemon", "test_s3_faults", "test_stac", "test_lineage", "test_cli", "test_s3", "test_hex_readers",
+                 "test_interrupt", "test_definitions")
+
+
+def _unit(nodeid: str) -> str:
+    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+    return "daemon" if module in DAEMON_MODULES else module
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_unit(item.nodeid), len(rank)))  # stable: file order within and after
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByUnit(LoadScopeScheduling):  # xdist's loadgroup marks no longer reach its scheduler under pytest 9.2
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid)
+
+    return ByUnit(config, log)

@@ -316,14 +316,15 @@ class DaemonStack:
         return [{**r, "tags": {t["key"]: t["value"] for t in r["tags"]}} for r in runs]
 
     def runs_feed(self, limit: int = 100) -> list[dict]:
-        """The Runs page's entries (its default view, ROOTS), newest first: a backfill is one entry ({kind: "backfill", id, status, title}),
+        """The Runs page's entries (its default view, ROOTS), newest first: a backfill is one entry ({kind: "backfill", id, status, title, description}),
         a run outside any backfill another ({kind: "run", id, status})."""
         result = self.graphql("""query($limit: Int!) { runsFeedOrError(limit: $limit, view: ROOTS) { __typename
             ... on RunsFeedConnection { results { __typename
-              ... on PartitionBackfill { id backfillStatus: status title } ... on Run { runId status } } }
+              ... on PartitionBackfill { id backfillStatus: status title description } ... on Run { runId status } } }
             ... on PythonError { message } } }""", {"limit": limit})
         entries = self._ok(result["runsFeedOrError"], "RunsFeedConnection", "the runs feed")["results"]
-        return [{"kind": "backfill", "id": e["id"], "status": e["backfillStatus"], "title": e["title"]}
+        return [{"kind": "backfill", "id": e["id"], "status": e["backfillStatus"], "title": e["title"],
+                 "description": e["description"]}
                 if e["__typename"] == "PartitionBackfill" else {"kind": "run", "id": e["runId"], "status": e["status"]}
                 for e in entries]
 

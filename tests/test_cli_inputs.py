@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import geopandas as gpd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,7 +19,6 @@ import pytest
 import shapely
 from click.testing import CliRunner
 
-import dagster as dg
 from cng_assets.cli import main
 
 CLI = Path(sys.executable).parent / "cng-assets"
@@ -86,8 +86,13 @@ def test_crs_given_on_the_command_line_for_a_source_without_one(cli, tmp_path):
                 "--resolution", "6", "--parents", "0")
     assert given.exit_code == 0, given.output
     assert "note: hex_plan[parks]: estimate: about " in given.output  # the plan's size, before hexing
-    progress = re.findall(r"^\[(\d+)/(\d+)\] (\S+) ok$", given.output, re.M)  # a total, once the layers are known
-    assert progress and progress[-1][0] == progress[-1][1] and progress[-1][2] == "stac_catalog"
+    progress = re.findall(r"^\[(\d+)/(\d+)\] ([a-z_]+)\S* ok$", given.output, re.M)  # counted per asset
+    per_asset = {}
+    for nth, of, asset in progress:
+        per_asset.setdefault(asset, []).append((int(nth), int(of)))
+    assert per_asset["hex_chunk"] and per_asset["stac_catalog"] == [(1, 1)]
+    for asset, counts in per_asset.items():  # 1..n, the denominator fixed from the first step of the asset on
+        assert counts == [(i, len(counts)) for i in range(1, len(counts) + 1)], (asset, counts)
     frame = gpd.read_parquet(out / "parks" / "parks.parquet")
     assert frame.crs.to_epsg() == 4326 and sorted(frame["name"]) == ["a", "b"]
     assert frame.total_bounds == pytest.approx([-120, 34, -117.5, 36], abs=1e-3)  # NAD83 -> WGS84: sub-metre

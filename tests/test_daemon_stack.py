@@ -7,7 +7,11 @@ from __future__ import annotations
 import textwrap
 import time
 
+import pytest
+
 from tests.daemon_stack import DaemonStack, fresh_database, python_file_workspace, write_instance_yaml
+
+pytestmark = pytest.mark.timeout(600)  # a daemon scenario: sensors, backfill loops of 30 s, runs
 
 TINY_DEFS = '''
 import os

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from cng_assets.catalog import load_catalog, load_dataset_file
-from cng_assets.definitions import defs
+from cng_assets.definitions import build_definitions, defs
+from cng_assets.defs.environment import loaded_datasets
 from cng_assets.defs.hex import HEX_CHECKS
 from cng_assets.defs.partitions import planned_chunks
 from cng_assets.errors import CngInputError
@@ -21,8 +22,9 @@ from tests.conftest import REPO
 
 
 def test_every_definition_loads():
-    dg.Definitions.validate_loadable(defs)
-    graph = defs.resolve_asset_graph()
+    every = build_definitions(list(load_catalog().values()))  # CNG_DATASETS=all: the cluster's datasets too
+    dg.Definitions.validate_loadable(every)
+    graph = every.resolve_asset_graph()
     for name in load_catalog():
         for asset in ("source", "layers", "table", "geoparquet", "hex_plan", "hex_chunk", "hex", "pmtiles", "thumbnail",
                       "stac", "docs"):
@@ -34,6 +36,25 @@ def test_every_definition_loads():
     geoparquet = graph.get(dg.AssetKey(["padus_4_1", "geoparquet"]))
     assert geoparquet.partitions_def.name == "padus_4_1__features"
     assert {c.name for c in geoparquet.check_keys} == {"counts_reconcile"}
+
+
+def test_the_code_location_loads_the_datasets_this_environment_reaches(monkeypatch):
+    """A laptop (local storage) cannot read the cluster's `s3://` sources: it loads the demo and the inbox only,
+    so "Materialize all" in the UI materializes what can be made; CNG_DATASETS loads others (sensors stopped)."""
+    catalog = load_catalog()
+    monkeypatch.setenv("CNG_STORAGE", "local")
+    assert [ds.name for ds in loaded_datasets(catalog)] == ["demo", "inbox"]
+    monkeypatch.setenv("CNG_DATASETS", "all")
+    assert [ds.name for ds in loaded_datasets(catalog)] == ["demo", "inbox", "cpad_2025b", "padus_4_1"]
+    sensors = {s.name: s.default_status for s in build_definitions(loaded_datasets(catalog)).sensors}
+    assert sensors["padus_4_1__raw_uploads"] == dg.DefaultSensorStatus.STOPPED
+    assert sensors["demo__chunk_runs"] == dg.DefaultSensorStatus.RUNNING
+    monkeypatch.setenv("CNG_DATASETS", "demo,nope")
+    with pytest.raises(CngInputError, match=r"CNG_DATASETS names \['nope'\]"):
+        loaded_datasets(catalog)
+    monkeypatch.setenv("CNG_DATASETS", "")
+    monkeypatch.setenv("CNG_STORAGE", "s3")  # the cluster: every dataset
+    assert [ds.name for ds in loaded_datasets(catalog)] == ["cpad_2025b", "demo", "inbox", "padus_4_1"]
 
 
 def test_catalog_owners_and_tags_are_on_every_asset_of_the_dataset(tmp_path):

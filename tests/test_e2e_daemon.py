@@ -38,7 +38,8 @@ from cng_assets.demo import LAYERS, build_demo_source
 from tests.conftest import write_gdb
 from tests.daemon_stack import DaemonStack, fresh_database, write_instance_yaml
 
-pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # FileGDB writer notes on Integer64 and names
+# FileGDB writer notes on Integer64 and names; a daemon scenario (sensors, backfill loops of 30 s, runs) per test
+pytestmark = [pytest.mark.filterwarnings("ignore::RuntimeWarning"), pytest.mark.timeout(1200)]
 
 DS, BUCKET = "e2e", "lab-e2e"
 POLYGONS, POINTS, TABLES = ("countries", "continents"), ("country_labels",), ("continent_lookup",)

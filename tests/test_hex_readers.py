@@ -54,10 +54,8 @@ def made(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("demo")
-    _cli(tmp, "demo", "--out", str(tmp / "out"))
-    return tmp / "out" / "demo"
+def demo(demo_products) -> Path:
+    return demo_products
 
 
 def _folders(root: Path) -> list[Path]:

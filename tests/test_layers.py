@@ -1,4 +1,3 @@
-from pathlib import Path
 
 import geopandas as gpd
 import pyarrow as pa
@@ -134,13 +133,12 @@ def test_a_folder_of_files_is_one_source_with_each_files_layers_and_versions_per
     from cng_assets.transforms import folders
     from cng_assets.transforms.layers import discover, layer_path
 
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
     folder = tmp_path / "drop box"
     (folder / "more").mkdir(parents=True)
-    for f in (shared / "coutwildrnp").iterdir():
+    for f in shared("coutwildrnp").iterdir():
         shutil.copy(f, folder / f.name)
-    shutil.copy(shared / "RGB.byte.tif", folder / "more" / "RGB.byte.tif")
-    world = gpd.read_file(shared / "naturalearth_lowres" / "naturalearth_lowres.shp")
+    shutil.copy(shared("RGB.byte.tif"), folder / "more" / "RGB.byte.tif")
+    world = gpd.read_file(shared("naturalearth_lowres") / "naturalearth_lowres.shp")
     world.head(5).to_file(folder / "more" / "five.geojson")
     world.tail(3).to_file(folder / "more" / "two.gpkg", layer="tail")
     world.head(4).to_file(folder / "more" / "two.gpkg", layer="head")

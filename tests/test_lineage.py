@@ -33,19 +33,33 @@ def copy_changed(new: Path, old: Path) -> list[str]:
     return changed
 
 
-@pytest.fixture
-def world(tmp_path):
-    src = build_demo_source(tmp_path / "src" / "demo.gpkg")
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The dataset materialized once, kept as a snapshot: the source FileGDB, the products and the instance."""
+    root = tmp_path_factory.mktemp("lineage")
+    work = root / "world"
+    src = build_demo_source(root / "src" / "demo.gpkg")
     frames = {n.replace(" ", "_"): pyogrio.read_dataframe(src, layer=n) for n in LAYERS if n != "Country labels"}
-    gdb = write_gdb(tmp_path / "raw" / "demo.gdb", frames)
+    gdb = write_gdb(work / "raw" / "demo.gdb", frames)
     ds = Dataset(name="lin", title="lineage", source=str(gdb), prefix="lin", datetime="2020-01-01",
                  h3={"resolution": 2, "parents": [0]}, columns={"name": "Country name"})
-    data, home = tmp_path / "data", tmp_path / "home"
-    home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
-        report = materialize_dataset(ds, instance, str(data))
+    (work / "home").mkdir()
+    with dg.instance_for_test(temp_dir=str(work / "home")) as instance:
+        report = materialize_dataset(ds, instance, str(work / "data"))
         assert not report.failed, report.failed
-        yield ds, instance, str(data), frames, gdb, tmp_path
+    shutil.copytree(work, root / "snapshot", symlinks=True)  # copy2: the files' times, so their ETags, are kept
+    return ds, frames, work, root / "snapshot"
+
+
+@pytest.fixture
+def world(built, tmp_path):
+    """Each test gets the materialized world as it was built, at the same paths (the source's path is in its
+    catalog entry and the instance's records), so a test may change the source or the instance."""
+    ds, frames, work, snapshot = built
+    shutil.rmtree(work)
+    shutil.copytree(snapshot, work, symlinks=True)
+    with dg.instance_for_test(temp_dir=str(work / "home")) as instance:
+        yield ds, instance, str(work / "data"), frames, work / "raw" / "demo.gdb", tmp_path
 
 
 def by_key(rows) -> dict:

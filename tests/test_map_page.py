@@ -41,3 +41,18 @@ def test_map_page_draws_every_layer_and_shows_attributes(browser_products, tmp_p
     assert "Ada" in result["popupText"] and "<b>" not in result["popupHtml"]  # attributes as text, not markup
     hidden = slugs["Parcels & <lots>"]
     assert result["afterHiding"][hidden] == 0 and all(result["afterHiding"][s] > 0 for s in slugs.values() if s != hidden)
+
+
+def test_map_page_says_what_failed_when_its_scripts_cannot_load(browser_products, tmp_path):
+    """Offline (or the CDN blocked): not a blank box, but the layer list and which scripts did not load."""
+    require_tools()
+    shot = tmp_path / "map-offline.png"
+    with serve(browser_products["data"]) as base:
+        result = run_script("map_offline_check.cjs", {"url": base + "fields/map.html", "offline": True,
+                                                      "screenshot": str(shot)})
+    print(f"screenshot: {shot}")
+    scripts = {cdn_url("maplibre-gl", "dist/maplibre-gl.js"), cdn_url("pmtiles", "dist/pmtiles.js")}
+    assert set(result["refused"]) >= scripts, result["refused"]
+    assert "cannot be drawn" in result["status"] and cdn_url("pmtiles", "dist/pmtiles.js") in result["status"]
+    assert [re.split(r"\s", t.strip())[0] for t in result["layerList"]] == ["Parcels", "wells", "roads"]
+    assert not [m for m in result["log"] if m.startswith("pageerror")], result["log"]

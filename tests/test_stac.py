@@ -27,7 +27,7 @@ from cng_assets.errors import CngInputError
 from cng_assets.transforms import stac
 from cng_assets.transforms.facts import gather
 from cng_assets.transforms.layers import Inventory
-from tests.conftest import shared
+from tests.conftest import absent, shared
 from tests.stac_schemas import LocalSchemas, UnknownSchemaError
 
 SCHEMAS = Path(__file__).resolve().parents[1].parent / "shared" / "stac-schemas"
@@ -51,7 +51,7 @@ SAMPLE = Dataset(
 @pytest.fixture(scope="module")
 def schemas() -> LocalSchemas:
     if not SCHEMAS.is_dir():
-        pytest.skip(f"STAC schemas {SCHEMAS} are absent (they come from the shared/ folder beside the repository)")
+        absent(f"STAC schemas {SCHEMAS} are absent (they come from the shared/ folder beside the repository)")
     return LocalSchemas(SCHEMAS)
 
 
@@ -75,15 +75,14 @@ def _facts(ds: Dataset, root: Path, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def products(tmp_path_factory) -> dict[str, Path]:
-    """The real products: the demo dataset, and two layers of the FileGDB sample (a polygon layer and a table
-    whose fields use coded-value domains)."""
+def products(tmp_path_factory, demo_products) -> dict[str, Path]:
+    """The real products: the demo dataset (the session's), and two layers of the FileGDB sample (a polygon layer
+    and a table whose fields use coded-value domains)."""
     fgdb = shared("test_fgdb.gdb.zip")
     tmp = tmp_path_factory.mktemp("products")
-    _cli(tmp / "home", "demo", "--out", str(tmp / "data"))
     _cli(tmp / "home", "run", "--source", str(fgdb), "--dataset", "sample", "--out", str(tmp / "data"),
          "--layers", "test_areas,basetable_2", "--resolution", "7", "--parents", "6,0")
-    return {"demo": tmp / "data" / "demo", "sample": tmp / "data" / "sample"}
+    return {"demo": demo_products, "sample": tmp / "data" / "sample"}
 
 
 @pytest.fixture(scope="module")
@@ -441,8 +440,21 @@ def test_catalog_problems_are_named(products):
         with pytest.raises(CngInputError, match=message):
             stac.dataset_collection(facts)
     inventory = Inventory.from_json(_json(root / "inventory.json"))
-    with pytest.raises(ValueError, match="must be absolute"):
+    with pytest.raises(ValueError, match="is relative"):
         stac.dataset_collection(gather(SAMPLE, root, inventory, href_base=""))
+
+
+def test_local_stac_has_relative_hrefs_that_resolve_wherever_the_folder_is_copied(products, tmp_path):
+    """Written by the `stac` asset with no public base URL (a laptop): no file:// or absolute path, and every
+    asset and the map page resolve from a copy of the dataset folder."""
+    moved = tmp_path / "copied" / "demo"
+    shutil.copytree(products["demo"], moved)
+    texts = [p.read_text() for p in (moved / "stac").rglob("*.json")]
+    assert len(texts) > 1 and not any("file://" in t or str(products["demo"]) in t for t in texts)
+    col = pystac.Collection.from_file(str(moved / "stac" / "collection.json"))
+    hrefs = [a.get_absolute_href() for i in col.get_items() for a in i.assets.values()]
+    hrefs += [a.get_absolute_href() for a in col.assets.values()] + [col.get_single_link("preview").get_absolute_href()]
+    assert len(hrefs) > 5 and all(Path(h).exists() and Path(h).is_relative_to(moved) for h in hrefs), hrefs
 
 
 # ---------------------------------------------------------------- the validator rejects what is invalid

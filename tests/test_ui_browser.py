@@ -4,9 +4,12 @@ catalog dataset, and the geoparquet asset's Overview, whose Columns section (the
 
 from __future__ import annotations
 
+import pytest
 
 from tests.browser import require_tools, run_script
 from tests.daemon_stack import DaemonStack
+
+pytestmark = pytest.mark.timeout(600)  # a daemon scenario: sensors, backfill loops of 30 s, runs
 
 
 def test_columns_section_shows_the_catalog_description(browser_products, tmp_path):

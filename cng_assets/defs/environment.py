@@ -3,9 +3,10 @@ on the cluster; nothing needs setting on a laptop):
 
 - `CNG_STORAGE=local|s3` (resources.py): where products live.
 - `CNG_EXECUTOR=k8s` (pods.py): each step its own pod.
-- `CNG_ACTIVE_DATASETS=a,b`: the datasets whose sensors start running. By default, those whose source this
-  environment can reach: `s3://` sources only with S3 storage; relative ones (in the product storage) anywhere. So a
-  laptop shows the cluster's datasets (PAD-US, CPAD) with their sensors stopped, not failing every tick.
+- `CNG_DATASETS=a,b` (or `all`): the catalog datasets the code location loads. By default, those whose source
+  this environment reaches: `s3://` sources only with S3 storage; relative ones (in the product storage)
+  anywhere. So a laptop shows the demo and the inbox, not the cluster's datasets (PAD-US, CPAD) that it cannot
+  run, and "Materialize all" means what it says. Loaded anyway (`all`), those show with their sensors stopped.
 - `CNG_SENSOR_INTERVAL`: seconds between sensor evaluations (default 30). Raw uploads in S3 are listed at most
   every `CNG_RAW_INTERVAL` (default 300), since a listing of a big `.gdb` costs requests; a local source (the
   demo inbox) as often as the other sensors.
@@ -18,6 +19,7 @@ import os
 import dagster as dg
 
 from cng_assets.catalog import Dataset
+from cng_assets.errors import CngInputError
 from cng_assets.transforms.sources import REMOTE_PREFIXES
 
 
@@ -30,12 +32,26 @@ def raw_interval(ds: Dataset) -> int:
     return int(os.environ.get("CNG_RAW_INTERVAL", "300")) if remote else sensor_interval()
 
 
-def is_active(ds: Dataset) -> bool:
-    chosen = os.environ.get("CNG_ACTIVE_DATASETS")
-    if chosen is not None:
-        return ds.name in {n.strip() for n in chosen.split(",")}
+def reaches(ds: Dataset) -> bool:
+    """Whether this environment can read the dataset's source."""
     return not ds.source.startswith("s3://") or os.environ.get("CNG_STORAGE", "local") == "s3"
 
 
+def loaded_datasets(catalog: dict[str, Dataset]) -> list[Dataset]:
+    """The datasets the code location loads (CNG_DATASETS), those this environment reaches first."""
+    chosen = os.environ.get("CNG_DATASETS", "").strip()
+    if chosen == "all":
+        names = list(catalog)
+    elif chosen:
+        names = [n.strip() for n in chosen.split(",") if n.strip()]
+        unknown = sorted(set(names) - set(catalog))
+        if unknown:
+            raise CngInputError(f"CNG_DATASETS names {unknown}, which the catalog does not have",
+                                hint=f"name some of {', '.join(sorted(catalog))}, or `all`")
+    else:
+        names = [n for n, ds in catalog.items() if reaches(ds)]
+    return sorted((catalog[n] for n in names), key=lambda ds: (not reaches(ds), ds.name))
+
+
 def sensor_status(ds: Dataset) -> dg.DefaultSensorStatus:
-    return dg.DefaultSensorStatus.RUNNING if is_active(ds) else dg.DefaultSensorStatus.STOPPED
+    return dg.DefaultSensorStatus.RUNNING if reaches(ds) else dg.DefaultSensorStatus.STOPPED

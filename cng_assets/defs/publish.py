@@ -21,12 +21,12 @@ def _code_versions() -> dict[str, str]:
             "describe": describe.VERSION}
 
 
-def _facts(storage: ProductStorage, ds: Dataset, absolute: bool) -> facts.DatasetFacts:
-    """STAC needs absolute hrefs: the public base, or the local folder as a file:// URI on a laptop."""
+def _facts(storage: ProductStorage, ds: Dataset) -> facts.DatasetFacts:
+    """Hrefs under the public base URL, or ('') relative, so the dataset folder works wherever it is copied."""
     inv = products.load_inventory(storage, ds)
     with storage.local_path(ds.bucket, ds.prefix) as root:
-        base = storage.href_base(ds.bucket, ds.prefix) or (Path(root).resolve().as_uri() + "/" if absolute else "")
-        return facts.gather(ds, Path(root), inv, href_base=base, code_versions=_code_versions())
+        return facts.gather(ds, Path(root), inv, href_base=storage.href_base(ds.bucket, ds.prefix),
+                            code_versions=_code_versions())
 
 
 def _publish_text(storage: ProductStorage, ds: Dataset, name: str, text: str) -> str:
@@ -78,7 +78,7 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
               automation_condition=AFTER_PRODUCTS,
               description="A STAC Collection for the dataset with an Item per spatial layer (STAC 1.1).")
     def stac_collection(storage: ProductStorage) -> dg.MaterializeResult:
-        f = _facts(storage, ds, absolute=True)
+        f = _facts(storage, ds)
         with products.input_errors(ds), storage.publish_dir(ds.bucket, products.key(ds, layout.STAC_DIR)) as out:
             written = stac.write_dataset_stac(f, out)
         return dg.MaterializeResult(metadata={
@@ -90,7 +90,7 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
               description="README.md beside the products (layers, data dictionary, H3 facts, maps, example queries) and "
                           "map.html, every vector layer's PMTiles on a MapLibre map.")
     def docs(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
-        f = _facts(storage, ds, absolute=False)
+        f = _facts(storage, ds)
         with storage.local_path(ds.bucket, ds.prefix) as root, products.input_errors(ds):
             text = describe.dataset_readme(f, describe.profile_products(f, root), context.run.run_id)
             preview = describe.inline_pngs(text, root)  # the maps' relative links do not resolve in the UI

@@ -26,7 +26,7 @@ from cng_assets.defs.environment import raw_interval, sensor_interval, sensor_st
 from cng_assets.defs.failures import last_good_memory
 from cng_assets.defs.partitions import CHUNK_PARENTS, chunk_key, empty_chunks, new_partition_keys
 from cng_assets.defs.pods import MEMORY_TAG, memory_run_config
-from cng_assets.defs.sources import is_observed, layer_versions, observations, recorded_versions, source_files
+from cng_assets.defs.sources import empty_local_folder, is_observed, layer_versions, observations, recorded_versions, source_files
 from cng_assets.defs.targets import LAYER_ASSETS, layer_targets
 from cng_assets.errors import CngInputError
 from cng_assets.storage import ProductStorage
@@ -54,8 +54,10 @@ def raw_upload_sensor(ds: Dataset) -> dg.SensorDefinition:
             deleted = bool(seen.get("files"))
             if deleted:
                 context.log.warning(f"{ds.name}: source {ds.source} was deleted; its products are kept")
-            return dg.SensorResult(skip_reason=f"{ds.source} is missing" + " (deleted since the last tick)" * deleted,
-                                   cursor=json.dumps({**seen, "listing": listing, "files": 0}))
+            folder = empty_local_folder(storage, ds)
+            why = (f"{ds.source} has no files yet: copy a file GDAL reads into {folder}" if folder else
+                   f"{ds.source} is missing" + " (deleted since the last tick)" * deleted)
+            return dg.SensorResult(skip_reason=why, cursor=json.dumps({**seen, "listing": listing, "files": 0}))
         if listing == seen.get("listing") and seen.get("catalog") == catalog:
             return dg.SkipReason(f"{ds.source}: no new or changed objects")
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import warnings
+from pathlib import Path
 
 import dagster as dg
 
@@ -18,6 +19,7 @@ from cng_assets.dagster_private import DATA_VERSION_TAG
 from cng_assets.defs import products
 from cng_assets.defs.partitions import source_partitions
 from cng_assets.defs.pods import op_tags
+from cng_assets.errors import CngInputError
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms import folders, gdb
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX, Inventory
@@ -38,6 +40,15 @@ def source_files(storage: ProductStorage, ds: Dataset) -> dict[str, str]:
     if not files and (version := remote_version(ds.source)):
         files = {"": version}
     return files
+
+
+def empty_local_folder(storage: ProductStorage, ds: Dataset) -> Path | None:
+    """The source's folder when it is a local folder that exists with no files in it yet (the demo inbox)."""
+    try:
+        path = Path(storage.source_path(ds.source))
+    except CngInputError:  # missing
+        return None
+    return path if not str(path).startswith("/vsi") and path.is_dir() and not any(path.iterdir()) else None
 
 
 def layer_versions(storage: ProductStorage, ds: Dataset, inv: Inventory, files: dict[str, str]) -> dict[str, str]:

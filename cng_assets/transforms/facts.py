@@ -4,6 +4,7 @@ files on disk), so that STAC and the docs describe facts, not hopes. Pure: takes
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -109,6 +110,17 @@ class DatasetFacts:
 
     def layer(self, slug: str) -> LayerFacts:
         return next(x for x in [*self.layers, *self.tables] if x.slug == slug)
+
+
+def with_href_base(facts: DatasetFacts, base: str) -> DatasetFacts:
+    """The same facts with every file's href `base` + its key."""
+    def files(d: dict[str, FileFacts]) -> dict[str, FileFacts]:
+        return {k: dataclasses.replace(f, href=base + f.key) for k, f in d.items()}
+
+    return dataclasses.replace(
+        facts, href_base=base, layers=[dataclasses.replace(x, files=files(x.files)) for x in facts.layers],
+        tables=[dataclasses.replace(x, files=files(x.files)) for x in facts.tables],
+        rasters=[dataclasses.replace(r, files=files(r.files)) for r in facts.rasters])
 
 
 def multihash_sha256(path: Path) -> str:

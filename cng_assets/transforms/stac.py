@@ -33,6 +33,7 @@ offline, so the citation goes into the description and the DOI into a `cite-as` 
 from __future__ import annotations
 
 import math
+import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,7 +48,7 @@ from cng_assets.catalog import Dataset
 from cng_assets.errors import CngInputError
 from cng_assets.transforms import layout
 from cng_assets.transforms.columns import rename_note
-from cng_assets.transforms.facts import DatasetFacts, FileFacts, LayerFacts, RasterFacts, union_bbox
+from cng_assets.transforms.facts import DatasetFacts, FileFacts, LayerFacts, RasterFacts, union_bbox, with_href_base
 from cng_assets.transforms.hex import readers
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX
 
@@ -136,11 +137,11 @@ def _when(ds: Dataset) -> tuple[datetime | None, datetime | None, datetime | Non
 
 
 def _check_hrefs(facts: DatasetFacts) -> None:
-    for x in [*facts.layers, *facts.tables]:
+    for x in [*facts.layers, *facts.tables, *facts.rasters]:
         for f in x.files.values():
             if not (urlparse(f.href).scheme or f.href.startswith("/")):
-                raise ValueError(f"asset href {f.href!r} is relative: STAC files are written in their own folder, so "
-                                 "asset hrefs must be absolute (gather(..., href_base='https://<host>/<bucket>/<prefix>/'))")
+                raise ValueError(f"asset href {f.href!r} is relative: a Collection in memory has no place to be relative "
+                                 "to (write_dataset_stac makes hrefs relative to where it writes them)")
 
 
 def _asset(f: FileFacts, description: str | None = None) -> pystac.Asset:
@@ -295,7 +296,7 @@ def _providers(ds: Dataset) -> list[pystac.Provider]:
 
 def dataset_collection(facts: DatasetFacts) -> pystac.Collection:
     """The dataset's Collection, with one Item per spatial layer and the non-spatial tables as Collection assets.
-    Asset hrefs are the facts' hrefs (absolute: a public base URL)."""
+    Asset hrefs are the facts' hrefs (absolute: a public base URL, or local paths)."""
     _check_hrefs(facts)
     ds = facts.dataset
     when, start, end = _when(ds)
@@ -350,16 +351,34 @@ def dataset_collection(facts: DatasetFacts) -> pystac.Collection:
 
 
 def write_dataset_stac(facts: DatasetFacts, out_dir: str | Path) -> list[Path]:
-    """Write `collection.json` and one Item per spatial layer (`<slug>/<slug>.json`) under `out_dir`, with relative
-    links only (a self-contained catalog: upload the folder as is, e.g. to `<prefix>/stac/`). Returns the files
-    written, the Collection first. Write into a fresh (staging) folder: files of layers that no longer exist are
-    not removed."""
+    """Write `collection.json` and one Item per spatial layer (`<slug>/<slug>.json`) under `out_dir` (the dataset
+    folder's `stac/`, or a staging copy of it), with relative links only (a self-contained catalog: upload the
+    folder as is). Asset hrefs are the facts' public URLs or, for facts gathered with href_base '', relative to
+    each file, so the dataset folder works wherever it is copied. Returns the files written, the Collection
+    first. Write into a fresh (staging) folder: files of layers that no longer exist are not removed."""
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    relative = not facts.href_base
+    if relative:  # absolute paths under the folder `out` stands in, made relative once every file has its place
+        facts = with_href_base(facts, out.parent.as_posix() + "/")
     col = dataset_collection(facts)
     col.normalize_hrefs(str(out))
+    if relative:
+        _relative_hrefs(col)
     col.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
     return [Path(col.self_href), *(Path(i.self_href) for i in col.get_items())]
+
+
+def _relative_hrefs(col: pystac.Collection) -> None:
+    """Asset hrefs and the preview link (local paths) made relative to the file that holds them (pystac makes only
+    the catalog's own links relative, and not the assets of a Collection)."""
+    for owner in [col, *col.get_items()]:
+        here = os.path.dirname(owner.get_self_href())
+        for asset in owner.assets.values():
+            asset.href = os.path.relpath(asset.href, here)
+        for link in owner.links:
+            if link.rel == "preview":
+                link.target = os.path.relpath(link.href, here)
 
 
 def root_catalog(collection_hrefs: dict[str, str], out_path: str | Path, *, id: str = "cng-assets",

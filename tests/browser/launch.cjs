@@ -1,6 +1,6 @@
 // Shared by the browser checks: Debian's Chromium through playwright-core (NODE_PATH points at the npm cache),
 // unpkg URLs answered from the local npm copies, and any other non-loopback request refused (the cluster and
-// the tests are offline; a page that needs the internet must fail here).
+// the tests are offline; a page that needs the internet must fail here). With `offline`, unpkg is refused too.
 const path = require("path");
 const { chromium } = require("playwright-core");
 
@@ -17,7 +17,7 @@ async function open(config) {
     const url = new URL(route.request().url());
     if (url.hostname === "127.0.0.1" || url.protocol === "data:" || url.protocol === "blob:") return route.continue();
     const m = url.hostname === "unpkg.com" && url.pathname.match(/^\/([^/]+@[^/]+)\/(.+)$/);
-    if (m && config.routes[m[1]]) return route.fulfill({ path: path.join(config.routes[m[1]], m[2]) });
+    if (m && config.routes[m[1]] && !config.offline) return route.fulfill({ path: path.join(config.routes[m[1]], m[2]) });
     refused.push(url.href);
     return route.abort();
   });

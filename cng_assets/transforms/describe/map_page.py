@@ -70,8 +70,9 @@ _PAGE = """<!DOCTYPE html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>__TITLE__</title>
 <link rel="stylesheet" href="__CSS__">
-<script src="__MAPLIBRE__"></script>
-<script src="__PMTILES__"></script>
+<script>window.cngFailed = [];</script>
+<script src="__MAPLIBRE__" onerror="cngFailed.push(this.src)"></script>
+<script src="__PMTILES__" onerror="cngFailed.push(this.src)"></script>
 <style>
   html, body { margin: 0; height: 100%; font: 13px/1.4 system-ui, sans-serif; }
   #map { position: absolute; inset: 0; background: #f4f1ea; }
@@ -81,6 +82,7 @@ _PAGE = """<!DOCTYPE html>
   #panel label { display: block; white-space: nowrap; }
   #panel .swatch { display: inline-block; width: 10px; height: 10px; margin-right: 4px; border-radius: 2px; }
   #panel .note, #status { color: #666; }
+  #status.failed { color: #a40000; white-space: normal; overflow-wrap: anywhere; margin-top: 6px; }
   .attributes td { padding: 0 6px 0 0; vertical-align: top; }
   .attributes td:first-child { font-weight: 600; }
 </style>
@@ -90,43 +92,11 @@ _PAGE = """<!DOCTYPE html>
 <div id="panel"><h1 id="title"></h1><div id="layers"></div><div id="status"></div></div>
 <script>
 const DATA = __DATA__;
-const protocol = new pmtiles.Protocol();
-maplibregl.addProtocol("pmtiles", protocol.tile);
-
-const GEOMETRY = {fill: ["Polygon", "MultiPolygon"], line: ["LineString", "MultiLineString"],
-                  circle: ["Point", "MultiPoint"]};
-const PAINT = {
-  fill: c => ({"fill-color": c, "fill-opacity": 0.35}),
-  line: c => ({"line-color": c, "line-width": 1.5}),
-  circle: c => ({"circle-color": c, "circle-radius": 4, "circle-stroke-color": "#fff", "circle-stroke-width": 1}),
-};
-const sources = {}, styleLayers = [], ids = {};
-for (const layer of DATA.layers) {
-  if (!layer.pmtiles) continue;
-  // the archive's URL relative to this page, made absolute for the pmtiles protocol
-  sources[layer.slug] = {type: "vector", url: "pmtiles://" + new URL(layer.pmtiles, document.baseURI).href};
-  ids[layer.slug] = [];
-  const add = (kind, type, paint, geometry) => {
-    const id = layer.slug + ":" + kind;
-    ids[layer.slug].push(id);
-    styleLayers.push({id, type, source: layer.slug, "source-layer": layer.slug, paint,
-                      filter: ["match", ["geometry-type"], geometry, true, false]});
-  };
-  for (const kind of layer.kinds) {
-    add(kind, kind, PAINT[kind](layer.colour), GEOMETRY[kind]);
-    if (kind === "fill") add("outline", "line", {"line-color": layer.colour, "line-width": 1}, GEOMETRY.fill);
-  }
-}
-
-const map = new maplibregl.Map({
-  container: "map", bounds: DATA.bounds, fitBoundsOptions: {padding: 30, maxZoom: 14},
-  style: {version: 8, sources, layers: [{id: "background", type: "background", paint: {"background-color": "#f4f1ea"}},
-                                        ...styleLayers]},
-});
-map.addControl(new maplibregl.NavigationControl());
-window.cngMap = map;
+const status = document.getElementById("status");
+let map = null;  // none when the map's scripts did not load: the panel still lists the layers and says why
 
 document.getElementById("title").textContent = DATA.title;
+const ids = Object.fromEntries(DATA.layers.map(l => [l.slug, []]));
 const list = document.getElementById("layers");
 for (const layer of DATA.layers) {
   const label = document.createElement("label");
@@ -136,7 +106,7 @@ for (const layer of DATA.layers) {
   box.disabled = !layer.pmtiles;
   box.dataset.slug = layer.slug;
   box.addEventListener("change", () => {
-    for (const id of ids[layer.slug]) map.setLayoutProperty(id, "visibility", box.checked ? "visible" : "none");
+    for (const id of ids[layer.slug]) map && map.setLayoutProperty(id, "visibility", box.checked ? "visible" : "none");
   });
   const swatch = document.createElement("span");
   swatch.className = "swatch";
@@ -149,33 +119,76 @@ for (const layer of DATA.layers) {
   list.append(label);
 }
 
-const status = document.getElementById("status");
-map.on("error", e => { status.textContent = String((e.error && e.error.message) || e); });
+if (typeof maplibregl === "undefined" || typeof pmtiles === "undefined") {
+  const urls = cngFailed.join(", ") || "MapLibre GL JS and pmtiles";
+  status.className = "failed";
+  status.textContent = "The map cannot be drawn: its scripts did not load (" + urls + "). The page needs the " +
+    "internet for them; the layers' .pmtiles files beside this page open in any PMTiles viewer.";
+} else {
+  drawMap();
+}
 
-const names = Object.fromEntries(DATA.layers.map(l => [l.slug, l.name]));
-const drawn = () => Object.values(ids).flat().filter(id => map.getLayoutProperty(id, "visibility") !== "none");
-map.on("click", e => {
-  const p = e.point, near = [[p.x - 4, p.y - 4], [p.x + 4, p.y + 4]];  // a little slack for points and lines
-  const feature = map.queryRenderedFeatures(near, {layers: drawn()})[0];
-  if (!feature) return;
-  const box = document.createElement("div");
-  const head = document.createElement("strong");
-  head.textContent = names[feature.source] || feature.source;
-  const table = document.createElement("table");
-  table.className = "attributes";
-  for (const [key, value] of Object.entries(feature.properties)) {
-    const row = table.insertRow();
-    row.insertCell().textContent = key;
-    row.insertCell().textContent = String(value);
+function drawMap() {
+  const protocol = new pmtiles.Protocol();
+  maplibregl.addProtocol("pmtiles", protocol.tile);
+  const GEOMETRY = {fill: ["Polygon", "MultiPolygon"], line: ["LineString", "MultiLineString"],
+                    circle: ["Point", "MultiPoint"]};
+  const PAINT = {
+    fill: c => ({"fill-color": c, "fill-opacity": 0.35}),
+    line: c => ({"line-color": c, "line-width": 1.5}),
+    circle: c => ({"circle-color": c, "circle-radius": 4, "circle-stroke-color": "#fff", "circle-stroke-width": 1}),
+  };
+  const sources = {}, styleLayers = [];
+  for (const layer of DATA.layers) {
+    if (!layer.pmtiles) continue;
+    // the archive's URL relative to this page, made absolute for the pmtiles protocol
+    sources[layer.slug] = {type: "vector", url: "pmtiles://" + new URL(layer.pmtiles, document.baseURI).href};
+    const add = (kind, type, paint, geometry) => {
+      const id = layer.slug + ":" + kind;
+      ids[layer.slug].push(id);
+      styleLayers.push({id, type, source: layer.slug, "source-layer": layer.slug, paint,
+                        filter: ["match", ["geometry-type"], geometry, true, false]});
+    };
+    for (const kind of layer.kinds) {
+      add(kind, kind, PAINT[kind](layer.colour), GEOMETRY[kind]);
+      if (kind === "fill") add("outline", "line", {"line-color": layer.colour, "line-width": 1}, GEOMETRY.fill);
+    }
   }
-  box.append(head, table);
-  new maplibregl.Popup({maxWidth: "360px"}).setLngLat(e.lngLat).setDOMContent(box).addTo(map);
-});
-map.on("mousemove", e => {
-  const p = e.point;
-  map.getCanvas().style.cursor = map.queryRenderedFeatures([[p.x - 4, p.y - 4], [p.x + 4, p.y + 4]],
-                                                           {layers: drawn()}).length ? "pointer" : "";
-});
+
+  map = new maplibregl.Map({
+    container: "map", bounds: DATA.bounds, fitBoundsOptions: {padding: 30, maxZoom: 14},
+    style: {version: 8, sources, layers: [{id: "background", type: "background", paint: {"background-color": "#f4f1ea"}},
+                                          ...styleLayers]},
+  });
+  map.addControl(new maplibregl.NavigationControl());
+  window.cngMap = map;
+  map.on("error", e => { status.textContent = String((e.error && e.error.message) || e); });
+
+  const names = Object.fromEntries(DATA.layers.map(l => [l.slug, l.name]));
+  const drawn = () => Object.values(ids).flat().filter(id => map.getLayoutProperty(id, "visibility") !== "none");
+  map.on("click", e => {
+    const p = e.point, near = [[p.x - 4, p.y - 4], [p.x + 4, p.y + 4]];  // a little slack for points and lines
+    const feature = map.queryRenderedFeatures(near, {layers: drawn()})[0];
+    if (!feature) return;
+    const box = document.createElement("div");
+    const head = document.createElement("strong");
+    head.textContent = names[feature.source] || feature.source;
+    const table = document.createElement("table");
+    table.className = "attributes";
+    for (const [key, value] of Object.entries(feature.properties)) {
+      const row = table.insertRow();
+      row.insertCell().textContent = key;
+      row.insertCell().textContent = String(value);
+    }
+    box.append(head, table);
+    new maplibregl.Popup({maxWidth: "360px"}).setLngLat(e.lngLat).setDOMContent(box).addTo(map);
+  });
+  map.on("mousemove", e => {
+    const p = e.point;
+    map.getCanvas().style.cursor = map.queryRenderedFeatures([[p.x - 4, p.y - 4], [p.x + 4, p.y + 4]],
+                                                             {layers: drawn()}).length ? "pointer" : "";
+  });
+}
 </script>
 </body>
 </html>
