@@ -175,18 +175,21 @@ def browser_products(tmp_path_factory) -> dict:
 
 
 # -- scheduling on both cores (`make test` runs `pytest -n auto`) --------------------------------------------------
-# Each module is one unit of work, so its module-scoped fixtures are built once; the modules that start a daemon
-# stack (the daemon and webserver, or `dg dev`, with their code servers and run workers: several processes each)
-# share one unit, so no two stacks compete for the two cores and their sensor timing. Units start longest first
-# (measured with --durations; the rest in file order: --no-loadscope-reorder), so the last to end is a short one.
-DAEMON_MODULES = ("test_e2e_daemon", "test_embedded_default", "test_ui_browser", "test_daemon_stack")
-LONGEST_FIRST = ("daemon", "test_s3_faults", "test_stac", "test_lineage", "test_cli", "test_s3", "test_hex_readers",
-                 "test_interrupt", "test_definitions")
+# Each module is one unit of work, so its module-scoped fixtures are built once. The daemon scenarios (the daemon
+# and webserver, or `dg dev`, with code servers and run workers) are two units that start first, one per core: the
+# lab's end-to-end stack (PostgreSQL, S3) alone, and the laptop's stacks one after another. Each stack has its own
+# instance, ports and buckets, and most of their time is waiting for daemon loops, so the other core's tests fill
+# it. Then the longest units first (measured with --durations; the rest in file order: --no-loadscope-reorder),
+# so the last to end is a short one.
+UNITS = {"test_e2e_daemon": "daemon: lab", "test_embedded_default": "daemon: laptop", "test_ui_browser": "daemon: laptop",
+         "test_daemon_stack": "daemon: laptop"}
+LONGEST_FIRST = ("daemon: lab", "daemon: laptop", "test_s3_faults", "test_definitions", "test_s3", "test_cli", "test_stac",
+                 "test_lineage", "test_hex_readers", "test_interrupt")
 
 
 def _unit(nodeid: str) -> str:
     module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
-    return "daemon" if module in DAEMON_MODULES else module
+    return UNITS.get(module, module)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -56,8 +56,9 @@ def catalog_entry(parents: list[int]) -> dict:
 
 
 class Lab:
-    def __init__(self, stack: DaemonStack, s3, home: Path, catalog: Path, env: dict):
+    def __init__(self, stack: DaemonStack, s3, home: Path, catalog: Path, env: dict, instance: dg.DagsterInstance):
         self.stack, self.s3, self.home, self.catalog, self.env = stack, s3, home, catalog, env
+        self.instance = instance  # one for the module: opening an instance per poll cost a core while waiting
 
     def upload(self, gdb: Path) -> None:
         for p in sorted(gdb.iterdir()):
@@ -74,15 +75,13 @@ class Lab:
     def latest(self, asset: str, partition: str | None = None) -> float:
         """The storage id of the newest materialization (0 if none): to tell what came after what."""
         key = dg.AssetKey(["stac_catalog"] if asset == "stac_catalog" else [DS, asset])
-        with dg.DagsterInstance.from_config(str(self.home)) as instance:
-            records = instance.fetch_materializations(dg.AssetRecordsFilter(
-                asset_key=key, asset_partitions=[partition] if partition else None), limit=1).records
+        records = self.instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=key, asset_partitions=[partition] if partition else None), limit=1).records
         return records[0].storage_id if records else 0
 
     def metadata(self, asset: str, partition: str) -> dict:
-        with dg.DagsterInstance.from_config(str(self.home)) as instance:
-            return instance.fetch_materializations(dg.AssetRecordsFilter(
-                asset_key=dg.AssetKey([DS, asset]), asset_partitions=[partition]), limit=1).records[0].asset_materialization.metadata
+        return self.instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey([DS, asset]), asset_partitions=[partition]), limit=1).records[0].asset_materialization.metadata
 
     def busy(self) -> bool:
         active = self.stack.runs({"statuses": ["QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"]})
@@ -137,9 +136,9 @@ def lab(tmp_path_factory, s3_server, postgres_server):
     env = {**s3_server.env(), "CNG_S3_BUCKET": BUCKET, "CNG_CATALOG_DIR": str(catalog), "CNG_SENSOR_INTERVAL": "5",
            "CNG_RAW_INTERVAL": "5", "CNG_TEST_OOM_BELOW_GIB": "16"}
     started = time.monotonic()
-    with DaemonStack(home, env=env) as stack:
+    with DaemonStack(home, env=env) as stack, dg.DagsterInstance.from_config(str(home)) as instance:
         TIMES["stack up"] = time.monotonic() - started
-        yield Lab(stack, s3_server, home, catalog, env)
+        yield Lab(stack, s3_server, home, catalog, env, instance)
     print("\nend-to-end times (s):", json.dumps({k: round(v) for k, v in TIMES.items()}))
 
 
