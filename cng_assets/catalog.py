@@ -32,6 +32,16 @@ class H3Settings(BaseModel):
     target_cells_per_chunk: int = Field(20_000_000, ge=1000, description="planned work per chunk, in output cells")
     max_cells: int = Field(MAX_CELLS, ge=1, description="budget per layer: a hex plan estimating more is refused")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _parents_follow_resolution(cls, data):
+        """Parents not given: the two resolutions above the cell's and 0 (9, 8, 0 for the default 10), so a
+        resolution alone (`--resolution 8`, `h3: {resolution: 8}`) needs nothing else."""
+        if isinstance(data, dict) and data.get("parents") is None and isinstance(data.get("resolution"), int):
+            r = data["resolution"]
+            data = {**data, "parents": sorted({p for p in (r - 1, r - 2, 0) if 0 <= p < r}, reverse=True)}
+        return data
+
     @model_validator(mode="after")
     def _parents_coarser(self) -> H3Settings:
         bad = [p for p in self.parents if not 0 <= p < self.resolution]

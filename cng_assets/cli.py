@@ -143,7 +143,7 @@ def _print_products(ds: Dataset, storage) -> bool:
 @click.option("--out", default="data", show_default=True, help="Product folder.")
 @click.option("--layers", "only", default=None, help="Comma-separated layer names or slugs (default: all).")
 @click.option("--resolution", type=int, default=None, help="H3 resolution (default 10).")
-@click.option("--parents", default=None, help="H3 parent resolutions, e.g. 9,8,0.")
+@click.option("--parents", default=None, help="H3 parent resolutions, e.g. 9,8,0 (default: the two above --resolution, and 0).")
 @click.option("--datetime", "when", default=None,
               help="When the data describe, for STAC (ISO date). Default: a local source's modification date, else today.")
 @CRS_OPTION
@@ -180,11 +180,11 @@ def run(source: str, name: str, out: str, only: str | None, resolution: int | No
 @click.argument("input_path", metavar="INPUT.parquet")
 @click.argument("out_dir", metavar="OUTDIR")
 @click.option("--resolution", type=click.IntRange(1, 15), default=10, show_default=True)
-@click.option("--parents", default="9,8,0", show_default=True, help="Parent resolutions (comma-separated).")
+@click.option("--parents", default=None, help="Parent resolutions, comma-separated (default: the two above --resolution, and 0).")
 @click.option("--containment", type=click.Choice(["center", "overlap"]), default="center", show_default=True)
 @click.option("--attributes", default="all", show_default=True, help="Layer columns to carry: all, none, or a,b,c.")
 @MAX_CELLS_OPTION
-def hex(input_path: str, out_dir: str, resolution: int, parents: str, containment: str, attributes: str,
+def hex(input_path: str, out_dir: str, resolution: int, parents: str | None, containment: str, attributes: str,
         max_cells: int | None):
     """H3 cells of every feature of a GeoParquet file, into OUTDIR/h0=<cell>/*.parquet."""
     from pydantic import ValidationError
@@ -194,7 +194,7 @@ def hex(input_path: str, out_dir: str, resolution: int, parents: str, containmen
     from cng_assets.transforms.hex.layer import hex_layer
 
     try:
-        h3 = H3Settings(resolution=resolution, parents=_csv_ints(parents) or [], containment=containment,
+        h3 = H3Settings(resolution=resolution, parents=_csv_ints(parents), containment=containment,
                         attributes=attributes if attributes in ("all", "none") else attributes.split(","),
                         **({"max_cells": max_cells} if max_cells else {}))
     except ValidationError as e:

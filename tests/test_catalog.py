@@ -24,6 +24,14 @@ def test_defaults_are_the_lab_conventions(tmp_path):
     assert ds.include == ["*"] and ds.exclude == []
 
 
+@pytest.mark.parametrize("resolution, parents", [(10, [9, 8, 0]), (8, [7, 6, 0]), (2, [1, 0]), (1, [0])])
+def test_parents_follow_a_resolution_given_alone(tmp_path, resolution, parents):
+    """`--resolution 8` or `h3: {resolution: 8}` alone: the parents are the two above it and 0, not 9, 8, 0."""
+    f = tmp_path / "x.yaml"
+    f.write_text(f"name: x\ntitle: X\nsource: a.gpkg\nprefix: x\nh3: {{resolution: {resolution}}}\n")
+    assert load_dataset_file(f).h3.parents == parents
+
+
 @pytest.mark.parametrize("body, expected", [
     ("name: x\ntitle: X\nsource: a\nprefix: x\nh3: {resolution: 16}\n", "h3.resolution"),
     ("name: x\ntitle: X\nsource: a\nprefix: x\nh3: {resolution: 8, parents: [9]}\n", "coarser than resolution 8"),
