@@ -160,3 +160,30 @@ def test_hex_command_checks_its_input(cli, tmp_path):
         result = cli("hex", str(path), str(tmp_path / "hex"), "--resolution", "5", "--parents", "0")
         assert result.exit_code == 2 and said in result.output, result.output
     assert not (tmp_path / "hex").exists()
+
+
+def test_latin1_dbase_text_without_a_cpg_is_decoded_as_dbase_says(cli, tmp_path):
+    """A shapefile and a lone .dbf table written in ISO-8859-1 with no .cpg (dBase's default when the header
+    names no code page): their text reaches Parquet as UTF-8 that pyarrow and DuckDB read back as written (was:
+    a lookup Parquet readers refuse, and a raw DuckDB error for the shapefile)."""
+    import duckdb
+    import pandas as pd
+
+    names = ["Zürich", "São Paulo", "Kraków", "Île-de-France"]
+    folder = tmp_path / "latin"
+    folder.mkdir()
+    frame = gpd.GeoDataFrame({"name": names}, geometry=[shapely.box(i, 0, i + 1, 1) for i in range(4)], crs=4326)
+    pyogrio.write_dataframe(frame, folder / "places.shp", encoding="latin1")
+    pyogrio.write_dataframe(pd.DataFrame({"code": [1, 2, 3, 4], "label": names}), folder / "codes.dbf",
+                            driver="ESRI Shapefile", encoding="latin1")
+    for cpg in folder.glob("*.cpg"):
+        cpg.unlink()
+    assert "Zürich".encode("latin1") in (folder / "codes.dbf").read_bytes()  # really Latin-1 on disk
+    out = tmp_path / "out"
+    result = cli("run", "--source", str(folder), "--dataset", "latin", "--out", str(out), "--resolution", "5")
+    assert result.exit_code == 0, result.output
+    table = out / "latin" / "lookup" / "codes.parquet"
+    assert pq.read_table(table).column("label").to_pylist() == names
+    assert [r[0] for r in duckdb.sql(f"SELECT label FROM read_parquet('{table}') ORDER BY code").fetchall()] == names
+    places = duckdb.sql(f"SELECT name FROM read_parquet('{out / 'latin' / 'places.parquet'}') ORDER BY _cng_fid").fetchall()
+    assert [r[0] for r in places] == names

@@ -355,3 +355,20 @@ def test_hilbert_keys_walk_the_grid_one_step_at_a_time():
     by_d = np.argsort(d)
     steps = np.abs(np.diff(gx.ravel()[by_d])) + np.abs(np.diff(gy.ravel()[by_d]))
     assert (steps == 1).all()  # consecutive keys are neighbouring cells
+
+
+def test_a_geojson_id_property_that_gdal_also_takes_as_fid(tmp_path):
+    """GDAL makes a GeoJSON `id` property the FID *and* keeps it as a field, so two Arrow columns share the name
+    (was: KeyError 'Field "id" exists 2 times'). Checked against the file read as plain JSON."""
+    features = [{"type": "Feature", "properties": {"id": 10 + i, "name": f"park {i}"},
+                 "geometry": shapely.geometry.mapping(shapely.box(i, 0, i + 0.5, 1))} for i in range(4)]
+    src = tmp_path / "parks.geojson"
+    src.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    assert pyogrio.read_info(src)["fid_column"] == "id"  # the GDAL behaviour this is about
+    stats = write_geoparquet(str(src), "parks", tmp_path / "parks.parquet", kind="polygon")
+    product = pq.read_table(tmp_path / "parks.parquet").sort_by("_cng_fid")
+    assert stats.rows_written == len(features)
+    assert product.column("id").to_pylist() == [f["properties"]["id"] for f in features]
+    assert product.column("name").to_pylist() == [f["properties"]["name"] for f in features]
+    areas = shapely.area(shapely.from_wkb(product.column("geometry").to_numpy(zero_copy_only=False)))
+    assert np.allclose(areas, 0.5)

@@ -69,9 +69,12 @@ def units(files: dict[str, str]) -> dict[str, str]:
             members.setdefault("/".join(parts[:gdb + 1]), []).append(f"{rel}\t{etag}")
         elif not _hidden(rel) and _suffix(rel) not in SIDECARS | IGNORED:
             members.setdefault(rel, []).append(f"{rel}\t{etag}")
+    stems = {_stem(unit) for unit in members}
     by_stem: dict[str, list[str]] = {}
     for rel, etag in files.items():
         if _suffix(rel) in SIDECARS and not _hidden(rel):
             by_stem.setdefault(_stem(rel), []).append(f"{rel}\t{etag}")
+            if _suffix(rel) == ".dbf" and _stem(rel) not in stems:  # no shapefile beside it: a dBase table
+                members[rel] = []
     return {unit: "sha256:" + hashlib.sha256("\n".join(sorted(lines + by_stem.get(_stem(unit), []))).encode())
             .hexdigest()[:32] for unit, lines in sorted(members.items())}

@@ -79,9 +79,11 @@ class _Converted:
 def _convert_batch(batch: pa.RecordBatch, first_fid: int, *, path: str, layer: str, meta: dict, kind: str,
                    geometry_type: str | None, transformer, names: dict[str, str], hilbert: str) -> _Converted:
     fids = np.arange(first_fid, first_fid + batch.num_rows, dtype=np.int64)
+    # GDAL's FID comes first (return_fids) and may share its name with a field (a GeoJSON `id` property): by position
+    gdal_fids, batch = batch.column(0), batch.select(range(1, batch.num_columns))
     geoms, curved = parse_wkb(batch.column(meta["geometry_name"] or "wkb_geometry").to_numpy(zero_copy_only=False))
     if len(curved):  # GDAL linearises curves on its non-Arrow path; re-read just those features
-        src_fids = batch.column(meta["fid_column"] or 0).to_numpy()[curved]
+        src_fids = gdal_fids.to_numpy()[curved]
         geoms[curved] = pyogrio.read_dataframe(path, layer=layer, fids=src_fids, columns=[]).geometry.values
     source_bounds = _total_bounds(geoms)
     counts = CleanCounts()
@@ -148,7 +150,8 @@ def write_geoparquet(path: str, layer: str, out_path: str | Path, *, kind: str, 
 
         with warnings.catch_warnings(), ThreadPoolExecutor(workers) as pool:
             warnings.simplefilter("ignore", UserWarning)
-            with open_arrow(path, layer=layer, batch_size=batch_size, use_pyarrow=True, return_fids=True) as (meta, reader):
+            with open_arrow(path, layer=layer, batch_size=batch_size, use_pyarrow=True, return_fids=True,
+                            encoding=sources.arrow_encoding(info)) as (meta, reader):
                 convert = partial(_convert_batch, path=path, layer=layer, meta=meta, kind=kind,
                                   geometry_type=info["geometry_type"], transformer=to_wgs84(src_crs), names=names,
                                   hilbert=hilbert)

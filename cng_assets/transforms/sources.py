@@ -74,6 +74,14 @@ def read_info(path: str, layer: str) -> dict:
         return pyogrio.read_info(path, layer=layer, force_feature_count=True)
 
 
+def arrow_encoding(info: dict) -> str | None:
+    """The text encoding to name to pyogrio's Arrow reader, which recodes to UTF-8 only when told: the one GDAL
+    found (a shapefile's .cpg, its .dbf's code page, or dBase's default ISO-8859-1) when it is not UTF-8 already.
+    Unnamed, such text reaches Parquet as bytes that pyarrow and DuckDB refuse."""
+    found = info.get("encoding") or ""
+    return None if found.upper().replace("_", "-") in ("", "UTF-8", "UTF8") else found
+
+
 def remote_version(source: str) -> str | None:
     """ETag (or Last-Modified) of an http(s) source from a HEAD request; None when it has neither."""
     if not source.startswith(("https://", "http://")):

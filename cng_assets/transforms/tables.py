@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pyogrio
 from pyogrio.raw import open_arrow
 
 from cng_assets.errors import CngInputError
-from cng_assets.transforms import columns
+from cng_assets.transforms import columns, sources
 from cng_assets.transforms.domains import Domain, domain_table
 
-VERSION = "2"  # bump when the product changes: products made before become stale
+VERSION = "3"  # bump when the product changes: products made before become stale (3: text recoded to UTF-8)
 
 
 @dataclass
@@ -31,7 +32,8 @@ def write_table(path: str, layer: str, out_path: str | Path, batch_size: int = 6
     rows = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        with open_arrow(path, layer=layer, batch_size=batch_size, use_pyarrow=True) as (_meta, reader):
+        encoding = sources.arrow_encoding(pyogrio.read_info(path, layer=layer))
+        with open_arrow(path, layer=layer, batch_size=batch_size, use_pyarrow=True, encoding=encoding) as (_meta, reader):
             if not reader.schema.names:  # Parquet with no columns is no product: say so before writing anything
                 raise CngInputError("the table has no columns, so there is nothing to publish", layer=layer,
                                     hint="check the source layer, or leave it out with `exclude:` in the catalog "
