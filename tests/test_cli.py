@@ -1,9 +1,11 @@
 """`cng-assets run` end to end on awkward input: each bad layer fails clearly, the others are produced."""
 
 import re
+from pathlib import Path
 
 import geopandas as gpd
 import pyogrio
+import pystac
 import pytest
 import shapely
 from click.testing import CliRunner
@@ -28,9 +30,7 @@ def test_bad_layers_fail_clearly_and_good_ones_are_written(cli, bad_gpkg, tmp_pa
     out = tmp_path / "out"
     result = cli("run", "--source", str(bad_gpkg), "--dataset", "awkward", "--out", str(out))
     assert result.exit_code == 1
-    assert "3 of 24 steps failed" in result.output and "8 later steps of those layers were skipped" in result.output
-    assert ("pmtiles[empty_layer]: dataset 'awkward', layer 'empty_layer': the layer has no features: there is "
-            "nothing to tile") in result.output
+    assert "2 of 24 steps failed" in result.output and "8 later steps of those layers were skipped" in result.output
     assert "note: geoparquet[invalid_rings]: repaired: 1, dropped unrepairable: 1" in result.output
     assert ("geoparquet[only_nulls]: dataset 'awkward', layer 'only_nulls': all 2 features have null, empty or "
             "unrepairable geometry") in result.output
@@ -45,6 +45,12 @@ def test_bad_layers_fail_clearly_and_good_ones_are_written(cli, bad_gpkg, tmp_pa
     assert any(p.startswith("hex/invalid_rings/h0=") for p in products)
     assert not any("only_nulls" in p or "no_crs" in p or "_chunks" in p for p in products)
     assert len(gpd.read_parquet(out / "awkward" / "invalid_rings.parquet")) == 2
+    # a layer with no features: its GeoParquet (schema, no rows), and no archive or hex folder to fail on; STAC and
+    # the README link only what exists
+    assert len(gpd.read_parquet(out / "awkward" / "empty_layer.parquet")) == 0
+    assert not any(p.startswith(("empty_layer.pmtiles", "hex/empty_layer")) for p in products)
+    item = pystac.Item.from_file(str(out / "awkward" / "stac" / "empty_layer" / "empty_layer.json"))
+    assert item.assets and all(Path(a.get_absolute_href()).is_file() for a in item.assets.values())
 
 
 def test_fgdb_selected_layers_with_their_domains(cli, fgdb, tmp_path):

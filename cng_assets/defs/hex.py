@@ -136,6 +136,8 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
                 yield from products.blocking_checks(checks, f"{ds.name}/{slug}: hex")
         for key in chunk_keys:  # intermediates go only once the new version is in place
             storage.delete(ds.bucket, key)
+        if not rows:  # a layer with no features: no cells, so no folder for readers to fail on
+            storage.delete(ds.bucket, products.key(ds, layout.hex(slug)))
         yield dg.MaterializeResult(
             metadata={"dagster/row_count": sum(rows.values()), "h0_partitions": len(rows), "chunks": n,
                       "resolution": settings.resolution, "parents": list(settings.parents),

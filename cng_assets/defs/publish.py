@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import pyarrow.parquet as pq
 
 from cng_assets.catalog import Dataset, PodSize
 from cng_assets.defs import products
@@ -46,10 +47,13 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
     def pmtiles_layer(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
         slug = context.partition_key
         key = products.key(ds, layout.pmtiles(slug))
-        with storage.local_path(ds.bucket, products.key(ds, layout.geoparquet(slug))) as gp, products.input_errors(ds, slug), \
-                storage.publish(ds.bucket, key) as tmp:
-            # tippecanoe's temporary files beside the archive: removed with the staging, even after a kill -9
-            stats = pmtiles.write_pmtiles(gp, tmp, layer=slug, scratch_dir=str(tmp.parent))
+        with storage.local_path(ds.bucket, products.key(ds, layout.geoparquet(slug))) as gp, products.input_errors(ds, slug):
+            if pq.read_metadata(gp).num_rows == 0:  # no archive (a map of nothing), and none left from an earlier source
+                storage.delete(ds.bucket, key)
+                return dg.MaterializeResult(metadata={"features": 0, "tiles": 0, "note": "the layer has no features: no archive"})
+            with storage.publish(ds.bucket, key) as tmp:
+                # tippecanoe's temporary files beside the archive: removed with the staging, even after a kill -9
+                stats = pmtiles.write_pmtiles(gp, tmp, layer=slug, scratch_dir=str(tmp.parent))
         return dg.MaterializeResult(metadata={
             "uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)), "bytes": stats.bytes,
             "features": stats.features, "collections_split": stats.collections_split,

@@ -137,6 +137,8 @@ def _file(root: Path, key: str, href_base: str, kind: str, roles: list[str], tit
         return None
     if path.is_dir():
         files = [p for p in path.rglob("*") if p.is_file()]
+        if not files:  # (a layer with no features has no hex): nothing a reader could open
+            return None
         return FileFacts(key, href_base + key, MEDIA_TYPES[kind], roles, sum(p.stat().st_size for p in files), None, title)
     return FileFacts(key, href_base + key, MEDIA_TYPES[kind], roles, path.stat().st_size, multihash_sha256(path), title)
 
