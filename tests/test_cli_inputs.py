@@ -187,3 +187,37 @@ def test_latin1_dbase_text_without_a_cpg_is_decoded_as_dbase_says(cli, tmp_path)
     assert [r[0] for r in duckdb.sql(f"SELECT label FROM read_parquet('{table}') ORDER BY code").fetchall()] == names
     places = duckdb.sql(f"SELECT name FROM read_parquet('{out / 'latin' / 'places.parquet'}') ORDER BY _cng_fid").fetchall()
     assert [r[0] for r in places] == names
+
+
+def test_a_zip_of_a_folder_opens_at_the_folder_that_holds_the_data(cli, tmp_path):
+    """Zipping a folder puts the data one or more folders down, where GDAL does not look (was: "check that it is a
+    complete file"): one shapefile two folders down, a GeoJSON with macOS's `__MACOSX/` beside it, and a folder
+    of two shapefiles (two layers)."""
+    import zipfile
+
+    frame = gpd.GeoDataFrame({"name": ["a", "b", "c"]}, geometry=[shapely.box(i, 0, i + 1, 1) for i in range(3)], crs=4326)
+    made = tmp_path / "made"
+    made.mkdir()
+    pyogrio.write_dataframe(frame, made / "parks.shp")
+    pyogrio.write_dataframe(frame.head(2), made / "lakes.shp")
+    pyogrio.write_dataframe(frame.head(1), made / "one.geojson")
+
+    def zipped(name: str, members: dict[str, Path]) -> Path:
+        with zipfile.ZipFile(tmp_path / name, "w") as z:
+            for arcname, path in members.items():
+                z.write(path, arcname) if path else z.writestr(arcname, b"")
+        return tmp_path / name
+
+    parks = {f"export/parks/parks{p.suffix}": p for p in made.glob("parks.*")}
+    deep = zipped("deep.zip", {"export/": None, **parks})
+    mac = zipped("mac.zip", {"data/one.geojson": made / "one.geojson", "__MACOSX/data/._one.geojson": made / "one.geojson"})
+    two = zipped("two.zip", {**{f"shp/{p.name}": p for p in made.glob("*.*") if p.stem in ("parks", "lakes")}})
+    for source, layers in ((deep, "parks 3"), (mac, "one 1"), (two, "lakes 2")):
+        listed = cli("layers", str(source))
+        assert listed.exit_code == 0, listed.output
+        name, count = layers.split()
+        assert re.search(rf"│ {name}\s.*│ {count}\s", listed.output), listed.output
+    result = cli("run", "--source", str(deep), "--dataset", "deep", "--out", str(tmp_path / "out"), "--resolution", "5")
+    assert result.exit_code == 0, result.output
+    product = gpd.read_parquet(tmp_path / "out" / "deep" / "parks.parquet").sort_values("_cng_fid")
+    assert product["name"].tolist() == ["a", "b", "c"] and shapely.area(product.geometry.values).round(6).tolist() == [1.0] * 3

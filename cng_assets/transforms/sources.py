@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import warnings
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pyogrio
 from pyogrio.errors import DataSourceError
 
 from cng_assets.errors import CngInputError
+from cng_assets.transforms.folders import SIDECARS
 
 REMOTE_PREFIXES = ("s3://", "https://", "http://", "/vsi")
 
@@ -34,10 +35,31 @@ def gdal_path(source: str, base_dir: str | Path | None = None) -> str:
                                 hint="re-download or re-upload the archive")
         with zipfile.ZipFile(path) as z:
             bad = z.testzip()
+            inner = _data_folder(z.namelist())
         if bad is not None:
             raise CngInputError(f"source {str(path)!r} has a corrupt member {bad!r}",
                                 hint="re-download or re-upload the archive")
+        if inner:  # GDAL looks only at the top of an archive: open the folder that holds the data
+            return f"/vsizip/{path}/{inner}"
     return str(path)
+
+
+def _data_folder(names: list[str]) -> str:
+    """The folder inside a zip that holds every member, as zipping a folder makes it ('' when the data are at the
+    top): down to a `.gdb` folder, which GDAL opens whole. macOS's `__MACOSX/` and hidden files do not count."""
+    parts = [n.split("/") for n in names  # files only: a folder's own entry ends with '/'
+             if not n.endswith("/") and not n.startswith("__MACOSX/") and not n.rsplit("/", 1)[-1].startswith(".")]
+    folder: list[str] = []
+    while parts and all(len(p) > len(folder) + 1 and p[len(folder)] == parts[0][len(folder)] for p in parts):
+        folder.append(parts[0][len(folder)])
+        if folder[-1].lower().endswith(".gdb"):
+            break
+    if folder and folder[-1].lower().endswith(".gdb") and len(folder) == 1:
+        return ""  # a .gdb at the top: GDAL's OpenFileGDB reads `x.gdb.zip` as it is
+    data = {p[-1] for p in parts if len(p) == len(folder) + 1 and PurePosixPath(p[-1]).suffix.lower() not in SIDECARS}
+    if folder and len(data) == 1 and len(parts) == sum(len(p) == len(folder) + 1 for p in parts):
+        return "/".join([*folder, *data])  # one file (with its sidecars): GDAL opens a folder only of shapefiles
+    return "/".join(folder)
 
 
 def list_layers(path: str) -> list[tuple[str, str | None]]:
