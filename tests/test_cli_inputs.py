@@ -221,3 +221,24 @@ def test_a_zip_of_a_folder_opens_at_the_folder_that_holds_the_data(cli, tmp_path
     assert result.exit_code == 0, result.output
     product = gpd.read_parquet(tmp_path / "out" / "deep" / "parks.parquet").sort_values("_cng_fid")
     assert product["name"].tolist() == ["a", "b", "c"] and shapely.area(product.geometry.values).round(6).tolist() == [1.0] * 3
+
+
+def test_a_shapefile_cut_short_is_refused_and_nothing_is_published_for_it(cli, tmp_path):
+    """An interrupted copy: the .shp (or the .dbf) shorter than its header says. GDAL reads the missing records as
+    null geometries without a word (was: exit 0, half the features "dropped null or empty"); the layer is refused,
+    the whole shapefile beside it is still published."""
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    frame = gpd.GeoDataFrame({"name": [f"p{i}" for i in range(200)]},
+                             geometry=[shapely.box(i * 0.01, 0, i * 0.01 + 0.005, 0.005) for i in range(200)], crs=4326)
+    for stem in ("whole", "short_shp", "short_dbf"):
+        pyogrio.write_dataframe(frame, folder / f"{stem}.shp")
+    for part in (folder / "short_shp.shp", folder / "short_dbf.dbf"):
+        part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
+    out = tmp_path / "out"
+    result = cli("run", "--source", str(folder), "--dataset", "upload", "--out", str(out), "--resolution", "5")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    for stem, part in (("short_shp", "short_shp.shp"), ("short_dbf", "short_dbf.dbf")):
+        assert f"geoparquet[{stem}]: dataset 'upload', layer '{stem}': the file is cut short: {part} is " in result.output
+        assert not (out / "upload" / f"{stem}.parquet").exists()
+    assert len(gpd.read_parquet(out / "upload" / "whole.parquet")) == 200

@@ -119,6 +119,7 @@ def write_geoparquet(path: str, layer: str, out_path: str | Path, *, kind: str, 
     cleaned on `workers` threads (GEOS and PROJ release the GIL), at most `workers + 1` batches in memory.
     """
     info = sources.read_info(path, layer)
+    sources.check_complete(path, layer, info)
     src_crs = info["crs"] or crs
     if src_crs is None:
         raise CngInputError("the layer declares no CRS", layer=layer,

@@ -96,6 +96,39 @@ def read_info(path: str, layer: str) -> dict:
         return pyogrio.read_info(path, layer=layer, force_feature_count=True)
 
 
+def check_complete(path: str, layer: str, info: dict) -> None:
+    """Refuse a local shapefile or dBase table shorter than its own headers say (an interrupted copy): GDAL reads
+    the missing records as null geometries and empty rows, without a word."""
+    if info.get("driver") != "ESRI Shapefile" or path.startswith("/vsi"):
+        return
+    base = Path(path)
+    base = base.with_suffix("") if base.suffix.lower() in (".shp", ".dbf") else base / layer
+    short = []
+    for suffix, declared in ((".shp", _shp_bytes), (".dbf", _dbf_bytes)):
+        part = next((p for p in (base.with_suffix(suffix), base.with_suffix(suffix.upper())) if p.is_file()), None)
+        if part is not None and (need := declared(part)) > (size := part.stat().st_size):
+            short.append(f"{part.name} is {size:,} bytes where its header says {need:,}")
+    if short:
+        raise CngInputError(f"the file is cut short: {'; '.join(short)}", layer=layer,
+                            hint="copy or download it again (an interrupted copy leaves out the end of the file)")
+
+
+def _shp_bytes(path: Path) -> int:
+    with open(path, "rb") as f:
+        head = f.read(28)
+    return int.from_bytes(head[24:28], "big") * 2 if len(head) == 28 else 0  # the file length, in 16-bit words
+
+
+def _dbf_bytes(path: Path) -> int:
+    with open(path, "rb") as f:
+        head = f.read(12)
+    if len(head) < 12:
+        return 0
+    records, header, record = (int.from_bytes(head[4:8], "little"), int.from_bytes(head[8:10], "little"),
+                               int.from_bytes(head[10:12], "little"))
+    return header + records * record
+
+
 def arrow_encoding(info: dict) -> str | None:
     """The text encoding to name to pyogrio's Arrow reader, which recodes to UTF-8 only when told: the one GDAL
     found (a shapefile's .cpg, its .dbf's code page, or dBase's default ISO-8859-1) when it is not UTF-8 already.

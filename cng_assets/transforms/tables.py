@@ -32,7 +32,9 @@ def write_table(path: str, layer: str, out_path: str | Path, batch_size: int = 6
     rows = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        encoding = sources.arrow_encoding(pyogrio.read_info(path, layer=layer))
+        info = pyogrio.read_info(path, layer=layer)
+        sources.check_complete(path, layer, info)
+        encoding = sources.arrow_encoding(info)
         with open_arrow(path, layer=layer, batch_size=batch_size, use_pyarrow=True, encoding=encoding) as (_meta, reader):
             if not reader.schema.names:  # Parquet with no columns is no product: say so before writing anything
                 raise CngInputError("the table has no columns, so there is nothing to publish", layer=layer,
