@@ -65,13 +65,13 @@ def layers(source: str, crs: str | None):
         _fail(str(e))
     table = Table("layer", "slug", "kind", "geometry", "features", "CRS")
     for x in inv.layers:
-        declared = x.crs or (f"{crs} (--crs)" if crs and x.kind not in ("table", "raster") else "")
+        declared = x.crs or (f"{crs} (--crs)" if crs and x.kind != "table" else "")
         table.add_row(x.name, x.slug, x.what, x.geometry_label, str(x.features), declared)
     Console(width=200).print(table)
     if inv.domains:
         console.print(f"{len(inv.domains)} coded-value domains (lookup tables): "
                       + ", ".join(d.name for d in inv.domains))
-    if not crs and any(x.kind not in ("table", "raster") and not x.crs for x in inv.layers):
+    if not crs and any(x.kind != "table" and not x.crs for x in inv.layers):
         console.print("Some layers declare no CRS: if you know it, pass it with --crs (e.g. --crs EPSG:4269).")
 
 

@@ -242,3 +242,32 @@ def test_a_shapefile_cut_short_is_refused_and_nothing_is_published_for_it(cli, t
         assert f"geoparquet[{stem}]: dataset 'upload', layer '{stem}': the file is cut short: {part} is " in result.output
         assert not (out / "upload" / f"{stem}.parquet").exists()
     assert len(gpd.read_parquet(out / "upload" / "whole.parquet")) == 200
+
+
+def test_crs_given_for_a_raster_that_declares_none(cli, tmp_path):
+    """`--crs` applies to rasters too (was: ignored, and raster hex failed after the COG was published without a
+    CRS): without it the COG step says what to do; with it every product is placed where pyproj puts the pixels."""
+    import h3
+    import numpy as np
+    import rasterio
+    from pyproj import Transformer
+    from rasterio.transform import from_origin
+
+    src = tmp_path / "grid.tif"
+    transform = from_origin(500_000, 4_100_000, 1_000, 1_000)
+    with rasterio.open(src, "w", driver="GTiff", width=20, height=10, count=1, dtype="float32", transform=transform) as d:
+        d.write(np.arange(200, dtype="float32").reshape(1, 10, 20))
+    out = tmp_path / "out"
+    refused = cli("run", "--source", str(src), "--dataset", "grid", "--out", str(out), "--resolution", "7")
+    assert refused.exit_code == 1 and ("cog[grid]: dataset 'grid', layer 'grid': the raster declares no CRS. What to do: "
+                                       "if you know it, set `crs:`") in refused.output
+    assert not (out / "grid" / "grid.tif").exists()
+    given = cli("run", "--source", str(src), "--dataset", "grid", "--out", str(out), "--resolution", "7",
+                "--crs", "EPSG:32618")
+    assert given.exit_code == 0, given.output
+    with rasterio.open(out / "grid" / "grid.tif") as cog:
+        assert cog.crs.to_epsg() == 32618 and cog.transform == transform
+    corner = Transformer.from_crs(32618, 4326, always_xy=True).transform(500_500, 4_099_500)  # first pixel's centre
+    hexed = pq.read_table(out / "grid" / "hex" / "grid", columns=["h7"])
+    cells = {h3.int_to_str(c) for c in hexed.column("h7").to_pylist()}
+    assert h3.latlng_to_cell(corner[1], corner[0], 7) in cells

@@ -59,7 +59,7 @@ def raster_assets(ds: Dataset) -> list:
 
     @dg.asset(key=[ds.name, "cog"], op_tags=op_tags(ds, "cog"), partitions_def=rasters,
               deps=[source_dep(ds)],
-              group_name=ds.name, kinds={"tiff"}, code_version=ds.code_version(cog.VERSION, "source", "raster"),
+              group_name=ds.name, kinds={"tiff"}, code_version=ds.code_version(cog.VERSION, "source", "raster", "crs"),
               description="The raster as a Cloud-Optimized GeoTIFF: tiled, overviews, lossless compression chosen for "
                           "the data type, nodata kept, native CRS unless the catalog asks for EPSG:4326.",
               check_specs=products.blocking_check_specs([ds.name, "cog"], rasters, {
@@ -70,7 +70,7 @@ def raster_assets(ds: Dataset) -> list:
         key = products.key(ds, layout.cog(slug))
         with products.input_errors(ds, slug), storage.publish(ds.bucket, key) as tmp:
             stats = cog.write_cog(layer.raster["path"], tmp, to_wgs84=ds.raster.to_wgs84,
-                                  categorical=ds.raster.categorical, gdal_options=storage.gdal_options())
+                                  categorical=ds.raster.categorical, gdal_options=storage.gdal_options(), crs=ds.crs)
             findings = inspect_tiff(key, str(tmp), {}).findings
             check = dg.AssetCheckResult(check_name="is_cog", passed=not findings,
                                         metadata={"findings": "; ".join(findings) or "none"})

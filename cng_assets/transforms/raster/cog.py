@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cng_assets.errors import CngInputError
+
 VERSION = "1"
 
 
@@ -39,16 +41,32 @@ def cog_options(dtype: str, categorical: bool | None = None) -> dict[str, str]:
 
 
 def write_cog(src_path: str, out: Path, to_wgs84: bool = False, categorical: bool | None = None,
-              gdal_options: dict | None = None) -> CogStats:
+              gdal_options: dict | None = None, crs: str | None = None) -> CogStats:
+    """`crs` is used only when the raster declares none (as for vector layers); without either, no COG."""
     import rasterio
+    from rasterio.crs import CRS
     from rasterio.shutil import copy as gdal_copy
 
     with rasterio.Env(**(gdal_options or {})):
         with rasterio.open(src_path) as src:
             options = cog_options(src.dtypes[0], categorical)
+            declared = src.crs
+        if not declared:
+            if crs is None:
+                raise CngInputError("the raster declares no CRS", hint="if you know it, set `crs:` (e.g. EPSG:32618) "
+                                    "in the dataset's catalog entry, or pass `--crs` to `cng-assets run`")
+            placed = Path(out).with_name(Path(out).name + ".crs.tif")  # a copy that says it, beside the output
+            gdal_copy(src_path, str(placed), driver="GTiff")
+            with rasterio.open(placed, "r+") as copy:
+                copy.crs = CRS.from_user_input(crs)
+            src_path = str(placed)
         if to_wgs84:
             options |= {"TARGET_SRS": "EPSG:4326", "RESAMPLING": "NEAREST" if options["OVERVIEW_RESAMPLING"] == "MODE" else "BILINEAR"}
-        gdal_copy(src_path, str(out), driver="COG", **options)
+        try:
+            gdal_copy(src_path, str(out), driver="COG", **options)
+        finally:
+            if not declared:
+                Path(src_path).unlink(missing_ok=True)
         with rasterio.open(out) as cog:
             return CogStats(cog.width, cog.height, cog.count, cog.dtypes[0], str(cog.crs) if cog.crs else None,
                             cog.nodata, options["COMPRESS"], int(options["PREDICTOR"]), cog.overviews(1),
