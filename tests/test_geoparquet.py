@@ -372,3 +372,15 @@ def test_a_geojson_id_property_that_gdal_also_takes_as_fid(tmp_path):
     assert product.column("name").to_pylist() == [f["properties"]["name"] for f in features]
     areas = shapely.area(shapely.from_wkb(product.column("geometry").to_numpy(zero_copy_only=False)))
     assert np.allclose(areas, 0.5)
+
+
+def test_a_local_engineering_crs_is_refused_by_name(tmp_path):
+    """A CAD or survey export in a local (engineering) CRS: PROJ cannot place it on the Earth (was: a raw
+    ProjError); the layer is refused, saying what to do, and nothing is written."""
+    frame = gpd.GeoDataFrame({"name": ["site"]}, geometry=[shapely.box(0, 0, 10, 10)])
+    pyogrio.write_dataframe(frame, tmp_path / "site.shp")
+    (tmp_path / "site.prj").write_text('LOCAL_CS["site grid",UNIT["metre",1],AXIS["X",EAST],AXIS["Y",NORTH]]')
+    with pytest.raises(CngInputError, match=r"its CRS 'site grid' \(Engineering CRS\) is not tied to the Earth.*"
+                                            r"What to do: reproject the layer"):
+        write_geoparquet(str(tmp_path / "site.shp"), "site", tmp_path / "site.parquet", kind="polygon")
+    assert not (tmp_path / "site.parquet").exists()

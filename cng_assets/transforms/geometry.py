@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import shapely
 from pyproj import CRS, Transformer
+from pyproj.exceptions import ProjError
 
 from cng_assets.errors import CngInputError
 
@@ -116,7 +117,13 @@ def to_wgs84(crs: str) -> Transformer | None:
     src = CRS.from_user_input(crs)
     if src.equals(WGS84, ignore_axis_order=True):
         return None
-    return Transformer.from_crs(src, WGS84, always_xy=True)
+    try:
+        return Transformer.from_crs(src, WGS84, always_xy=True)
+    except ProjError as e:
+        raise CngInputError(f"its CRS {src.name!r} ({src.type_name}) is not tied to the Earth, so PROJ cannot turn it "
+                            f"into lon/lat ({e})",
+                            hint="reproject the layer to a geographic or projected CRS in the tool that made it, and "
+                                 "upload it again") from None
 
 
 def _family(kind: str, geometry_type: str | None) -> set[str]:
