@@ -81,8 +81,9 @@ def test_rgb_sample_as_multiscale_geozarr(tmp_path):
     layout = _metadata(tmp_path / "rgb.zarr")["attributes"]["multiscales"]["layout"]
     assert layout[1]["resampling_method"] == "mode" and layout[1]["transform"]["scale"] == [718 / 359, 791 / 396]
     assert len(_files(tmp_path / "rgb.zarr" / "0" / "band_data" / "c")) == 1  # 3 bands x 2 x 2 chunks: one shard
-    with rasterio.open(src) as r:
-        assert np.array_equal(xr.open_zarr(tmp_path / "rgb.zarr", group="0")["band_data"].values, r.read())
+    with rasterio.open(src) as r:  # the README's own call: nodata (0 here) masked by xarray's defaults
+        assert np.array_equal(xr.open_zarr(tmp_path / "rgb.zarr", group="0")["band_data"].values,
+                              r.read(masked=True).astype("float32").filled(np.nan), equal_nan=True)
 
 
 def test_float_raster_levels_average_keep_nodata_and_shard(tmp_path, monkeypatch):
@@ -101,6 +102,20 @@ def test_float_raster_levels_average_keep_nodata_and_shard(tmp_path, monkeypatch
     level0 = xr.open_zarr(tmp_path / "f.zarr", group="0")
     assert level0.x.attrs["standard_name"] == "longitude" and level0.y.attrs["standard_name"] == "latitude"
     assert len(_files(tmp_path / "f.zarr" / "0" / "band_data" / "c")) == 4  # 2 x 2 shards of 1024 x 1024
+
+
+def test_nodata_is_masked_by_xarrays_default_call(tmp_path):
+    """`xarray.open_zarr(store, group="0")`, as the README says to read it: nodata pixels are NaN (xarray does not
+    take a Zarr v3 fill_value as a mask; was: the raw -9999), the rest as in the source."""
+    data = np.arange(12, dtype="float32").reshape(1, 3, 4)
+    data[0, 1, 2] = -9999
+    with rasterio.open(tmp_path / "n.tif", "w", driver="GTiff", width=4, height=3, count=1, dtype="float32",
+                       crs="EPSG:4326", transform=from_origin(0, 3, 1, 1), nodata=-9999) as dst:
+        dst.write(data)
+    write_geozarr(str(tmp_path / "n.tif"), tmp_path / "n.zarr")
+    read = xr.open_zarr(tmp_path / "n.zarr", group="0")["band_data"].values
+    assert np.isnan(read[0, 1, 2]) and np.isnan(read).sum() == 1
+    assert np.array_equal(read[~np.isnan(read)], data[data != -9999])
 
 
 def test_shards_fit_the_memory_budget():

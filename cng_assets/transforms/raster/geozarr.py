@@ -14,6 +14,8 @@ by one shard.
 
 from __future__ import annotations
 
+import base64
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ import numpy as np
 
 from cng_assets.transforms.raster.info import crs_code_or_wkt2
 
-VERSION = "2"
+VERSION = "3"  # 3: nodata also as CF _FillValue (xarray masks it)
 CHUNK = 512
 SHARD = 4096  # pixels a side at most: few objects per level, yet ranged reads stay per chunk (the shard index)
 SHARD_BYTES = 64 * 2**20  # a shard is held in memory while written (zarr encodes a whole shard at once)
@@ -68,7 +70,8 @@ def write_geozarr(src_path: str, out: Path, categorical: bool | None = None, gda
             shards = (bands, min(side, _ceil(h, chunks[1])), min(side, _ceil(w, chunks[2])))
             data = group.create_array("band_data", shape=(src.count, h, w), chunks=chunks, shards=shards, dtype=dtype,
                                       fill_value=nodata, dimension_names=("band", "y", "x"),  # nodata: the fill_value
-                                      attributes={"grid_mapping": "spatial_ref", "coordinates": "spatial_ref"})
+                                      attributes={"grid_mapping": "spatial_ref", "coordinates": "spatial_ref",
+                                                  **_cf_fill_value(nodata, dtype)})
             for b0 in range(0, src.count, bands):  # shard-aligned writes: no shard is read back and rewritten
                 for r0 in range(0, h, shards[1]):
                     for c0 in range(0, w, shards[2]):
@@ -95,6 +98,17 @@ def write_geozarr(src_path: str, out: Path, categorical: bool | None = None, gda
             zarr.consolidate_metadata(str(out))  # one read to open it (over HTTP too)
         return GeoZarrStats([[h, w] for h, w in levels], src.count, str(dtype),
                             str(src.crs) if src.crs else None, resampling.name)
+
+
+def _cf_fill_value(nodata, dtype: np.dtype) -> dict:
+    """Nodata as CF's `_FillValue`, encoded as xarray reads it from Zarr v3 (a float as the base64 of its
+    little-endian double), so `xarray.open_zarr(store, group="0")` masks it by default: xarray does not take the
+    Zarr v3 `fill_value` as a mask. NaN needs none: it reads as missing already."""
+    if nodata is None or (np.issubdtype(dtype, np.floating) and np.isnan(nodata)):
+        return {}
+    if np.issubdtype(dtype, np.floating):
+        return {"_FillValue": base64.standard_b64encode(struct.pack("<d", float(nodata))).decode()}
+    return {"_FillValue": int(nodata)}
 
 
 def _ceil(n: int, step: int) -> int:
