@@ -24,3 +24,10 @@ class CngInputError(Exception):
         )
         text = f"{place}: {self.problem}" if place else self.problem
         return f"{text}. What to do: {self.hint}" if self.hint else text
+
+
+def no_crs(what: str, example: str, layer: str | None = None) -> CngInputError:
+    """A layer or raster whose source declares no CRS, and the two ways to give it one."""
+    return CngInputError(f"the {what} declares no CRS", layer=layer,
+                         hint=f"if you know it, set `crs:` (e.g. {example}) in the dataset's catalog entry, "
+                              f"or pass `--crs {example}` to `cng-assets run`")

