@@ -8,7 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dagster as dg
 from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
@@ -130,14 +130,27 @@ class SnapshotPartitionsStore(CachingDynamicPartitionsLoader):
         return {k for k in partition_keys if k in keys}
 
 
+PINNED_PREFIX = "cng/"  # JSON metadata entries under this prefix are read with the event's facts (defs/stored.py)
+
+
 @dataclass(frozen=True)
 class AssetEventFacts:
-    """What staleness needs of one materialization or observation: not its metadata."""
+    """What staleness needs of one materialization or observation: not its metadata, but for the JSON entries
+    labelled `PINNED_PREFIX...` (what it left in storage)."""
 
     storage_id: int
     timestamp: float
     tags: Mapping[str, str]
     description: str | None
+    pins: Mapping[str, dict] = field(default_factory=dict)
+
+
+def record_facts(record: dg.EventLogRecord) -> AssetEventFacts:
+    """The facts of an event fetched through the public records API."""
+    event = record.asset_materialization or record.asset_observation
+    pins = {k: v.data for k, v in event.metadata.items()
+            if k.startswith(PINNED_PREFIX) and isinstance(v, dg.JsonMetadataValue)}
+    return AssetEventFacts(record.storage_id, record.timestamp, dict(event.tags or {}), event.description, pins)
 
 
 # how each kind of asset event is stored (serdes' JSON of EventLogEntry > DagsterEvent > its event data)
@@ -169,8 +182,7 @@ def asset_event_facts(instance: dg.DagsterInstance, asset_key: dg.AssetKey, even
     for i in range(0, len(missing), _BATCH):
         batch = missing[i:i + _BATCH]
         for r in fetch(dg.AssetRecordsFilter(asset_key=asset_key, storage_ids=batch), limit=len(batch)).records:
-            event = r.asset_materialization or r.asset_observation
-            out[r.storage_id] = AssetEventFacts(r.storage_id, r.timestamp, dict(event.tags or {}), event.description)
+            out[r.storage_id] = record_facts(r)
     return out
 
 
@@ -181,6 +193,9 @@ def _facts_from_json(storage_id: int, text: str, event_type: dg.DagsterEventType
         data = entry["dagster_event"]["event_specific_data"]
         event = data[field_name]
         tags, description, timestamp = event.get("tags") or {}, event.get("description"), entry["timestamp"]
+        # metadata is stored as serdes' legacy entries: {"label", "entry_data": {"__class__", "data" | "value" ...}}
+        pins = {m["label"]: m["entry_data"]["data"] for m in event.get("metadata_entries") or []
+                if m["label"].startswith(PINNED_PREFIX) and m["entry_data"]["__class__"] == "JsonMetadataEntryData"}
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
     if (entry.get("__class__") != "EventLogEntry" or data.get("__class__") != data_class
@@ -188,4 +203,4 @@ def _facts_from_json(storage_id: int, text: str, event_type: dg.DagsterEventType
             or not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values())
             or not isinstance(timestamp, (int, float)) or not isinstance(description, (str, type(None)))):
         return None
-    return AssetEventFacts(storage_id, float(timestamp), tags, description)
+    return AssetEventFacts(storage_id, float(timestamp), tags, description, pins)

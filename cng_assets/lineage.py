@@ -31,7 +31,9 @@ from cng_assets.dagster_private import (
     asset_event_facts,
     latest_data_versions_by_partition,
     latest_storage_ids_by_partition,
+    record_facts,
 )
+from cng_assets.defs.stored import StorageCheck
 
 FRESH, STALE, MISSING, WILL_BE_STALE = "fresh", "stale", "missing", "will be stale"
 LEGACY_TAG = "cng/legacy"  # on materializations the audit records for products made outside the pipeline;
@@ -63,8 +65,11 @@ CODE, DATA, DEPENDENCIES = "new code version", "new upstream data", "dependencie
 
 
 def asset_status(defs: dg.Definitions, instance: dg.DagsterInstance, dataset: str | None = None) -> list[PartitionStatus]:
-    """Every materializable asset partition of the dataset (all datasets when None), in graph order."""
+    """Every materializable asset partition of the dataset (all datasets when None), in graph order. A partition
+    whose products are missing or changed in the storage (defs' `storage` resource) is missing or stale, whatever
+    the instance recorded."""
     graph = defs.resolve_asset_graph()
+    in_storage = StorageCheck(defs.resources["storage"])
     store = SnapshotPartitionsStore(instance)
     rows: dict[AssetKeyPartitionKey, PartitionStatus] = {}
     with dg.partition_loading_context(dynamic_partitions_store=store):
@@ -85,6 +90,9 @@ def asset_status(defs: dg.Definitions, instance: dg.DagsterInstance, dataset: st
                     row.status = STALE if row.causes else FRESH
                     if legacy := _legacy(record):
                         row.status, row.causes = STALE, [f"legacy product: {legacy}", *row.causes]
+                    if disagreement := in_storage(record.pins):
+                        missing, why = disagreement
+                        row.status, row.causes = MISSING if missing else STALE, [why, *row.causes]
                 rows[AssetKeyPartitionKey(key, pk)] = row
         _propagate(graph, rows)
     return list(rows.values())
@@ -219,8 +227,7 @@ class _Facts:
                 fetch = (self.instance.fetch_observations if event_type == dg.DagsterEventType.ASSET_OBSERVATION
                          else self.instance.fetch_materializations)
                 for r in fetch(key, limit=1).records:
-                    event = r.asset_materialization or r.asset_observation
-                    out[None] = AssetEventFacts(r.storage_id, r.timestamp, dict(event.tags or {}), event.description)
+                    out[None] = record_facts(r)
             else:
                 ids = latest_storage_ids_by_partition(self.instance, key, event_type)
                 events = asset_event_facts(self.instance, key, event_type, sorted(ids.values()))

@@ -20,15 +20,18 @@ from cng_assets.definitions import definitions_with
 from cng_assets.defs import products
 from cng_assets.defs.partitions import CHUNK_PARENTS, CHUNKED, chunk_keys, empty_chunks, partition_keys, planned_chunks
 from cng_assets.defs.sensors import RUNNER_TAG
-from cng_assets.defs.sources import is_observed, layer_versions, observations, source_files
+from cng_assets.defs.sources import is_observed, layer_versions, observations
+from cng_assets.defs.stored import source_files
 from cng_assets.interrupts import Interrupted, SignalWatch
-from cng_assets.lineage import FRESH, asset_status
+from cng_assets.lineage import FRESH, MISSING, asset_status
 from cng_assets.storage import ProductStorage
 
 # Step logs and stack traces stay in the instance (the UI shows them); the terminal gets the report instead.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 GLOBAL_ASSETS = {"stac_catalog"}  # not under a dataset's key prefix
-NOT_RUN = {"source", "layers", "mirror"}  # run first (discovery), or only on the cluster (the mirror's keys)
+NOT_RUN = {"source", "layers", "mirror"}
+DESCRIBING = {"stac", "docs", "stac_catalog"}  # describe the published products: not after a failed rebuild
+FIRST_PRODUCTS = ("geoparquet", "table", "cog")  # a layer's products that come straight from its source  # run first (discovery), or only on the cluster (the mirror's keys)
 NOTED = ("estimate", "repaired", "curved_linearised", "split_at_antimeridian", "dropped_null_or_empty", "dropped_unrepairable",
          "dropped_other_geometry_types", "trimmed_other_geometry_types", "collections_split", "skipped_empty")
 
@@ -205,12 +208,17 @@ def _materialize(ds: Dataset, instance: dg.DagsterInstance, data_dir: str | None
             return finish()
     inv = products.load_inventory(storage, ds)
     if is_observed(ds):  # record each layer's data version, so a later re-upload shows exactly what is stale
-        versions = layer_versions(storage, ds, inv, source_files(storage, ds))
+        versions = layer_versions(storage, ds, inv, source_files(storage, ds.source))
         for event in observations(ds, versions, versions):
             instance.report_runless_asset_event(event)
     look()
     graph = defs.resolve_asset_graph()
     keys = partition_keys(ds, inv, is_observed(ds))
+    published = {layer for (asset, layer), s in status.items() if asset in FIRST_PRODUCTS and s != MISSING}
+
+    def failed_rebuilds() -> list[Step]:
+        """Failed steps of layers published before: the products there are the previous versions (or stale)."""
+        return [s for s, _ in report.failed if s.layer in published]
     failed: set[tuple[dg.AssetKey, str]] = set()  # (asset, layer) that failed: its descendants for that layer wait
 
     def steps_of(key: dg.AssetKey, blocked: set[str]) -> list[Step]:
@@ -227,6 +235,11 @@ def _materialize(ds: Dataset, instance: dg.DagsterInstance, data_dir: str | None
     for key in order:
         stop_if_interrupted()  # before finding its steps too: recording a layer's empty chunks takes a while
         ancestors = graph.get_ancestor_asset_keys(key)
+        if key.path[-1] in DESCRIBING and (stopped := failed_rebuilds()):
+            # STAC and README stay as they were rather than describe the previous products as current
+            report.skipped += steps_of(key, set())
+            report.notes[key.path[-1]] = f"not regenerated, since the rebuild of {', '.join(map(str, stopped))} failed"
+            continue
         todo = []
         for step in steps_of(key, {layer for a, layer in failed if a in ancestors}):
             if any((a, step.layer) in failed for a in ancestors):

@@ -154,16 +154,18 @@ def test_snapshot_partitions_store_reads_each_set_once_and_backs_partition_loadi
 def _check_asset_event_facts(instance, monkeypatch, key: dg.AssetKey) -> None:
     instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition="a", description="why",
                                                                 tags={P.DATA_VERSION_TAG: "1", "cng/legacy": "audit"},
-                                                                metadata={"rows": 3, "uri": dg.MetadataValue.path("/x")}))
+                                                                metadata={"rows": 3, "uri": dg.MetadataValue.path("/x"),
+                                                                          "cng/stored": {"keys": ["k"], "fingerprint": "f"},
+                                                                          "cng/note": "text, not pinned"}))
     instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition="b"))  # no tags
     instance.report_runless_asset_event(dg.AssetObservation(asset_key=key, partition="b", tags={P.DATA_VERSION_TAG: "o"}))
     kinds = {dg.DagsterEventType.ASSET_MATERIALIZATION: instance.fetch_materializations,
              dg.DagsterEventType.ASSET_OBSERVATION: instance.fetch_observations}
     for kind, fetch in kinds.items():
         records = fetch(key, limit=10).records
-        events = {r.storage_id: r.asset_materialization or r.asset_observation for r in records}
-        expected = {r.storage_id: P.AssetEventFacts(r.storage_id, r.timestamp, dict(events[r.storage_id].tags or {}),
-                                                    events[r.storage_id].description) for r in records}
+        expected = {r.storage_id: P.record_facts(r) for r in records}
+        if kind == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            assert [expected[r.storage_id].pins for r in records] == [{}, {"cng/stored": {"keys": ["k"], "fingerprint": "f"}}]
         with monkeypatch.context() as m:  # read from the stored JSON, not through the records API
             m.setattr(type(instance), "fetch_materializations", None)
             m.setattr(type(instance), "fetch_observations", None)

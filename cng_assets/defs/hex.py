@@ -18,6 +18,7 @@ from cng_assets.defs import products
 from cng_assets.defs.automation import AFTER_CHUNKS
 from cng_assets.defs.partitions import by_layer, chunk_partitions, polygon_partitions
 from cng_assets.defs.pods import MEMORY_TAG, op_tags
+from cng_assets.defs.stored import stored
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms import layout
 from cng_assets.transforms.hex import chunk, consolidate, plan
@@ -71,7 +72,7 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
         with storage.publish(ds.bucket, products.key(ds, layout.hex_plan(slug))) as tmp:
             pq.write_table(table, tmp)
         per_chunk = table.group_by("chunk").aggregate([("est_cells", "sum")]).column("est_cells_sum").to_pylist()
-        return dg.MaterializeResult(metadata={
+        return dg.MaterializeResult(metadata={**stored(storage, ds.bucket, products.key(ds, layout.hex_plan(slug))),
             "estimate": str(est), "estimated_bytes": est.bytes, "cell_budget": ds.h3.max_cells,
             "chunks": est.chunks, "units": table.num_rows, "estimated_cells": est.cells,
             "largest_chunk_estimate": round(max(per_chunk, default=0)),
@@ -139,7 +140,8 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
         if not rows:  # a layer with no features: no cells, so no folder for readers to fail on
             storage.delete(ds.bucket, products.key(ds, layout.hex(slug)))
         yield dg.MaterializeResult(
-            metadata={"dagster/row_count": sum(rows.values()), "h0_partitions": len(rows), "chunks": n,
+            metadata={**stored(storage, ds.bucket, products.key(ds, layout.hex(slug))),
+                      "dagster/row_count": sum(rows.values()), "h0_partitions": len(rows), "chunks": n,
                       "resolution": settings.resolution, "parents": list(settings.parents),
                       "containment": settings.containment,
                       "columns": [*layout.hex_file_columns(settings.resolution, settings.parents), layout.HEX_PARTITION],

@@ -13,6 +13,7 @@ from cng_assets.defs import products
 from cng_assets.defs.automation import AFTER_PRODUCTS
 from cng_assets.defs.partitions import feature_partitions
 from cng_assets.defs.pods import op_tags, pod_config
+from cng_assets.defs.stored import stored
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms import describe, facts, geoparquet, layout, pmtiles, stac
 
@@ -50,11 +51,12 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
         with storage.local_path(ds.bucket, products.key(ds, layout.geoparquet(slug))) as gp, products.input_errors(ds, slug):
             if pq.read_metadata(gp).num_rows == 0:  # no archive (a map of nothing), and none left from an earlier source
                 storage.delete(ds.bucket, key)
-                return dg.MaterializeResult(metadata={"features": 0, "tiles": 0, "note": "the layer has no features: no archive"})
+                return dg.MaterializeResult(metadata={"features": 0, "tiles": 0, **stored(storage, ds.bucket, key),
+                                                      "note": "the layer has no features: no archive"})
             with storage.publish(ds.bucket, key) as tmp:
                 # tippecanoe's temporary files beside the archive: removed with the staging, even after a kill -9
                 stats = pmtiles.write_pmtiles(gp, tmp, layer=slug, scratch_dir=str(tmp.parent))
-        return dg.MaterializeResult(metadata={
+        return dg.MaterializeResult(metadata={**stored(storage, ds.bucket, key),
             "uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)), "bytes": stats.bytes,
             "features": stats.features, "collections_split": stats.collections_split,
             "skipped_empty": stats.skipped_empty,
@@ -71,7 +73,7 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
                 storage.publish(ds.bucket, key) as tmp:
             describe.thumbnail(gp, tmp, width_px=800)
             preview = base64.b64encode(describe.small_png(tmp)).decode()
-        return dg.MaterializeResult(metadata={  # the UI shows a small copy inline; the product is the full PNG
+        return dg.MaterializeResult(metadata={**stored(storage, ds.bucket, key),   # the UI shows a small copy inline
             "map": dg.MetadataValue.md(f"![{slug}](data:image/png;base64,{preview})"),
             "uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)), "bytes": storage.size(ds.bucket, key)})
 
@@ -85,7 +87,7 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
         f = _facts(storage, ds)
         with products.input_errors(ds), storage.publish_dir(ds.bucket, products.key(ds, layout.STAC_DIR)) as out:
             written = stac.write_dataset_stac(f, out)
-        return dg.MaterializeResult(metadata={
+        return dg.MaterializeResult(metadata={**stored(storage, ds.bucket, products.key(ds, layout.STAC_DIR)),
             "items": len(written) - 1, "uri": dg.MetadataValue.path(storage.uri(ds.bucket, products.key(ds, layout.STAC_COLLECTION)))})
 
     @dg.asset(key=[ds.name, "docs"], op_tags=op_tags(ds, "docs"),
@@ -103,7 +105,8 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
         if page is not None:  # before the README that links it
             meta["map"] = dg.MetadataValue.path(storage.uri(ds.bucket, _publish_text(storage, ds, layout.MAP, page)))
         key = _publish_text(storage, ds, layout.README, text)
-        return dg.MaterializeResult(metadata={"preview": dg.MetadataValue.md(preview),
+        pinned = stored(storage, ds.bucket, key, *([products.key(ds, layout.MAP)] if page is not None else []))
+        return dg.MaterializeResult(metadata={**pinned, "preview": dg.MetadataValue.md(preview),
                                               "uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)), **meta,
                                               "layers": len(f.layers), "tables": len(f.tables)})
 
@@ -123,6 +126,7 @@ def stac_catalog_asset(datasets: list[Dataset]) -> dg.AssetsDefinition:
                 hrefs[ds.name] = base + layout.STAC_COLLECTION if base else f"{ds.bucket + '/' if ds.bucket else ''}{key}"
         with storage.publish(None, "catalog.json") as tmp:
             stac.root_catalog(hrefs, tmp)
-        return dg.MaterializeResult(metadata={"datasets": sorted(hrefs), "links": json.dumps(hrefs)})
+        return dg.MaterializeResult(metadata={"datasets": sorted(hrefs), "links": json.dumps(hrefs),
+                                              **stored(storage, None, "catalog.json")})
 
     return stac_catalog

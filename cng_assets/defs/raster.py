@@ -19,6 +19,7 @@ from cng_assets.defs.hex import CHUNK_POOL, hex_settings
 from cng_assets.defs.partitions import by_layer, chunk_partitions, raster_partitions
 from cng_assets.defs.pods import op_tags
 from cng_assets.defs.sources import source_dep
+from cng_assets.defs.stored import stored
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms import layout
 from cng_assets.transforms.hex.consolidate import HexCheck, parents_check
@@ -76,7 +77,7 @@ def raster_assets(ds: Dataset) -> list:
                                         metadata={"findings": "; ".join(findings) or "none"})
             yield from products.blocking_checks([check], f"{ds.name}/{slug}: the written file is not a COG")
         yield dg.MaterializeResult(
-            metadata={"uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)), "bytes": stats.bytes,
+            metadata={**stored(storage, ds.bucket, key), "uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)), "bytes": stats.bytes,
                       "width": stats.width, "height": stats.height, "bands": stats.bands, "dtype": stats.dtype,
                       "crs": stats.crs or "", "nodata": str(stats.nodata), "compression": stats.compression,
                       "predictor": stats.predictor, "overviews": stats.overviews,
@@ -132,7 +133,8 @@ def raster_assets(ds: Dataset) -> list:
         for k in range(n):
             storage.delete(ds.bucket, products.key(ds, layout.hex_chunk(slug, k)))
         yield dg.MaterializeResult(
-            metadata={"dagster/row_count": sum(rows.values()), "h0_partitions": len(rows), "chunks": n,
+            metadata={**stored(storage, ds.bucket, products.key(ds, layout.hex(slug))),
+                      "dagster/row_count": sum(rows.values()), "h0_partitions": len(rows), "chunks": n,
                       "resolution": settings.resolution, "parents": list(settings.parents),
                       "uri": dg.MetadataValue.path(storage.uri(ds.bucket, products.key(ds, layout.hex(slug))))},
             check_results=checks)
@@ -149,7 +151,8 @@ def raster_assets(ds: Dataset) -> list:
         key = products.key(ds, layout.geozarr(slug))
         with products.input_errors(ds, slug), storage.publish_dir(ds.bucket, key) as out:
             stats = geozarr.write_geozarr(path, out, categorical=ds.raster.categorical, gdal_options=storage.gdal_options())
-        return dg.MaterializeResult(metadata={"uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)),
+        return dg.MaterializeResult(metadata={**stored(storage, ds.bucket, key),
+                                              "uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)),
                                               "levels": stats.levels, "bands": stats.bands, "dtype": stats.dtype,
                                               "reduction": stats.reduction})
 

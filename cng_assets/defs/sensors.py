@@ -26,7 +26,8 @@ from cng_assets.defs.environment import raw_interval, sensor_interval, sensor_st
 from cng_assets.defs.failures import last_good_memory
 from cng_assets.defs.partitions import CHUNK_PARENTS, chunk_key, empty_chunks, new_partition_keys
 from cng_assets.defs.pods import MEMORY_TAG, memory_run_config
-from cng_assets.defs.sources import empty_local_folder, is_observed, layer_versions, observations, recorded_versions, source_files
+from cng_assets.defs.sources import empty_local_folder, is_observed, layer_versions, observations, recorded_versions
+from cng_assets.defs.stored import source_files
 from cng_assets.defs.targets import LAYER_ASSETS, layer_targets
 from cng_assets.errors import CngInputError
 from cng_assets.storage import ProductStorage
@@ -48,7 +49,7 @@ def raw_upload_sensor(ds: Dataset) -> dg.SensorDefinition:
                            "backfill of the changed layers' products.")
     def _sensor(context: dg.SensorEvaluationContext, storage: ProductStorage):
         seen = json.loads(context.cursor) if context.cursor else {}
-        files = source_files(storage, ds)
+        files = source_files(storage, ds.source)
         listing, catalog = _listing_digest(files), ds.code_version("catalog")
         if not files:
             deleted = bool(seen.get("files"))

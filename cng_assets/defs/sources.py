@@ -19,11 +19,11 @@ from cng_assets.dagster_private import DATA_VERSION_TAG
 from cng_assets.defs import products
 from cng_assets.defs.partitions import source_partitions
 from cng_assets.defs.pods import op_tags
+from cng_assets.defs.stored import source_files, stored
 from cng_assets.errors import CngInputError
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms import folders, gdb
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX, Inventory
-from cng_assets.transforms.sources import remote_version
 
 
 def source_key(ds: Dataset) -> dg.AssetKey:
@@ -32,14 +32,6 @@ def source_key(ds: Dataset) -> dg.AssetKey:
 
 def is_observed(ds: Dataset) -> bool:
     return ds.source_builder is None
-
-
-def source_files(storage: ProductStorage, ds: Dataset) -> dict[str, str]:
-    """The source's files with their ETags ('' for a single file); empty when it is missing."""
-    files = storage.source_files(ds.source)
-    if not files and (version := remote_version(ds.source)):
-        files = {"": version}
-    return files
 
 
 def empty_local_folder(storage: ProductStorage, ds: Dataset) -> Path | None:
@@ -90,7 +82,7 @@ def source_asset(ds: Dataset):
                                         partitions_def=source_partitions(ds), required_resource_keys={"storage"})
             def _observe(context) -> dg.DataVersionsByPartition:
                 storage: ProductStorage = context.resources.storage
-                files = source_files(storage, ds)
+                files = source_files(storage, ds.source)
                 if not files:
                     raise dg.Failure(f"{ds.name}: source {ds.source} was not found",
                                      metadata={"what to do": "upload it, or fix `source` in the catalog"})
@@ -111,7 +103,7 @@ def source_asset(ds: Dataset):
         with storage.publish(None, ds.source) as tmp:
             getattr(importlib.import_module(module), func)(tmp)
             digest = hashlib.sha256(tmp.read_bytes()).hexdigest()[:32]
-        return dg.MaterializeResult(data_version=dg.DataVersion("sha256:" + digest), metadata={
+        return dg.MaterializeResult(data_version=dg.DataVersion("sha256:" + digest), metadata={**stored(storage, None, ds.source),
             "uri": dg.MetadataValue.path(storage.uri(None, ds.source)), "bytes": storage.size(None, ds.source)})
 
     return _build

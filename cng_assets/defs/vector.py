@@ -13,6 +13,7 @@ from cng_assets.defs import products
 from cng_assets.defs.partitions import feature_partitions, new_partition_keys, partition_keys, table_partitions
 from cng_assets.defs.pods import op_tags
 from cng_assets.defs.sources import is_observed, source_asset, source_dep
+from cng_assets.defs.stored import source_read, stored
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms import geoparquet, layers, layout, tables
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX
@@ -40,6 +41,7 @@ def vector_assets(ds: Dataset) -> list:
         rows = "\n".join(f"| {x.name} | `{x.slug}` | {x.what} | {x.geometry_label} | {x.features} | {x.crs or ''} |"
                          for x in inv.layers)
         return dg.MaterializeResult(metadata={
+            **stored(storage, ds.bucket, products.key(ds, layout.INVENTORY)), **source_read(storage, ds),
             "layers": dg.MetadataValue.md("| layer | slug | kind | geometry | features | CRS |\n|---|---|---|---|---|---|\n" + rows),
             "layer_count": len(inv.layers),
             "coded_value_domains": len(inv.domains),
@@ -76,7 +78,8 @@ def vector_assets(ds: Dataset) -> list:
                 yield from products.blocking_checks([check], f"{ds.name}/{slug}: {written} rows written, {expected} in the source")
         domains = {} if slug.startswith(DOMAIN_KEY_PREFIX) else layer.domains
         yield dg.MaterializeResult(metadata={**products.parquet_metadata(storage, ds, key, domains), **origin,
-                                             "source_rows": expected}, check_results=[check])
+                                             "source_rows": expected, **stored(storage, ds.bucket, key)},
+                                   check_results=[check])
 
     @dg.asset(key=[ds.name, "geoparquet"], op_tags=op_tags(ds, "geoparquet"), deps=[source_dep(ds)], partitions_def=feature_parts,
               group_name=ds.name, kinds={"parquet", "geoparquet"}, code_version=ds.code_version(geoparquet.VERSION, "source", "crs"),
@@ -105,7 +108,8 @@ def vector_assets(ds: Dataset) -> list:
                                 f"(first _cng_fid: {stats.dropped_fids[:20]})")
         yield dg.MaterializeResult(
             metadata={
-                **products.parquet_metadata(storage, ds, key, layer.domains), "layer": layer.name, "kind": layer.kind,
+                **products.parquet_metadata(storage, ds, key, layer.domains), **stored(storage, ds.bucket, key),
+                "layer": layer.name, "kind": layer.kind,
                 "source_features": layer.features, "source_crs": stats.source_crs, "geometry_types": stats.geometry_types,
                 "bbox": stats.bbox, "repaired": c.repaired, "curved_linearised": stats.curved_linearised,
                 "split_at_antimeridian": c.split_antimeridian, "dropped_null_or_empty": c.dropped_null_or_empty,

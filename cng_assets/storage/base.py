@@ -3,7 +3,8 @@ in `defs/resources.py`. Assets ask for keys; only this package knows paths, stag
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,22 @@ class ObjectInfo:
     key: str
     size: int
     etag: str  # S3's ETag; for local files a digest of size and modification time
+
+
+NOTHING = "nothing"  # the fingerprint of keys with no object under them
+
+
+def fingerprint(objects: Iterable[ObjectInfo], keys: Sequence[str]) -> str:
+    """A digest of what is stored at these keys (a file, or every file in a folder): each object's key, size and
+    ETag. Another upload, a deletion or a file added to a folder all change it."""
+    folders = tuple(k.rstrip("/") + "/" for k in keys)
+    found = {o.key: o for o in objects if o.key in keys or o.key.startswith(folders)}
+    if not found:
+        return NOTHING
+    h = hashlib.sha256()
+    for k in sorted(found):
+        h.update(f"{k}\0{found[k].size}\0{found[k].etag}\n".encode())
+    return h.hexdigest()[:32]
 
 
 class ProductStorage(dg.ConfigurableResource):
@@ -87,6 +104,10 @@ class ProductStorage(dg.ConfigurableResource):
     def list_objects(self, bucket: str | None, prefix: str) -> Iterator[ObjectInfo]:
         """Every object (file) whose key starts with `prefix`, in key order."""
         raise NotImplementedError
+
+    def fingerprint(self, bucket: str | None, keys: Sequence[str]) -> str:
+        """What is stored at these keys now (`fingerprint`)."""
+        return fingerprint((o for k in keys for o in self.list_objects(bucket, k)), keys)
 
     def source_files(self, source: str) -> dict[str, str]:
         """The files a source is made of, relative to it ('' for a single-file source), with their ETags.
