@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from cng_assets.catalog import Dataset, H3Settings
 from cng_assets.cli import main
 from cng_assets.definitions import definitions_with
-from cng_assets.lineage import asset_status
 from cng_assets.defs.stored import StorageCheck, stored
+from cng_assets.lineage import asset_status
 from cng_assets.storage import LocalStorage
 
 
