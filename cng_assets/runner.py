@@ -30,7 +30,8 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 GLOBAL_ASSETS = {"stac_catalog"}  # not under a dataset's key prefix
 NOT_RUN = {"source", "layers", "mirror"}  # run first (discovery), or only on the cluster (the mirror's keys)
 NOTED = ("estimate", "repaired", "curved_linearised", "split_at_antimeridian", "dropped_null_or_empty", "dropped_unrepairable",
-         "dropped_other_geometry_types", "trimmed_other_geometry_types", "collections_split", "skipped_empty")
+         "dropped_other_geometry_types", "trimmed_other_geometry_types", "collections_split", "skipped_empty",
+         "dropped_at_max_zoom")
 
 
 @dataclass
