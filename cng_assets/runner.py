@@ -33,7 +33,8 @@ NOT_RUN = {"source", "layers", "mirror"}
 DESCRIBING = {"stac", "docs", "stac_catalog"}  # describe the published products: not after a failed rebuild
 FIRST_PRODUCTS = ("geoparquet", "table", "cog")  # a layer's products that come straight from its source  # run first (discovery), or only on the cluster (the mirror's keys)
 NOTED = ("estimate", "repaired", "curved_linearised", "split_at_antimeridian", "dropped_null_or_empty", "dropped_unrepairable",
-         "dropped_other_geometry_types", "trimmed_other_geometry_types", "collections_split", "skipped_empty")
+         "dropped_other_geometry_types", "trimmed_other_geometry_types", "collections_split", "skipped_empty",
+         "dropped_at_max_zoom")
 
 
 @dataclass

@@ -43,3 +43,34 @@ def test_a_failed_blocking_check_is_recorded_and_keeps_the_previous_product(tmp_
         evaluations = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
         assert [(c.check_name, c.passed, c.partition) for c in evaluations] == [("counts_reconcile", False, "squares")]
         assert evaluations[0].metadata["written_rows"].value == 2
+
+
+def test_a_pmtiles_archive_missing_a_feature_is_refused_and_the_previous_one_kept(tmp_path, monkeypatch):
+    from cng_assets.transforms import pmtiles
+
+    src = tmp_path / "src.gpkg"
+    gpd.GeoDataFrame({"name": ["a", "b", "c"]}, geometry=[shapely.box(i, 0, i + 1, 1) for i in range(3)],
+                     crs="EPSG:4326").to_file(src, layer="squares")
+    ds = Dataset(name="chk", title="chk", source=str(src), prefix="chk", datetime="2020-01-01")
+    data = tmp_path / "data"
+    job = definitions_with(ds, str(data)).resolve_implicit_global_asset_job_def()
+    keys = [dg.AssetKey(["chk", a]) for a in ("geoparquet", "pmtiles")]
+    archive = data / "chk" / "squares.pmtiles"
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        assert job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(["chk", "layers"])]).success
+        assert job.execute_in_process(instance=instance, asset_selection=keys, partition_key="squares").success
+        before = archive.read_bytes()
+        real = pmtiles.write_pmtiles
+
+        def loses_a_feature(gp, out, **kw):  # a tiling bug: one feature silently missing from every tile
+            fewer = tmp_path / "fewer.parquet"
+            pq.write_table(pq.read_table(gp).slice(1), fewer)
+            return real(fewer, out, **kw)
+
+        monkeypatch.setattr(pmtiles, "write_pmtiles", loses_a_feature)
+        result = job.execute_in_process(instance=instance, asset_selection=keys[1:], partition_key="squares",
+                                        raise_on_error=False)
+        assert not result.success and archive.read_bytes() == before
+        (check,) = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+        assert (check.check_name, check.passed) == ("every_feature_at_max_zoom", False)
+        assert check.metadata["missing"].value == [pq.read_table(data / "chk" / "squares.parquet").column("_cng_fid")[0].as_py()]

@@ -16,6 +16,7 @@ from cng_assets.definitions import build_definitions, defs
 from cng_assets.defs.environment import loaded_datasets
 from cng_assets.defs.hex import HEX_CHECKS
 from cng_assets.defs.partitions import planned_chunks
+from cng_assets.defs.publish import PMTILES_CHECKS
 from cng_assets.errors import CngInputError
 from cng_assets.runner import materialize_dataset
 from tests.conftest import REPO
@@ -130,6 +131,7 @@ def test_demo_materializes_every_layer_with_checks(instance, tmp_path):
     hexed = latest(instance, "hex", "countries")
     assert hexed.metadata["dagster/row_count"].value > 3_000_000 and hexed.metadata["columns"].value == ["h6", "h5", "h4", "h0"]
     assert check_statuses(instance, "hex", HEX_CHECKS) == {"SUCCEEDED"}
+    assert check_statuses(instance, "pmtiles", PMTILES_CHECKS) == {"SUCCEEDED"}
     h0_dirs = list((data / "demo" / "hex" / "countries").glob("h0=*"))
     assert len(h0_dirs) == hexed.metadata["h0_partitions"].value
     assert not (data / "demo" / "hex" / "_chunks" / "countries").exists() or \

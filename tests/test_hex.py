@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from cng_assets.cli import main
 from cng_assets.transforms.geoparquet import write_geoparquet
 from cng_assets.transforms.hex import cells as C
-from cng_assets.transforms.hex import runs
+from cng_assets.transforms.hex import runs, sourcecheck
 from cng_assets.transforms.hex.chunk import MARKER, run_chunk
 from cng_assets.transforms.hex.consolidate import consolidate, read_back_checks
 from cng_assets.transforms.hex.edges import EdgeGrid
@@ -349,7 +349,8 @@ def test_checks_catch_bad_chunks_and_bad_files(tmp_path):
     (tmp_path / "bad" / MARKER).write_text(json.dumps({**marker, "files": {name: len(bad)}}))
     done = consolidate([tmp_path / "bad"], gp, tmp_path / "out", settings, chunk_rows=good.cells)
     assert {c.name for c in done.checks if not c.passed} == {  # the bad id also has no parents
-        "every_feature_has_cells", "no_duplicate_cells", "cell_ids_valid", "rows_match_chunks", "parents_consistent"}
+        "every_feature_has_cells", "no_duplicate_cells", "cell_ids_valid", "rows_match_chunks", "parents_consistent",
+        "every_source_fid_in_files", "cells_match_feature_areas"}
     # a written file whose parent column was tampered with after consolidation
     assert consolidate([tmp_path / "good"], gp, tmp_path / "ok", settings, chunk_rows=good.cells).passed
     f = next((tmp_path / "ok").glob("h0=*/*.parquet"))
@@ -588,3 +589,36 @@ def test_the_image_precompile_step_caches_every_compiled_fill(tmp_path):
     before = {p: p.stat().st_mtime_ns for p in index}
     subprocess.run([sys.executable, "-m", "cng_assets.transforms.hex.precompile"], env=env, check=True, timeout=600)
     assert {p: p.stat().st_mtime_ns for p in sorted(tmp_path.rglob("*.nbi"))} == before
+
+
+@pytest.mark.parametrize("containment", ["center", "overlap"])
+def test_source_checks_catch_a_lost_feature_and_halved_cells(tmp_path, containment):
+    # a box of ~450 res-7 cells, a diagonal strip (~300 cells), one far south, and a feature smaller than a cell
+    geoms = [shapely.box(-105, 40, -104.5, 40.5),
+             shapely.Polygon([(10, 50), (11, 51), (11.2, 51), (10.2, 50)]),
+             shapely.box(140, -35, 140.4, -34.7), shapely.box(-90, 30, -89.999, 30.001)]
+    gp = write_layer(tmp_path, geoms)
+    settings = HexSettings(7, (6, 0), containment)
+    result = hex_layer(gp, tmp_path / "hex", settings)
+    assert result.passed, [(c.name, c.detail) for c in result.checks]
+    checks = {c.name: c.detail for c in result.checks}
+    assert checks["every_source_fid_in_files"]["features_in_files"] == 4
+    assert checks["cells_match_feature_areas"]["features_tested"] == 3  # the tiny one need only be present
+    ratio = checks["cells_match_feature_areas"]["worst_cells_to_area_ratio"]
+    assert 0.9 < ratio < 1.1 if containment == "center" else 1 <= ratio < 1.6
+    files = sorted((tmp_path / "hex").glob("h0=*/*.parquet"))
+
+    def tamper(keep) -> dict:  # rewrite every file with the rows `keep` selects, then check against the source
+        out = tmp_path / "bad"
+        shutil.rmtree(out, ignore_errors=True)
+        for f in files:
+            t = pq.read_table(f)
+            (out / f.parent.name).mkdir(parents=True, exist_ok=True)
+            pq.write_table(t.filter(keep(t.to_pandas())), out / f.parent.name / f.name)
+        return {c.name: c for c in sourcecheck.source_checks(gp, out, settings)}
+
+    lost = tamper(lambda df: pa.array(df._cng_fid != 4))
+    assert not lost["every_source_fid_in_files"].passed and lost["every_source_fid_in_files"].detail["first_absent"] == [4]
+    halved = tamper(lambda df: pa.array((df._cng_fid != 1) | (np.arange(len(df)) % 2 == 0)))
+    assert halved["every_source_fid_in_files"].passed and not halved["cells_match_feature_areas"].passed
+    assert [d["fid"] for d in halved["cells_match_feature_areas"].detail["first_outside"]] == [1]

@@ -18,6 +18,7 @@ from pyproj import Transformer
 from cng_assets.demo import build_demo_source
 from cng_assets.errors import CngInputError
 from cng_assets.transforms import pmtiles as P
+from cng_assets.transforms import tilecheck
 from cng_assets.transforms.geoparquet import write_geoparquet
 
 
@@ -243,3 +244,87 @@ def test_tippecanoe_failure_carries_its_stderr(demo, tmp_path, monkeypatch):
     with pytest.raises(P.TippecanoeError, match="(?s)exited with code.*no-such-option"):
         P.write_pmtiles(demo["countries"], tmp_path / "c.pmtiles", layer="countries", scratch_dir=str(tmp_path))
     assert list(tmp_path.iterdir()) == []  # neither output nor scratch left behind
+
+
+def state_and_footprints(tmp_path):
+    """One state-sized square (5° a side, 5,000 vertices) and 30 footprints of about 20 m inside it, one layer."""
+    state = shapely.box(-105, 37, -100, 42).segmentize(0.004)
+    rng = np.random.default_rng(1)
+    side = 20 / 111_000
+    houses = [shapely.box(x, y, x + side * 1.3, y + side)
+              for x, y in zip(rng.uniform(-104.5, -100.5, 30), rng.uniform(37.5, 41.5, 30))]
+    src, gp = tmp_path / "state.gpkg", tmp_path / "state.parquet"
+    gpd.GeoDataFrame({"name": ["state"] + [f"house {i}" for i in range(30)]}, geometry=[state, *houses],
+                     crs=4326).to_file(src, layer="state")
+    write_geoparquet(str(src), "state", gp, kind="polygon")
+    return gp
+
+
+@pytest.mark.timeout(120)
+def test_small_features_beside_a_large_polygon_are_in_the_max_zoom_tiles(tmp_path):
+    # was: max zoom 8 from the state's vertex spacing, and 1 of 31 features in its tiles (tiny polygons dropped)
+    gp = state_and_footprints(tmp_path)
+    out = tmp_path / "state.pmtiles"
+    stats = P.write_pmtiles(gp, out, layer="state")
+    assert stats.zoom_reason.startswith("feature size") and stats.max_zoom >= 11
+    check = tilecheck.check_archive(gp, out, "state")
+    assert check.passed and check.missing == [] and (check.source_features, check.found_at_max_zoom) == (31, 31)
+    assert check.tiles_decoded <= check.tiles_at_max_zoom  # interiors stored once are decoded once
+    # the same seen through the readers' default decoding: each footprint's own tile holds it, with its name
+    houses = pq.read_table(gp).to_pandas().iloc[1:]
+    for fid, name, box in zip(houses._cng_fid, houses.name, shapely.from_wkb(houses.geometry)):
+        c = box.centroid
+        names = {f["properties"]["name"] for f in features(out, stats.max_zoom, *tile_xy(c.x, c.y, stats.max_zoom), "state")}
+        assert name in names, fid
+
+
+def test_tile_check_fails_on_an_archive_that_lost_a_feature(demo, tmp_path):
+    table = pq.read_table(demo["countries"])
+    lost = table.column("_cng_fid")[5].as_py()
+    fewer = tmp_path / "fewer.parquet"
+    pq.write_table(table.filter(pa.compute.not_equal(table.column("_cng_fid"), lost)), fewer)
+    out = tmp_path / "fewer.pmtiles"
+    P.write_pmtiles(fewer, out, layer="countries", max_zoom=2)
+    check = tilecheck.check_archive(demo["countries"], out, "countries")
+    assert not check.passed and check.missing == [lost]
+    assert (check.source_features, check.found_at_max_zoom, check.max_zoom) == (177, 176, 2)
+    assert check.metadata()["features_missing"] == 1 and check.tiles_decoded > 0
+    # an id the source has not is no match either
+    every = tmp_path / "all.pmtiles"
+    P.write_pmtiles(demo["countries"], every, layer="countries", max_zoom=2)
+    unknown = tilecheck.check_archive(fewer, every, "countries")
+    assert not unknown.passed and unknown.unknown == [lost]
+    # drops tippecanoe declared (its tile limits) pass, listed by fid in the archive's metadata, tiles untouched
+    before = features(out, 2, 2, 1, "countries")
+    assert tilecheck.check_archive(demo["countries"], out, "countries", declared_drops=1).passed
+    tilecheck.record_drops(out, [lost])
+    with open(out, "rb") as f:
+        assert Reader(MmapSource(f)).metadata()[tilecheck.DROPS_KEY] == [lost]
+    assert features(out, 2, 2, 1, "countries") == before
+
+
+def test_tile_check_reads_only_max_zoom_tiles_through_leaf_directories(tmp_path):
+    from mapbox_vector_tile.Mapbox import vector_tile_pb2
+    from pmtiles.tile import Compression, TileType, zxy_to_tileid
+    from pmtiles.writer import Writer
+
+    def tile(fid: int) -> bytes:
+        t = vector_tile_pb2.tile()
+        layer = t.layers.add(name="l", version=2)
+        layer.features.add(id=fid, type=3)
+        return t.SerializeToString()
+
+    out, z = tmp_path / "many.pmtiles", 7
+    with open(out, "wb") as f:
+        w = Writer(f)
+        for zoom in range(z + 1):  # lower zooms hold ids the source has not: a check reading them would fail
+            for i in range(4 ** zoom):
+                w.write_tile(zxy_to_tileid(zoom, i % 2 ** zoom, i // 2 ** zoom),
+                             tile(i if zoom == z else 10 ** 6 + i))
+        w.finalize({"tile_type": TileType.MVT, "tile_compression": Compression.NONE, "min_lon_e7": 0,
+                    "min_lat_e7": 0, "max_lon_e7": 0, "max_lat_e7": 0, "center_zoom": 0, "center_lon_e7": 0,
+                    "center_lat_e7": 0}, {})
+    with open(out, "rb") as f:
+        assert Reader(MmapSource(f)).header()["leaf_directory_length"] > 0
+    found, max_zoom, addressed, decoded = tilecheck.max_zoom_fids(out, "l")
+    assert max_zoom == z and addressed == decoded == 4 ** z and found.tolist() == list(range(4 ** z))

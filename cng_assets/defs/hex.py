@@ -31,6 +31,9 @@ HEX_CHECKS = {
     "parents_consistent": "parent columns and h0 folder agree with h3ronpy's change_resolution (each file's first row group)",
     "rows_match_chunks": "rows over all h0 partitions = rows written by the chunks",
     "cell_ids_valid": "every id is a valid H3 cell at its column's resolution",
+    "every_source_fid_in_files": "every _cng_fid with a geometry in the GeoParquet has a row in the written files",
+    "cells_match_feature_areas": "features of 50 cells and more: their cells' areas match the feature's geodesic "
+                                 "area within what the containment rule allows (perimeter x cell radius, +5%)",
 }
 CHUNK_POOL = "hex_chunks"  # a Dagster concurrency pool: the cluster runs at most ~50 chunk pods at once
 

@@ -15,7 +15,12 @@ from cng_assets.defs.partitions import feature_partitions
 from cng_assets.defs.pods import op_tags, pod_config
 from cng_assets.defs.stored import stored
 from cng_assets.storage import ProductStorage
-from cng_assets.transforms import describe, facts, geoparquet, layout, pmtiles, stac
+from cng_assets.transforms import describe, facts, geoparquet, layout, pmtiles, stac, tilecheck
+
+PMTILES_CHECKS = {
+    "every_feature_at_max_zoom": "every _cng_fid of the GeoParquet is in a max-zoom tile (read back from the archive), "
+                                 "or among the drops tippecanoe declared there, which are then listed by fid",
+}
 
 
 def _code_versions() -> dict[str, str]:
@@ -44,25 +49,34 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
 
     @dg.asset(key=[ds.name, "pmtiles"], op_tags=op_tags(ds, "pmtiles"), partitions_def=layers, deps=same_layer, group_name=ds.name,
               kinds={"pmtiles"}, code_version=pmtiles.VERSION,
-              description="Vector tiles of the layer (tippecanoe), layer name = slug, zoom range from the data.")
-    def pmtiles_layer(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
+              description="Vector tiles of the layer (tippecanoe), layer name = slug, zoom range from the data.",
+              check_specs=products.blocking_check_specs([ds.name, "pmtiles"], layers, PMTILES_CHECKS))
+    def pmtiles_layer(context: dg.AssetExecutionContext, storage: ProductStorage):
         slug = context.partition_key
         key = products.key(ds, layout.pmtiles(slug))
         with storage.local_path(ds.bucket, products.key(ds, layout.geoparquet(slug))) as gp, products.input_errors(ds, slug):
             if pq.read_metadata(gp).num_rows == 0:  # no archive (a map of nothing), and none left from an earlier source
                 storage.delete(ds.bucket, key)
-                return dg.MaterializeResult(metadata={"features": 0, "tiles": 0, **stored(storage, ds.bucket, key),
-                                                      "note": "the layer has no features: no archive"})
+                yield dg.MaterializeResult(metadata={"features": 0, "tiles": 0, **stored(storage, ds.bucket, key),
+                                                     "note": "the layer has no features: no archive"})
+                return
             with storage.publish(ds.bucket, key) as tmp:
                 # tippecanoe's temporary files beside the archive: removed with the staging, even after a kill -9
                 stats = pmtiles.write_pmtiles(gp, tmp, layer=slug, scratch_dir=str(tmp.parent))
-        return dg.MaterializeResult(metadata={**stored(storage, ds.bucket, key),
-            "uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)), "bytes": stats.bytes,
+                found = tilecheck.check_archive(gp, tmp, slug, declared_drops=stats.dropped_at_max_zoom)
+                if found.passed and found.missing:  # declared by tippecanoe: listed in the archive too
+                    tilecheck.record_drops(tmp, found.missing)
+                checks = [dg.AssetCheckResult(check_name="every_feature_at_max_zoom", passed=found.passed,
+                                              metadata=found.metadata())]
+                yield from products.blocking_checks(checks, f"{ds.name}/{slug}: pmtiles")
+        yield dg.MaterializeResult(metadata={**stored(storage, ds.bucket, key),
+            "uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)), "bytes": storage.size(ds.bucket, key),
             "features": stats.features, "collections_split": stats.collections_split,
             "skipped_empty": stats.skipped_empty,
             "min_zoom": stats.min_zoom, "max_zoom": stats.max_zoom,
             "tiles": stats.tile_count, "bounds": stats.bounds, "zoom_reason": stats.zoom_reason,
-            "dropped_at_max_zoom": stats.dropped_at_max_zoom, "tippecanoe": " ".join(stats.tippecanoe_args)})
+            "dropped_at_max_zoom": stats.dropped_at_max_zoom, "dropped_fids_at_max_zoom": found.missing[:tilecheck.LISTED],
+            "tippecanoe": " ".join(stats.tippecanoe_args)}, check_results=checks)
 
     @dg.asset(key=[ds.name, "thumbnail"], op_tags=op_tags(ds, "thumbnail"), partitions_def=layers, deps=same_layer, group_name=ds.name,
               kinds={"png"}, code_version=describe.VERSION, description="A PNG map of the layer.")

@@ -36,12 +36,13 @@ from cng_assets.transforms.columns import FID, unused
 from cng_assets.transforms.geometry import open_collections
 from cng_assets.transforms.sql import ident
 
-VERSION = "1"  # bump when the product changes: products made before become stale
+VERSION = "2"  # bump when the product changes: products made before become stale (2: small features kept at max zoom)
 DETAIL = 12  # tippecanoe's default: 4096 units across a tile
 MIN_MAX_ZOOM = 5  # coarse or tiny layers still get tiles to ~1:10M (a few hundred tiles, cheap) instead of z0 only
 MAX_MAX_ZOOM = 14  # ~0.5 m at the default detail; maps overzoom beyond it
 MAX_TILES = 2 * 1024 * 1024  # tippecanoe's own limit for its guess: keeps a national layer to minutes, not days
 BATCH_ROWS = 4096
+TINY_UNITS = 4  # the smallest feature spans this many tile units at max zoom (tippecanoe's tiny polygon: 2)
 SAMPLE_VERTICES = 2_000_000  # vertices whose spacing sets the detail zoom (bounds the memory it takes)
 PUNTAL = {"Point", "MultiPoint"}
 
@@ -135,6 +136,10 @@ def tippecanoe_args(name: str, layer: str, min_zoom: int, max_zoom: int, *, poin
         # _cng_fid). Polygons and lines drop the smallest first, so big areas stay visible at low zooms; points
         # drop the densest. The dropping is capped by the fixed max zoom: no zoom extension, no unbounded runs.
         "--drop-densest-as-needed" if points else "--drop-smallest-as-needed",
+        # Below the max zoom, polygons smaller than a few units are drawn as a few representative squares (the
+        # others vanish); at the max zoom every one is kept, as long as the zoom gives it a unit or two (see
+        # choose_max_zoom's feature size), so a footprint beside a state-sized polygon is still in the tiles.
+        "--no-tiny-polygon-reduction-at-maximum-zoom",
         "-rg",  # points: a drop rate that keeps <= 50,000 per tile; small point layers keep all at every zoom
     ]
 
@@ -143,17 +148,26 @@ def choose_max_zoom(pf: pq.ParquetFile, geom_col: str, bbox_col: str | None, *, 
     """tippecanoe's `-zg` reasoning, done before tiling so the result can be capped (tippecanoe cannot cap -zg).
 
     Enough zoom to tell close features apart (spacing of consecutive features in file order, which is Hilbert
-    order: exp(mean - 1.5 sd) of the log distances, halved), and for lines and polygons to keep 1/8 of their
-    typical vertex spacing; at least MIN_MAX_ZOOM, at most MAX_MAX_ZOOM and at most MAX_TILES tiles in all.
+    order: exp(mean - 1.5 sd) of the log distances, halved), for lines and polygons to keep 1/8 of their
+    typical vertex spacing, and for the smallest line or polygon to span TINY_UNITS tile units (a typical size
+    misses a few 20 m footprints beside one state-sized polygon: at the state's zoom they are below one unit, and
+    tippecanoe drops them); at least MIN_MAX_ZOOM, at most MAX_MAX_ZOOM and at most MAX_TILES tiles in all.
+    The caps keep national layers (PAD-US's 657k polygons) to minutes: their tiny slivers ask for the cap, and
+    the tile limit then stops at the zoom whose tiles, counted over the features' boxes, stay under MAX_TILES.
     Distances are in Web Mercator degrees (360 across the world), as tippecanoe measures them.
     """
     n = s1 = s2 = area = 0.0
+    smallest = math.inf
     last = None
     for batch in pf.iter_batches(batch_size=65_536, columns=[bbox_col or geom_col]):
         b = _batch_bounds(batch, geom_col, bbox_col)
         b = b[~np.isnan(b).any(axis=1)]  # null and empty geometries: nothing to tile
         lo, hi = _mercator(b[:, :2]), _mercator(b[:, 2:])
         area += float(np.prod(hi - lo, axis=1).sum())
+        if not points:  # a polygon's size: its box's geometric mean (a sliver is small); a line's: its box's side
+            w, h = (hi - lo).T
+            size = np.where(w * h > 0, np.sqrt(w * h), np.maximum(w, h))
+            smallest = min(smallest, float(size[size > 0].min(initial=math.inf)))
         centres = (lo + hi) / 2
         if last is not None:
             centres = np.vstack([last, centres])
@@ -166,6 +180,8 @@ def choose_max_zoom(pf: pq.ParquetFile, geom_col: str, bbox_col: str | None, *, 
         mean = s1 / n
         nearby = math.exp(mean - 1.5 * math.sqrt(max(s2 / n - mean ** 2, 0.0)))
         zooms["feature spacing"] = math.ceil(math.log2(360 / (nearby / 2)) - DETAIL)
+    if smallest < math.inf:
+        zooms["feature size"] = math.ceil(math.log2(360 * TINY_UNITS / smallest) - DETAIL)
     if not points and (vertex := _vertex_spacing(pf, geom_col)):
         zooms["vertex spacing"] = math.ceil(math.log2(360 / (vertex / 8)) - DETAIL)
     why, zoom = max(zooms.items(), key=lambda kv: kv[1])
