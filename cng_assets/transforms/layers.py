@@ -117,7 +117,8 @@ def families_present(path: str, layer: str) -> dict[str, int]:
     found: Counter = Counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "Measured (M) geometry types are not supported"
-        with open_arrow(path, layer=layer, columns=[], batch_size=65_536, use_pyarrow=True) as (meta, reader):
+        with open_arrow(path, layer=layer, columns=[], batch_size=65_536, use_pyarrow=True,
+                        **sources.open_options(path)) as (meta, reader):
             for batch in reader:
                 wkb = batch.column(meta["geometry_name"] or "wkb_geometry")
                 ids = wkb_type_ids(wkb)
