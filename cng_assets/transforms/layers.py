@@ -21,7 +21,7 @@ from cng_assets.transforms.raster.info import list_rasters
 from cng_assets.transforms.slugs import unique_slugs
 
 POLYGON, OTHER, TABLE, RASTER = "polygon", "other", "table", "raster"
-VERSION = "3"  # bump when discovery output changes
+VERSION = "4"  # bump when discovery output changes
 DOMAIN_KEY_PREFIX = "domain-"  # slugify never makes a hyphen, so domain keys cannot clash with layer slugs
 
 
