@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import importlib
 import json
 import os
 import re
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from cng_assets.errors import CngInputError
 
 CATALOG_DIR = Path(__file__).parent / "catalog"
+DOCS = "docs/catalog.md"  # every field, what it does and its default
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"  # becomes an asset-key prefix, so no hyphens
 
 
@@ -60,6 +64,9 @@ class H3Settings(BaseModel):
         return v
 
 
+PROVIDER_ROLES = ("licensor", "producer", "processor", "host")  # STAC's
+
+
 class Provider(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -67,13 +74,21 @@ class Provider(BaseModel):
     roles: list[str] = Field(default_factory=list, description="licensor, producer, processor, host")
     url: str | None = None
 
+    @field_validator("roles")
+    @classmethod
+    def _stac_roles(cls, v):
+        bad = sorted(set(v) - set(PROVIDER_ROLES))
+        if bad:
+            raise ValueError(f"roles {bad} are not STAC provider roles (use {', '.join(PROVIDER_ROLES)})")
+        return v
+
 
 class PodSize(BaseModel):
     """A step's pod on the cluster: requests = limits, so the scheduler places it where it fits."""
 
     model_config = ConfigDict(extra="forbid")
 
-    cpu: str = "1"
+    cpu: str = Field("1", pattern=r"^(\d+(\.\d+)?|\d+m)$", description="Kubernetes CPU: 1, 0.5 or 500m")
     memory_gib: int = Field(4, ge=1, le=256)
     max_memory_gib: int | None = Field(None, ge=1, le=256, description="cap for out-of-memory retries (doubling)")
 
@@ -92,6 +107,16 @@ class RasterSettings(BaseModel):
     categorical: bool | None = Field(None, description="class codes, not measurements (default: integer bands are)")
     stats: list[str] | None = Field(None, description="per-band statistics for raster hex (default by data type)")
     target_pixels_per_chunk: int = Field(50_000_000, ge=1)
+
+    @field_validator("stats")
+    @classmethod
+    def _known_stats(cls, v):
+        from cng_assets.transforms.raster.hex import STATS
+
+        bad = [x for x in v or [] if x not in STATS]
+        if bad or (v is not None and len(set(v)) != len(v)):
+            raise ValueError(f"stats {v}: each once, among {', '.join(STATS)}")
+        return v
 
 
 class MirrorTarget(BaseModel):
@@ -113,8 +138,19 @@ def check_crs(text: str) -> str:
     return text
 
 
+def utc(value: str) -> datetime:
+    """An ISO 8601 date or datetime as an aware UTC datetime (a date, or a time without zone, is UTC)."""
+    t = datetime.fromisoformat(value)
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+
 # Pod sizes, the cell budget, owners and tags: no product depends on them.
 NOT_IN_PRODUCTS = {"pods": True, "h3": {"max_cells"}, "owners": True, "tags": True}
+# The assets `pods:` can size (the names defs/ passes to op_tags), and "default" for the others.
+POD_ASSETS = ("default", "source", "layers", "table", "geoparquet", "pmtiles", "thumbnail", "hex_plan", "hex_chunk", "hex",
+              "cog", "geozarr", "stac", "docs", "mirror")
+# Where a dataset's STAC datetime came from (STAC's `cng:datetime_source`).
+FROM_CATALOG, FROM_CLI, FROM_SOURCE, FROM_RUN = "catalog", "cli", "source last-modified", "processing time"
 
 
 class Dataset(BaseModel):
@@ -129,7 +165,7 @@ class Dataset(BaseModel):
     source: str
     # "module:function" that writes the source file (for generated sources such as the demo); it becomes an asset.
     source_builder: str | None = Field(None, pattern=r"^[\w.]+:\w+$")
-    bucket: str | None = None
+    bucket: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
     prefix: str = Field(pattern=r"^[A-Za-z0-9._-][A-Za-z0-9._/-]*$")
     include: list[str] = Field(default_factory=lambda: ["*"], description="fnmatch patterns on layer names or slugs")
     exclude: list[str] = Field(default_factory=list)
@@ -139,7 +175,8 @@ class Dataset(BaseModel):
     citation: str | None = None
     doi: str | None = None
     columns: dict[str, str] = Field(default_factory=dict, description="column descriptions, shared by all layers")
-    # When the data describe (STAC needs a datetime or a range); ISO 8601 dates or datetimes.
+    # When the data describe (STAC needs a datetime or a range); ISO 8601 dates or datetimes. Neither given: the
+    # source's last-modified time, read when STAC is written (see with_default_datetime in defs/sources.py).
     datetime: str | None = None
     start_datetime: str | None = None
     end_datetime: str | None = None
@@ -153,10 +190,78 @@ class Dataset(BaseModel):
     raster: RasterSettings = Field(default_factory=RasterSettings)
     # Pod size per asset (its name, or "default") on the cluster; entries here replace the defaults above.
     pods: dict[str, PodSize] = Field(default_factory=dict)
+    _datetime_source: str = PrivateAttr(FROM_CATALOG)
+
+    @property
+    def datetime_source(self) -> str | None:
+        """Where the STAC time came from (FROM_*), None while it is still to be read from the source."""
+        return self._datetime_source if self.datetime or self.start_datetime else None
+
+    def dated(self, when: str, source: str) -> Dataset:
+        """This entry with `datetime` = `when` (ISO 8601), which came from `source` (FROM_CLI, FROM_SOURCE, ...)."""
+        utc(when)  # a bad time fails here, not in STAC
+        copy = self.model_copy(update={"datetime": when})
+        copy._datetime_source = source
+        return copy
 
     def pod(self, asset: str) -> PodSize:
         sizes = {**DEFAULT_PODS, **self.pods}
         return sizes.get(asset, sizes["default"])
+
+    @field_validator("datetime", "start_datetime", "end_datetime", mode="before")
+    @classmethod
+    def _iso_time(cls, v):
+        if isinstance(v, (date, datetime)):  # YAML reads an unquoted 2024-01-01 as a date
+            v = v.isoformat()
+        if isinstance(v, str):
+            try:
+                utc(v)
+            except ValueError:
+                raise ValueError(f"{v!r} is not an ISO 8601 date or datetime (write it like 2024-01-01 or "
+                                 "2024-01-01T00:00:00Z)") from None
+        return v
+
+    @model_validator(mode="after")
+    def _time_range(self) -> Dataset:
+        if (self.start_datetime is None) != (self.end_datetime is None):
+            raise ValueError("start_datetime and end_datetime go together (STAC needs both ends of a range); give both, "
+                             "or a single datetime")
+        if self.start_datetime and utc(self.start_datetime) > utc(self.end_datetime):
+            raise ValueError(f"start_datetime {self.start_datetime} is after end_datetime {self.end_datetime}: swap them")
+        return self
+
+    @field_validator("source")
+    @classmethod
+    def _source_shape(cls, v):
+        if not v.strip():
+            raise ValueError("is empty: give a path, s3://bucket/key or https:// URL")
+        if v.startswith("s3://") and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]+/.+", v):
+            raise ValueError(f"{v!r} is not s3://bucket/key")
+        if re.match(r"^(s3|https?):/?[^/]", v):
+            raise ValueError(f"{v!r} lacks a slash after the scheme (s3://, https://)")
+        return v
+
+    @field_validator("source_builder")
+    @classmethod
+    def _builder_exists(cls, v):
+        if v is None:
+            return v
+        module, func = v.split(":")
+        try:
+            found = callable(getattr(importlib.import_module(module), func, None))
+        except ImportError as e:
+            raise ValueError(f"{v!r}: module {module} cannot be imported ({e})") from None
+        if not found:
+            raise ValueError(f"{v!r}: module {module} has no function {func}")
+        return v
+
+    @field_validator("pods")
+    @classmethod
+    def _pod_assets(cls, v):
+        bad = sorted(set(v) - set(POD_ASSETS))
+        if bad:
+            raise ValueError(f"{bad} are not assets (use {', '.join(POD_ASSETS)})")
+        return v
 
     @field_validator("doi")
     @classmethod
@@ -199,9 +304,19 @@ class Dataset(BaseModel):
         return f"{code}+{hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]}"
 
 
+def _problem(err: dict) -> str:
+    loc = ".".join(map(str, err["loc"]))
+    if err["type"] == "missing":
+        return f"{loc}: required, and missing"
+    if err["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(err["loc"][-1]), Dataset.model_fields, n=1) if len(err["loc"]) == 1 else []
+        return f"{loc}: not a catalog field" + (f" (did you mean {close[0]}?)" if close else "")
+    return f"{loc or '(entry)'}: {err['msg'].removeprefix('Value error, ')}"
+
+
 def validation_problems(e: ValidationError) -> str:
     """Each invalid field and why, on one line."""
-    return "; ".join(f"{'.'.join(map(str, err['loc'])) or '(top)'}: {err['msg'].removeprefix('Value error, ')}" for err in e.errors())
+    return "; ".join(map(_problem, e.errors()))
 
 
 def load_dataset_file(path: Path) -> Dataset:
@@ -210,11 +325,14 @@ def load_dataset_file(path: Path) -> Dataset:
     except yaml.YAMLError as e:
         raise CngInputError(f"catalog file {path} is not valid YAML: {e}", hint="fix the YAML syntax") from None
     if not isinstance(raw, dict):
-        raise CngInputError(f"catalog file {path} must hold a mapping of fields", hint="see cng_assets/catalog/demo.yaml")
+        raise CngInputError(f"catalog file {path} must hold a mapping of fields",
+                            hint=f"see cng_assets/catalog/demo.yaml and {DOCS}")
     try:
         ds = Dataset.model_validate(raw)
     except ValidationError as e:
-        raise CngInputError(f"catalog file {path} is invalid: {validation_problems(e)}", hint="fix those fields") from None
+        name = raw.get("name") if isinstance(raw.get("name"), str) else path.stem
+        raise CngInputError(f"catalog file {path} is invalid: {validation_problems(e)}", dataset=name,
+                            hint=f"fix those fields in {path.name} ({DOCS} describes each)") from None
     if path.stem.replace("-", "_") != ds.name:
         raise CngInputError(f"catalog file {path.name} holds dataset {ds.name!r}",
                             hint=f"name the file {ds.name}.yaml (or {ds.name.replace('_', '-')}.yaml)")

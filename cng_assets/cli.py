@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cng_assets.catalog import MAX_CELLS, Dataset, H3Settings, check_crs, load_catalog, validation_problems
+from cng_assets.catalog import FROM_CLI, MAX_CELLS, Dataset, H3Settings, check_crs, load_catalog, validation_problems
 from cng_assets.errors import CngInputError
 
 console = Console(highlight=False, soft_wrap=True)  # messages stay whole lines, for grep and logs
@@ -33,7 +33,15 @@ def _csv_ints(value: str | None) -> list[int] | None:
         raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") from None
 
 
-@click.group()
+class _Commands(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except CngInputError as e:  # e.g. a bad catalog entry, met wherever the definitions load: its message only
+            _fail(str(e))
+
+
+@click.group(cls=_Commands)
 def main():
     """Turn raw geospatial sources into cloud-native products with Dagster assets."""
 
@@ -145,15 +153,13 @@ def _print_products(ds: Dataset, storage) -> bool:
 @click.option("--resolution", type=int, default=None, help="H3 resolution (default 10).")
 @click.option("--parents", default=None, help="H3 parent resolutions, e.g. 9,8,0 (default: the two above --resolution, and 0).")
 @click.option("--datetime", "when", default=None,
-              help="When the data describe, for STAC (ISO date). Default: a local source's modification date, else today.")
+              help="When the data describe, for STAC (ISO date). Default: the source's last-modified time.")
 @CRS_OPTION
 @MAX_CELLS_OPTION
 @click.option("--rebuild", is_flag=True, help="Run every step, also those already fresh.")
 def run(source: str, name: str, out: str, only: str | None, resolution: int | None, parents: str | None,
         when: str | None, crs: str | None, max_cells: int | None, rebuild: bool):
     """Materialize the whole asset graph for an ad-hoc SOURCE on the embedded default."""
-    from datetime import date, datetime, timezone
-
     from pydantic import ValidationError
 
     from cng_assets.transforms.sources import gdal_path
@@ -163,12 +169,11 @@ def run(source: str, name: str, out: str, only: str | None, resolution: int | No
         if not source.startswith(("s3://", "http://", "https://", "/vsi")):
             gdal_path(source)  # fail early, before any run is made, if a local source is missing or corrupt
             source = str(Path(source).resolve())
-            when = when or datetime.fromtimestamp(Path(source).stat().st_mtime, timezone.utc).date().isoformat()
         h3 = {k: v for k, v in (("resolution", resolution), ("parents", _csv_ints(parents)), ("max_cells", max_cells))
               if v is not None}
-        ds = Dataset(name=name, title=name, source=source, prefix=name, h3=H3Settings(**h3), crs=crs,
-                     datetime=when or date.today().isoformat(),
+        ds = Dataset(name=name, title=name, source=source, prefix=name, h3=H3Settings(**h3), crs=crs, datetime=when,
                      include=[x.strip() for x in only.split(",")] if only else ["*"])
+        ds = ds.dated(when, FROM_CLI) if when else ds  # else the source's last-modified time, read when STAC is written
     except CngInputError as e:
         _fail(str(e))
     except ValidationError as e:

@@ -1,7 +1,14 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from cng_assets.catalog import load_catalog, load_dataset_file
 from cng_assets.errors import CngInputError
+
+ENTRY = "name: x\ntitle: X\nsource: a.gpkg\nprefix: x\n"
 
 
 def test_shipped_catalog_loads_with_real_datasets():
@@ -55,3 +62,56 @@ def test_file_name_must_match_dataset_name(tmp_path):
     f.write_text("name: x\ntitle: X\nsource: a\nprefix: x\n")
     with pytest.raises(CngInputError, match="name the file x.yaml"):
         load_dataset_file(f)
+
+
+@pytest.mark.parametrize("extra, field, says", [
+    # each of these loaded before, and failed only when its asset ran (STAC, hours of layers later) or never
+    ('datetime: "last spring"', "datetime", "is not an ISO 8601 date or datetime (write it like 2024-01-01"),
+    ('datetime: "2019-13-45"', "datetime", "is not an ISO 8601"),
+    ('start_datetime: "2020-01-01"', "(entry)", "start_datetime and end_datetime go together"),
+    ('start_datetime: "2021-01-01"\nend_datetime: "2020-01-01"', "(entry)", "is after end_datetime"),
+    ("providers: [{name: Someone, roles: [owner]}]", "providers.0.roles", "['owner'] are not STAC provider roles"),
+    ("pods: {geoparquett: {memory_gib: 8}}", "pods", "['geoparquett'] are not assets"),
+    ("pods: {hex: {cpu: two}}", "pods.hex.cpu", "String should match pattern"),
+    ("raster: {stats: [mean, median]}", "raster.stats", "each once, among mean, sum"),
+    ("bucket: My_Bucket", "bucket", "String should match pattern"),
+    ("source_builder: cng_assets.demo:no_such_function", "source_builder", "has no function no_such_function"),
+    ("datetim: 2020-01-01", "datetim", "not a catalog field (did you mean datetime?)"),
+])
+def test_a_bad_entry_fails_at_load_naming_file_dataset_field_and_what_to_do(tmp_path, extra, field, says):
+    f = tmp_path / "x.yaml"
+    f.write_text(ENTRY + extra + "\n")
+    with pytest.raises(CngInputError) as e:
+        load_dataset_file(f)
+    assert str(e.value).startswith(f"dataset 'x': catalog file {f} is invalid: {field}: "), str(e.value)
+    assert says in str(e.value) and str(e.value).endswith("What to do: fix those fields in x.yaml (docs/catalog.md "
+                                                          "describes each)")
+
+
+def test_s3_source_typos_fail_at_load(tmp_path):
+    for source, says in (("s3:/bucket/a.gdb", "lacks a slash"), ("s3://bucket", "is not s3://bucket/key")):
+        f = tmp_path / "x.yaml"
+        f.write_text(ENTRY.replace("a.gpkg", source))
+        with pytest.raises(CngInputError, match=f"source: .*{says}"):
+            load_dataset_file(f)
+
+
+def test_times_are_optional_and_an_unquoted_yaml_date_is_read_as_written(tmp_path):
+    f = tmp_path / "x.yaml"
+    f.write_text(ENTRY)
+    ds = load_dataset_file(f)
+    assert ds.datetime is None and ds.datetime_source is None  # read from the source when STAC is written
+    f.write_text(ENTRY + "datetime: 2019-01-01\n")  # YAML makes this a date object
+    ds = load_dataset_file(f)
+    assert (ds.datetime, ds.datetime_source) == ("2019-01-01", "catalog")
+
+
+def test_the_cli_and_dagster_say_what_is_wrong_with_an_entry_without_a_traceback_of_ours(tmp_path):
+    """The definitions load the catalog on import; a bad entry fails there, before any run, in one sentence."""
+    (tmp_path / "x.yaml").write_text(ENTRY + 'datetime: "yesterday"\n')
+    env = {**os.environ, "CNG_CATALOG_DIR": str(tmp_path), "DAGSTER_HOME": str(tmp_path / "home")}
+    done = subprocess.run([str(Path(sys.executable).parent / "cng-assets"), "status"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr == "", done.stderr
+    assert done.stdout.startswith(f"error: dataset 'x': catalog file {tmp_path / 'x.yaml'} is invalid: datetime: "
+                                  "'yesterday' is not an ISO 8601 date or datetime")

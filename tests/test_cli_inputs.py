@@ -3,6 +3,7 @@ layer, cause and what to do; never a traceback, and nothing published for what w
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sqlite3
@@ -83,8 +84,12 @@ def test_crs_given_on_the_command_line_for_a_source_without_one(cli, tmp_path):
             "`cng-assets run`") in missing.output
 
     given = cli("run", "--source", str(source), "--dataset", "parks", "--out", str(out), "--crs", "EPSG:4269",
-                "--resolution", "6", "--parents", "0")
+                "--resolution", "6", "--parents", "0", "--datetime", "2019-05-01")
     assert given.exit_code == 0, given.output
+    item = json.loads((out / "parks" / "stac" / "parks" / "parks.json").read_text())["properties"]
+    assert (item["datetime"], item["cng:datetime_source"]) == ("2019-05-01T00:00:00Z", "cli")
+    bad = cli("run", "--source", str(source), "--dataset", "parks", "--datetime", "May 2019")
+    assert bad.exit_code == 2 and bad.output.startswith("error: datetime: 'May 2019' is not an ISO 8601 date")
     assert "note: hex_plan[parks]: estimate: about " in given.output  # the plan's size, before hexing
     progress = re.findall(r"^\[(\d+)/(\d+)\] ([a-z_]+)\S* ok$", given.output, re.M)  # counted per asset
     per_asset = {}

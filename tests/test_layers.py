@@ -171,3 +171,94 @@ def test_table_columns_follow_the_same_naming_rule(tmp_path):
     assert t.column_names == stats.columns == ["id", "src_BBox", "Name", "src_NAME"]
     assert t.column("src_BBox").to_pylist() == ["x", "y"] and t.column("src_NAME").to_pylist() == ["b", "d"]
     assert pq.read_metadata(out).metadata[b"cng_renamed_columns"] == b'{"BBox": "src_BBox", "NAME": "src_NAME"}'
+
+
+def osm_xml(path, cafes: int, streets: int, buildings: int) -> dict[str, set[str]]:
+    """An OpenStreetMap XML file (GDAL's OSM driver reads it as it reads .osm.pbf) whose node ids DEcrease, as in
+    files edited by hand or JOSM; returns the osm ids each of GDAL's layers must hold, known by construction."""
+    nodes, ways, ids = [], [], {"points": set(), "lines": set(), "multipolygons": set(), "multilinestrings": set(),
+                                "other_relations": set()}
+
+    def tags(**kv):
+        return "".join(f'<tag k="{k}" v="{v}"/>' for k, v in kv.items())
+
+    def node(lon, lat, **kv):
+        nid = 1000 - len(nodes)
+        nodes.append(f'<node id="{nid}" version="1" lat="{lat}" lon="{lon}">{tags(**kv)}</node>')
+        return nid
+
+    def way(refs, **kv):
+        ways.append(f'<way id="{len(ways) + 1}" version="1">{"".join(f"<nd ref={chr(34)}{r}{chr(34)}/>" for r in refs)}'
+                    f'{tags(**kv)}</way>')
+        return len(ways)
+
+    for i in range(cafes):
+        ids["points"].add(str(node(0.01 * i, 1.0, amenity="cafe", name=f"cafe {i}")))
+    for i in range(streets):
+        ids["lines"].add(str(way([node(0.01 * i, 2.0), node(0.01 * i + 0.005, 2.005)], highway="residential")))
+    for i in range(buildings):
+        ring = [node(0.01 * i, 3.0), node(0.01 * i + 0.001, 3.0), node(0.01 * i + 0.001, 3.001), node(0.01 * i, 3.001)]
+        ids["multipolygons"].add(str(way([*ring, ring[0]], building="yes")))
+    corners = [node(1, 4), node(1.1, 4), node(1.1, 4.1), node(1, 4.1)]
+    halves = way(corners[:3]), way([*corners[2:], corners[0]])
+    relations = [  # a forest of two open ways; a bus route over the first street; a site
+        f'<relation id="1" version="1"><member type="way" ref="{halves[0]}" role="outer"/>'
+        f'<member type="way" ref="{halves[1]}" role="outer"/>{tags(type="multipolygon", landuse="forest")}</relation>',
+        f'<relation id="2" version="1"><member type="way" ref="1" role=""/>{tags(type="route", route="bus")}</relation>',
+        f'<relation id="3" version="1"><member type="node" ref="1000" role=""/>{tags(type="site", name="s")}</relation>']
+    ids["multipolygons"].add("1")  # relations go by osm_id in multipolygons (ways by osm_way_id)
+    ids["multilinestrings"].add("2")
+    ids["other_relations"].add("3")
+    path.write_text('<?xml version="1.0" encoding="UTF-8"?>\n<osm version="0.6" generator="test">\n'
+                    + "\n".join(nodes + ways + relations) + "\n</osm>\n")
+    return ids
+
+
+def test_every_layer_of_an_osm_file_becomes_geoparquet_with_its_features(tmp_path):
+    """GDAL's OSM driver with its defaults stops at the first node id that does not increase ("Non increasing node
+    id. Use OSM_USE_CUSTOM_INDEXING=NO"), so such a file was refused at discovery. The XML stands in for .osm.pbf:
+    the same driver and code path (writing a .pbf needs tools this project does not have)."""
+    from cng_assets.transforms.geoparquet import write_geoparquet
+
+    source = tmp_path / "town.osm"
+    expected = osm_xml(source, cafes=3, streets=2, buildings=4)
+    inv = layers.discover(sources.gdal_path(str(source)))
+    assert {x.name: x.features for x in inv.layers} == {k: len(v) for k, v in expected.items()}
+    for x in inv.layers:
+        out = tmp_path / f"{x.slug}.parquet"
+        stats = write_geoparquet(str(source), x.name, out, kind=x.kind)
+        frame = gpd.read_parquet(out)
+        ids = frame["osm_way_id"].where(frame["osm_way_id"].notna(), frame["osm_id"]) \
+            if "osm_way_id" in frame else frame["osm_id"]
+        assert set(ids) == expected[x.name] and stats.rows_written == len(frame), x.name
+    assert inv.layer("multipolygons").kind == "polygon"
+    tagged = gpd.read_parquet(tmp_path / "multipolygons.parquet")
+    assert set(tagged["building"].dropna()) == {"yes"} and set(tagged["landuse"].dropna()) == {"forest"}
+
+
+def test_osm_pbf_sample_reads_with_the_counts_pyogrio_documents(tmp_path):
+    """pyogrio's sample .osm.pbf (node ids not increasing): its tests give 8 points and 36 lines with custom indexing
+    off; other_tags comes as JSON (GDAL's TAGS_FORMAT), which json.loads reads, not hstore text."""
+    import json
+
+    from cng_assets.transforms.geoparquet import write_geoparquet
+    from tests.conftest import FIXTURES
+
+    source = str(FIXTURES / "sample.osm.pbf")
+    counts = {x.name: x.features for x in layers.discover(source).layers}
+    assert (counts["points"], counts["lines"]) == (8, 36)
+    write_geoparquet(source, "points", tmp_path / "points.parquet", kind="other")
+    tags = pq.read_table(tmp_path / "points.parquet")["other_tags"].drop_null().to_pylist()
+    assert tags and all(isinstance(json.loads(t), dict) for t in tags)
+
+
+def test_a_csv_with_longitude_and_latitude_columns_is_a_point_layer(tmp_path):
+    source = tmp_path / "trees.csv"
+    source.write_text("name,Longitude,LAT\noak,-120.5,35.25\nelm,-119.75,36.5\n")
+    inv = layers.discover(str(source))
+    assert [(x.kind, x.what, x.features) for x in inv.layers] == [("other", "point", 2)]
+    from cng_assets.transforms.geoparquet import write_geoparquet
+
+    write_geoparquet(str(source), "trees", tmp_path / "trees.parquet", kind="other", crs="EPSG:4326")
+    frame = gpd.read_parquet(tmp_path / "trees.parquet")
+    assert sorted(zip(frame.geometry.x, frame.geometry.y, frame["name"])) == [(-120.5, 35.25, "oak"), (-119.75, 36.5, "elm")]

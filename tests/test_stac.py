@@ -7,8 +7,10 @@ import copy
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import socket
+from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
@@ -23,7 +25,8 @@ from pystac.errors import STACValidationError
 
 from cng_assets.catalog import Dataset, H3Settings, Provider, load_catalog
 from cng_assets.cli import main
-from cng_assets.errors import CngInputError
+from cng_assets.defs.sources import with_default_datetime
+from cng_assets.storage import LocalStorage
 from cng_assets.transforms import stac
 from cng_assets.transforms.facts import gather
 from cng_assets.transforms.layers import Inventory
@@ -427,21 +430,63 @@ def test_footprints_validate(schemas, products, bbox, kind, stac_bbox, offline):
         assert west.bounds == (170.0, -20.0, 180.0, -10.0) and east.bounds == (-180.0, -20.0, -170.0, -10.0)
 
 
-def test_catalog_problems_are_named(products):
+def test_stac_needs_a_time_and_refuses_relative_hrefs(products):
+    """The catalog's time fields are checked when it loads (test_catalog.py); a dataset with no time at all reaches
+    STAC only through with_default_datetime, so one without is a programming error."""
     root = products["sample"]
-    for changes, message in [
-        ({"start_datetime": None, "end_datetime": None}, "has no datetime"),
-        ({"end_datetime": None}, "only one of start_datetime and end_datetime"),
-        ({"start_datetime": "2013-01-01"}, "is after end_datetime"),
-        ({"datetime": "last spring"}, "is not an ISO 8601 date"),
-        ({"providers": [Provider(name="Someone", roles=["owner"])]}, "roles \\['owner'\\]"),
-    ]:
-        facts = _facts(SAMPLE.model_copy(update=changes), root)
-        with pytest.raises(CngInputError, match=message):
-            stac.dataset_collection(facts)
+    with pytest.raises(ValueError, match="has no time yet"):
+        stac.dataset_collection(_facts(SAMPLE.model_copy(update={"start_datetime": None, "end_datetime": None}), root))
     inventory = Inventory.from_json(_json(root / "inventory.json"))
     with pytest.raises(ValueError, match="is relative"):
         stac.dataset_collection(gather(SAMPLE, root, inventory, href_base=""))
+
+
+def test_a_run_without_datetime_dates_its_stac_by_the_source_file(products):
+    """`cng-assets run` without --datetime: every Item (and the Collection) says the source file's last-modified
+    time, to the second, and that it came from there (was: the file's date at midnight, with no word of where)."""
+    mtime = datetime.fromtimestamp(shared("test_fgdb.gdb.zip").stat().st_mtime, timezone.utc).replace(microsecond=0)
+    folder = products["sample"] / "stac"
+    items = [_json(p) for p in folder.glob("*/*.json")]
+    assert items and {(x["properties"]["datetime"], x["properties"]["cng:datetime_source"]) for x in items} == {
+        (mtime.strftime("%Y-%m-%dT%H:%M:%SZ"), "source last-modified")}
+    collection = _json(folder / "collection.json")
+    assert collection["cng:datetime_source"] == "source last-modified"
+    assert collection["extent"]["temporal"]["interval"] == [[mtime.strftime("%Y-%m-%dT%H:%M:%SZ")] * 2]
+
+
+def test_default_datetime_is_the_newest_file_of_a_folder_source_and_reaches_every_item(products, tmp_path):
+    folder = tmp_path / "raw" / "parks"
+    (folder / "sub").mkdir(parents=True)
+    for name, when in (("a.gpkg", "2021-03-04T05:06:07"), ("sub/b.shp", "2022-08-09T10:11:12"), ("c.csv", "2020-01-01")):
+        (folder / name).write_bytes(b"x")
+        t = datetime.fromisoformat(when).replace(tzinfo=timezone.utc).timestamp()
+        os.utime(folder / name, (t, t))
+    undated = SAMPLE.model_copy(update={"start_datetime": None, "end_datetime": None, "source": "raw/parks/"})
+    assert undated.datetime_source is None
+    dated = with_default_datetime(LocalStorage(root=str(tmp_path)), undated)
+    assert (dated.datetime, dated.datetime_source) == ("2022-08-09T10:11:12+00:00", "source last-modified")
+    items = stac.dataset_collection(_facts(dated, products["sample"])).get_items()
+    assert {(i.datetime.isoformat(), i.properties["cng:datetime_source"]) for i in items} == {
+        ("2022-08-09T10:11:12+00:00", "source last-modified")}
+    gone = with_default_datetime(LocalStorage(root=str(tmp_path)), undated.model_copy(update={"source": "raw/none"}))
+    assert gone.datetime_source == "processing time"  # nothing to list: the time the products were made
+    given = undated.dated("2019-05-01", "cli")  # `cng-assets run --datetime 2019-05-01`
+    assert with_default_datetime(LocalStorage(root=str(tmp_path)), given) is given
+    assert {i.properties["cng:datetime_source"] for i in
+            stac.dataset_collection(_facts(given, products["sample"])).get_items()} == {"cli"}
+
+
+def test_default_datetime_of_an_s3_source_is_its_newest_object(s3_env, s3_server):
+    from cng_assets.defs.resources import storage_from_env
+
+    client = s3_server.client()
+    for key in ("raw/parks.gdb/a0000001.gdbtable", "raw/parks.gdb/gdb", "raw/parks.gdb.bak/newer"):
+        client.put_object(Bucket=s3_env, Key=key, Body=b"x")
+    newest = max(client.head_object(Bucket=s3_env, Key=k)["LastModified"]
+                 for k in ("raw/parks.gdb/a0000001.gdbtable", "raw/parks.gdb/gdb"))  # not the .bak beside it
+    storage = storage_from_env()
+    assert storage.source_modified(f"s3://{s3_env}/raw/parks.gdb") == newest.timestamp()
+    assert storage.source_modified(f"s3://{s3_env}/raw/none.gdb") is None
 
 
 def test_local_stac_has_relative_hrefs_that_resolve_wherever_the_folder_is_copied(products, tmp_path):

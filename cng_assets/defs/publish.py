@@ -13,6 +13,7 @@ from cng_assets.defs import products
 from cng_assets.defs.automation import AFTER_PRODUCTS
 from cng_assets.defs.partitions import feature_partitions
 from cng_assets.defs.pods import op_tags, pod_config
+from cng_assets.defs.sources import with_default_datetime
 from cng_assets.defs.stored import stored
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms import describe, facts, geoparquet, layout, pmtiles, stac, tilecheck
@@ -29,8 +30,10 @@ def _code_versions() -> dict[str, str]:
 
 
 def _facts(storage: ProductStorage, ds: Dataset) -> facts.DatasetFacts:
-    """Hrefs under the public base URL, or ('') relative, so the dataset folder works wherever it is copied."""
+    """Hrefs under the public base URL, or ('') relative, so the dataset folder works wherever it is copied; the
+    dataset's time from its source when the catalog gives none."""
     inv = products.load_inventory(storage, ds)
+    ds = with_default_datetime(storage, ds)
     with storage.local_path(ds.bucket, ds.prefix) as root:
         return facts.gather(ds, Path(root), inv, href_base=storage.href_base(ds.bucket, ds.prefix),
                             code_versions=_code_versions())

@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import importlib
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
 
-from cng_assets.catalog import Dataset
+from cng_assets.catalog import FROM_RUN, FROM_SOURCE, Dataset
 from cng_assets.dagster_private import DATA_VERSION_TAG
 from cng_assets.defs import products
 from cng_assets.defs.partitions import source_partitions
@@ -32,6 +33,17 @@ def source_key(ds: Dataset) -> dg.AssetKey:
 
 def is_observed(ds: Dataset) -> bool:
     return ds.source_builder is None
+
+
+def with_default_datetime(storage: ProductStorage, ds: Dataset) -> Dataset:
+    """`ds` with the time its STAC and README give: the catalog's (or `--datetime`), else when the source last
+    changed (the newest of its files, listed here since the definitions may load where the source is out of
+    reach), else, when it cannot be listed (an https:// source), the processing time; each says which it is."""
+    if ds.datetime_source is not None:
+        return ds
+    modified = storage.source_modified(ds.source)
+    when = datetime.fromtimestamp(modified, timezone.utc) if modified is not None else datetime.now(timezone.utc)
+    return ds.dated(when.isoformat(timespec="seconds"), FROM_SOURCE if modified is not None else FROM_RUN)
 
 
 def empty_local_folder(storage: ProductStorage, ds: Dataset) -> Path | None:

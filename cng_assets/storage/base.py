@@ -18,6 +18,7 @@ class ObjectInfo:
     key: str
     size: int
     etag: str  # S3's ETag; for local files a digest of size and modification time
+    modified: float | None = None  # last modified, seconds since the epoch (S3's LastModified, a file's mtime)
 
 
 NOTHING = "nothing"  # the fingerprint of keys with no object under them
@@ -112,4 +113,9 @@ class ProductStorage(dg.ConfigurableResource):
     def source_files(self, source: str) -> dict[str, str]:
         """The files a source is made of, relative to it ('' for a single-file source), with their ETags.
         Empty when it is missing or cannot be listed (https://, or s3:// on local storage)."""
+        raise NotImplementedError
+
+    def source_modified(self, source: str) -> float | None:
+        """When the source last changed: the newest last-modified time (epoch seconds) of its files (a folder's, a
+        `.gdb`'s); None when it is missing or cannot be listed, as for `source_files`."""
         raise NotImplementedError

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from cng_assets.storage.base import ObjectInfo, ProductStorage
-from cng_assets.transforms.folders import file_version, local_files
+from cng_assets.transforms.folders import file_version, local_files, local_modified
 from cng_assets.transforms.sources import REMOTE_PREFIXES, gdal_path
 
 STAGING = ".staging"
@@ -127,16 +127,23 @@ class LocalStorage(ProductStorage):
             if p.is_file() and key.startswith(prefix) and not key.startswith(STAGING + "/"):
                 yield _info(p, key)
 
-    def source_files(self, source: str) -> dict[str, str]:
+    def _source(self, source: str) -> Path | None:
         if source.startswith(REMOTE_PREFIXES):
-            return {}
+            return None
         path = Path(source).expanduser()
-        path = path if path.is_absolute() else self.root_path / path
-        if path.is_file():
+        return path if path.is_absolute() else self.root_path / path
+
+    def source_files(self, source: str) -> dict[str, str]:
+        path = self._source(source)
+        if path is not None and path.is_file():
             return {"": _info(path, "").etag}
-        return local_files(str(path)) if path.is_dir() else {}
+        return local_files(str(path)) if path is not None and path.is_dir() else {}
+
+    def source_modified(self, source: str) -> float | None:
+        path = self._source(source)
+        return None if path is None else local_modified(path)
 
 
 def _info(path: Path, key: str) -> ObjectInfo:
     st = path.stat()
-    return ObjectInfo(key, st.st_size, file_version(st))
+    return ObjectInfo(key, st.st_size, file_version(st), st.st_mtime)

@@ -23,6 +23,7 @@ from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
 from cng_assets.storage.base import ObjectInfo, ProductStorage
+from cng_assets.transforms.folders import local_modified
 from cng_assets.transforms.sources import gdal_path
 
 STAGING = ".staging"
@@ -174,7 +175,7 @@ class S3Storage(ProductStorage):
             for page in pages:
                 for o in page.get("Contents", []):
                     if not o["Key"].startswith(STAGING + "/"):
-                        yield ObjectInfo(o["Key"], o["Size"], o["ETag"].strip('"'))
+                        yield ObjectInfo(o["Key"], o["Size"], o["ETag"].strip('"'), o["LastModified"].timestamp())
         except ClientError as e:  # a bucket that does not exist holds nothing
             if not _missing(e):
                 raise
@@ -187,13 +188,22 @@ class S3Storage(ProductStorage):
             return None
         return self.default_bucket, source.rstrip("/")
 
-    def source_files(self, source: str) -> dict[str, str]:
+    def _source_objects(self, source: str) -> dict[str, ObjectInfo]:
+        """The objects of a source, by their path relative to it ('' for a single object)."""
         where = self._location(source)
         if where is None:
             return {}
         bucket, key = where
-        return {("" if o.key == key else o.key[len(key) + 1:]): o.etag for o in self.list_objects(bucket, key)
+        return {("" if o.key == key else o.key[len(key) + 1:]): o for o in self.list_objects(bucket, key)
                 if o.key == key or o.key.startswith(key + "/")}
+
+    def source_files(self, source: str) -> dict[str, str]:
+        return {rel: o.etag for rel, o in self._source_objects(source).items()}
+
+    def source_modified(self, source: str) -> float | None:
+        if self._location(source) is None:  # an absolute local path (`cng-assets run` with S3 storage)
+            return None if source.startswith(("https://", "http://", "/vsi")) else local_modified(Path(source))
+        return max((o.modified for o in self._source_objects(source).values() if o.modified is not None), default=None)
 
     def source_path(self, source: str) -> str:
         self.configure_gdal()

@@ -43,6 +43,12 @@ def local_files(path: str) -> dict[str, str]:
     return {p.relative_to(root).as_posix(): file_version(p.stat()) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def local_modified(path: Path) -> float | None:
+    """The newest modification time (epoch seconds) of a local file, or of the files in a folder; None if none."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
+    return max((p.stat().st_mtime for p in files), default=None)
+
+
 def _stem(rel: str) -> str:
     """The path without its extensions: `a/roads.shp` and `a/roads.shp.xml` share `a/roads`."""
     p = PurePosixPath(rel)

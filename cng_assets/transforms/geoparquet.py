@@ -83,7 +83,8 @@ def _convert_batch(batch: pa.RecordBatch, first_fid: int, *, path: str, layer: s
     geoms, curved = parse_wkb(batch.column(meta["geometry_name"] or "wkb_geometry").to_numpy(zero_copy_only=False))
     if len(curved):  # GDAL linearises curves on its non-Arrow path; re-read just those features
         src_fids = gdal_fids.to_numpy()[curved]
-        geoms[curved] = pyogrio.read_dataframe(path, layer=layer, fids=src_fids, columns=[]).geometry.values
+        geoms[curved] = pyogrio.read_dataframe(path, layer=layer, fids=src_fids, columns=[],
+                                               **sources.open_options(path)).geometry.values
     source_bounds = _total_bounds(geoms)
     counts = CleanCounts()
     cleaned = clean(geoms, kind=kind, geometry_type=geometry_type, transformer=transformer, counts=counts)

@@ -21,7 +21,7 @@ from cng_assets.transforms.raster.info import list_rasters
 from cng_assets.transforms.slugs import unique_slugs
 
 POLYGON, OTHER, TABLE, RASTER = "polygon", "other", "table", "raster"
-VERSION = "3"  # bump when discovery output changes
+VERSION = "4"  # bump when discovery output changes
 DOMAIN_KEY_PREFIX = "domain-"  # slugify never makes a hyphen, so domain keys cannot clash with layer slugs
 
 
@@ -117,7 +117,8 @@ def families_present(path: str, layer: str) -> dict[str, int]:
     found: Counter = Counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "Measured (M) geometry types are not supported"
-        with open_arrow(path, layer=layer, columns=[], batch_size=65_536, use_pyarrow=True) as (meta, reader):
+        with open_arrow(path, layer=layer, columns=[], batch_size=65_536, use_pyarrow=True,
+                        **sources.open_options(path)) as (meta, reader):
             for batch in reader:
                 wkb = batch.column(meta["geometry_name"] or "wkb_geometry")
                 ids = wkb_type_ids(wkb)

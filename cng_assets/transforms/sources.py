@@ -17,6 +17,26 @@ from cng_assets.transforms.folders import SIDECARS
 
 REMOTE_PREFIXES = ("s3://", "https://", "http://", "/vsi")
 
+# GDAL open options a user would otherwise have to know, by file type. OpenStreetMap (.osm XML, .osm.pbf; GDAL's OSM
+# driver): node ids that do not increase (files edited by hand or by JOSM, pyogrio's own sample) stop the default
+# custom indexing with "Non increasing node id", so the SQLite index is used, which takes any order; `other_tags`
+# as JSON, which DuckDB and pandas parse, rather than PostgreSQL's hstore text. Interleaved reading is not needed:
+# pyogrio reads one layer at a time (`SET interest_layers`), so the other layers' features are not kept waiting.
+OSM_OPTIONS = {"USE_CUSTOM_INDEXING": "NO", "TAGS_FORMAT": "JSON"}
+# CSV: longitude and latitude columns become point geometry (their columns are kept), as a WKT column does already.
+CSV_OPTIONS = {"X_POSSIBLE_NAMES": "longitude,lon,lng,long", "Y_POSSIBLE_NAMES": "latitude,lat",
+               "KEEP_GEOM_COLUMNS": "YES"}
+
+
+def open_options(path: str) -> dict[str, str]:
+    """The GDAL open options every reader of `path` passes (pyogrio takes them as keyword arguments)."""
+    name = path.lower().rstrip("/")
+    if name.endswith((".osm", ".pbf")):
+        return dict(OSM_OPTIONS)
+    if name.endswith(".csv"):
+        return dict(CSV_OPTIONS)
+    return {}
+
 
 def gdal_path(source: str, base_dir: str | Path | None = None) -> str:
     """GDAL-readable path for `source`; local paths are checked here so the error names the file."""
@@ -96,7 +116,7 @@ def open_error(path: str, gdal_says: str) -> CngInputError:
 def read_info(path: str, layer: str) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return pyogrio.read_info(path, layer=layer, force_feature_count=True)
+        return pyogrio.read_info(path, layer=layer, force_feature_count=True, **open_options(path))
 
 
 @contextmanager
@@ -104,9 +124,10 @@ def open_records(path: str, layer: str, info: dict | None = None, **arrow_option
     """pyogrio's Arrow stream of a source layer, `(meta, reader)`, as every product reads it: refused when its files
     are cut short (check_complete), its text recoded to UTF-8 from the encoding GDAL found (arrow_encoding).
     `info` is the layer's pyogrio.read_info, read here when not given."""
-    info = info if info is not None else pyogrio.read_info(path, layer=layer)
+    info = info if info is not None else pyogrio.read_info(path, layer=layer, **open_options(path))
     check_complete(path, layer, info)
-    with open_arrow(path, layer=layer, use_pyarrow=True, encoding=arrow_encoding(info), **arrow_options) as opened:
+    with open_arrow(path, layer=layer, use_pyarrow=True, encoding=arrow_encoding(info), **open_options(path),
+                    **arrow_options) as opened:
         yield opened
 
 

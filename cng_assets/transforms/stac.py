@@ -1,7 +1,8 @@
 """STAC 1.1.0 metadata for a dataset's products, made from `DatasetFacts` with pystac. Pure: facts in, JSON files
 in a local folder out (no Dagster, no storage).
 
-- One Item per spatial layer: the layer's footprint and bbox, the catalog's datetime (or start/end), `table:columns`,
+- One Item per spatial layer: the layer's footprint and bbox, the catalog's datetime (or start/end) and where that
+  came from (`cng:datetime_source`: catalog, cli, source last-modified, processing time), `table:columns`,
   `table:row_count` and `table:primary_geometry` of its GeoParquet, `proj:code`, and one asset per product of the
   layer (GeoParquet, PMTiles, H3 hex folder, thumbnail), each with media type, roles, `file:size` and, for single
   files, `file:checksum` (sha2-256 multihash).
@@ -35,7 +36,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -44,15 +45,14 @@ from pystac.extensions.file import FileExtension
 from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.table import Column, TableExtension
 
-from cng_assets.catalog import Dataset
-from cng_assets.errors import CngInputError
+from cng_assets.catalog import Dataset, utc
 from cng_assets.transforms import layout
 from cng_assets.transforms.columns import rename_note
 from cng_assets.transforms.facts import DatasetFacts, FileFacts, LayerFacts, RasterFacts, union_bbox, with_href_base
 from cng_assets.transforms.hex import readers
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX
 
-VERSION = "4"  # bump when the STAC output changes
+VERSION = "5"  # bump when the STAC output changes
 
 PROCESSING_SCHEMA = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"  # no pystac class for it
 # STAC 1.1 moved bands into common metadata (`bands`, `data_type`, `nodata`); raster v2 adds `raster:*` fields to
@@ -60,7 +60,7 @@ PROCESSING_SCHEMA = "https://stac-extensions.github.io/processing/v1.2.0/schema.
 RASTER_SCHEMA = "https://stac-extensions.github.io/raster/v2.0.0/schema.json"
 CRS = "EPSG:4326"  # every GeoParquet product is lon/lat
 PMTILES_CRS = "EPSG:3857"  # PMTiles archives are Web Mercator tile pyramids
-PROVIDER_ROLES = {"producer", "licensor", "processor", "host"}
+DATETIME_SOURCE = "cng:datetime_source"  # where the Item's time came from (catalog.FROM_*)
 
 # SPDX ids that data catalogs use, keyed by lower case; a licence text starting with one of these maps to it.
 SPDX_IDS = {x.lower(): x for x in (
@@ -110,30 +110,11 @@ def footprint(bbox: list[float] | None) -> tuple[dict | None, list[float] | None
     return geometry, [xmin, ymin, xmax, ymax]
 
 
-def _utc(value: str, field: str, ds: Dataset) -> datetime:
-    try:
-        t = datetime.fromisoformat(value)
-    except ValueError:
-        raise CngInputError(f"{field} {value!r} is not an ISO 8601 date or datetime", dataset=ds.name,
-                            hint=f"write {field} like 2024-01-01 or 2024-01-01T00:00:00Z") from None
-    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
-
-
 def _when(ds: Dataset) -> tuple[datetime | None, datetime | None, datetime | None]:
-    """(datetime, start, end) from the catalog; STAC needs a datetime or both ends of a range."""
-    if (ds.start_datetime is None) != (ds.end_datetime is None):
-        raise CngInputError("the catalog entry gives only one of start_datetime and end_datetime", dataset=ds.name,
-                            hint="give both (STAC needs both ends of a range), or a single datetime")
-    start = _utc(ds.start_datetime, "start_datetime", ds) if ds.start_datetime else None
-    end = _utc(ds.end_datetime, "end_datetime", ds) if ds.end_datetime else None
-    when = _utc(ds.datetime, "datetime", ds) if ds.datetime else None
-    if when is None and start is None:
-        raise CngInputError("the catalog entry has no datetime, so its STAC Items would have no time", dataset=ds.name,
-                            hint="add `datetime:` (when the data describe) or `start_datetime:` and `end_datetime:`")
-    if start and end and start > end:
-        raise CngInputError(f"start_datetime {ds.start_datetime} is after end_datetime {ds.end_datetime}",
-                            dataset=ds.name, hint="swap them")
-    return when, start, end
+    """(datetime, start, end), checked when the catalog loaded; STAC needs a datetime or both ends of a range."""
+    if ds.datetime_source is None:
+        raise ValueError(f"dataset {ds.name} has no time yet: pass it through defs.sources.with_default_datetime")
+    return tuple(utc(t) if t else None for t in (ds.datetime, ds.start_datetime, ds.end_datetime))
 
 
 def _check_hrefs(facts: DatasetFacts) -> None:
@@ -222,7 +203,7 @@ def layer_item(facts: DatasetFacts, x: LayerFacts, domain_assets: dict[str, str]
                    + f", from {ds.title}. GeoParquet 1.1 in EPSG:4326 (lon/lat).")
     item = pystac.Item(id=x.slug, geometry=geometry, bbox=bbox, datetime=when, start_datetime=start,
                        end_datetime=end, properties={"title": x.name, "description": description,
-                                                     "created": facts.created})
+                                                     "created": facts.created, DATETIME_SOURCE: ds.datetime_source})
     if facts.code_versions:
         item.stac_extensions.append(PROCESSING_SCHEMA)
         item.properties["processing:software"] = dict(facts.code_versions)
@@ -254,7 +235,7 @@ def raster_item(facts: DatasetFacts, r: RasterFacts) -> pystac.Item:
     when, start, end = _when(ds)
     geometry, bbox = footprint(r.bbox)
     item = pystac.Item(id=r.slug, geometry=geometry, bbox=bbox, datetime=when, start_datetime=start, end_datetime=end,
-                       properties={"title": r.name, "created": facts.created,
+                       properties={"title": r.name, "created": facts.created, DATETIME_SOURCE: ds.datetime_source,
                                    "description": f"{r.name}: a {r.shape[1]} x {r.shape[0]} raster of {len(r.bands)} "
                                                   f"band(s) from {ds.title}, as a Cloud-Optimized GeoTIFF."})
     proj = ProjectionExtension.ext(item, add_if_missing=True)
@@ -283,15 +264,8 @@ def _band(i: int, band: dict, resolution: float) -> dict:
     return out
 
 
-def _providers(ds: Dataset) -> list[pystac.Provider]:
-    out = []
-    for p in ds.providers:
-        bad = sorted(set(p.roles) - PROVIDER_ROLES)
-        if bad:
-            raise CngInputError(f"provider {p.name!r} has roles {bad} that STAC does not know", dataset=ds.name,
-                                hint=f"use only {', '.join(sorted(PROVIDER_ROLES))}")
-        out.append(pystac.Provider(name=p.name, roles=list(p.roles) or None, url=p.url))
-    return out
+def _providers(ds: Dataset) -> list[pystac.Provider]:  # their roles are STAC's, checked when the catalog loaded
+    return [pystac.Provider(name=p.name, roles=list(p.roles) or None, url=p.url) for p in ds.providers]
 
 
 def dataset_collection(facts: DatasetFacts) -> pystac.Collection:
@@ -316,6 +290,7 @@ def dataset_collection(facts: DatasetFacts) -> pystac.Collection:
     col = pystac.Collection(id=ds.name, title=ds.title, description="\n\n".join(paragraphs), extent=extent,
                             license=license_id, keywords=list(ds.keywords) or None, providers=_providers(ds) or None,
                             catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    col.extra_fields[DATETIME_SOURCE] = ds.datetime_source
     if license_id != "other":
         col.add_link(pystac.Link("license", f"https://spdx.org/licenses/{license_id}.html", pystac.MediaType.HTML,
                                  title=license_id))

@@ -16,7 +16,7 @@ from cng_assets.transforms.hex import readers
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX
 from cng_assets.transforms.sql import literal
 
-VERSION = "4"  # bump when the README, thumbnails or map page change
+VERSION = "5"  # bump when the README, thumbnails or map page change
 
 def dataset_readme(facts: DatasetFacts, profiles: dict[str, Profile] | None, run_id: str | None) -> str:
     """The dataset's README.md. Free text (title, description, citation, column descriptions) comes from the
@@ -103,7 +103,7 @@ def _about(facts: DatasetFacts) -> list[str]:
     when = ds.datetime or (f"{ds.start_datetime or '…'} to {ds.end_datetime or '…'}"
                            if ds.start_datetime or ds.end_datetime else None)
     if when:
-        rows.append(("Time", when))
+        rows.append(("Time", when + ("" if ds.datetime_source in (None, "catalog") else f" ({ds.datetime_source})")))
     if ds.providers:
         rows.append(("Providers", "; ".join(
             (f"[{p.name}]({p.url})" if p.url else p.name) + (f" ({', '.join(p.roles)})" if p.roles else "")
