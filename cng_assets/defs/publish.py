@@ -60,8 +60,11 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
         with storage.local_path(ds.bucket, products.key(ds, layout.geoparquet(slug))) as gp, products.input_errors(ds, slug):
             if pq.read_metadata(gp).num_rows == 0:  # no archive (a map of nothing), and none left from an earlier source
                 storage.delete(ds.bucket, key)
+                nothing = dg.AssetCheckResult(check_name="every_feature_at_max_zoom", passed=True,
+                                              metadata={"source_features": 0})
                 yield dg.MaterializeResult(metadata={"features": 0, "tiles": 0, **stored(storage, ds.bucket, key),
-                                                     "note": "the layer has no features: no archive"})
+                                                     "note": "the layer has no features: no archive"},
+                                           check_results=[nothing])
                 return
             with storage.publish(ds.bucket, key) as tmp:
                 # tippecanoe's temporary files beside the archive: removed with the staging, even after a kill -9
