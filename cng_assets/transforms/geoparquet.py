@@ -33,7 +33,7 @@ from cng_assets.transforms.geometry import WGS84, CleanCounts, clean, parse_wkb,
 from cng_assets.transforms.hilbert import hilbert_keys
 from cng_assets.transforms.sql import ident
 
-VERSION = "4"  # bump when the product changes: products made before become stale (4: row groups by bytes)
+VERSION = "5"  # bump when the product changes: products made before become stale (5: poles, ±180, holes kept)
 GEOPARQUET_VERSION = "1.1.0"
 FID, GEOMETRY, BBOX = columns.FID, columns.GEOMETRY, columns.BBOX
 ROW_GROUP_BYTES = 64 << 20  # uncompressed bytes a row group aims at
