@@ -128,6 +128,11 @@ def to_wgs84(crs: str) -> Transformer | None:
                                  "upload it again") from None
 
 
+# why a feature is dropped, as the product reports it per _cng_fid
+DROPPED_NULL = "null or empty geometry"
+DROPPED_UNPLACEABLE = "coordinates the source CRS cannot place (not finite in lon/lat)"
+DROPPED_OTHER_TYPE = "no geometry of the layer's type"
+DROPPED_UNREPAIRABLE = "invalid, and repair left nothing of the layer's geometry type"
 DENSIFY_METRES = 10_000  # longest edge of a projected source kept straight through reprojection
 
 
@@ -197,14 +202,18 @@ def _promote(geoms: np.ndarray, family: set[str]) -> np.ndarray:
 
 
 def clean(geoms: np.ndarray, *, kind: str, geometry_type: str | None, transformer: Transformer | None,
-          counts: CleanCounts) -> np.ndarray:
-    """Cleaned geometries; None where a feature is dropped (counted in `counts`). Input: 2D or 3D shapely array."""
+          counts: CleanCounts, reasons: np.ndarray | None = None) -> np.ndarray:
+    """Cleaned geometries; None where a feature is dropped (counted in `counts`, and why in `reasons`, an object
+    array as long as `geoms`, when given). Input: 2D or 3D shapely array."""
     family = _family(kind, geometry_type)
     geoms = np.asarray(geoms, dtype=object)
+    why = reasons if reasons is not None else np.empty(len(geoms), dtype=object)
     missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
     counts.dropped_null_or_empty += int(missing.sum())
+    why[missing] = DROPPED_NULL
     geoms = np.where(missing, None, geoms)
     present = np.flatnonzero(~missing)
+    why_present = np.empty(len(present), dtype=object)
     source = shapely.force_2d(geoms[present])
     g = source.copy()
     geographic = transformer is None or transformer.source_crs.is_geographic
@@ -218,6 +227,7 @@ def clean(geoms: np.ndarray, *, kind: str, geometry_type: str | None, transforme
         bad = np.unique(owner[~np.isfinite(coords).all(axis=1)])
         counts.dropped_unrepairable += len(bad)
         g[bad] = None
+        why_present[bad] = DROPPED_UNPLACEABLE
     # Features that cross ±180° or touch a pole are rebuilt ring by ring (they come out valid); the rest, nearly
     # all, are right as reprojected.
     rebuilt = np.zeros(len(g), bool)
@@ -237,11 +247,13 @@ def clean(geoms: np.ndarray, *, kind: str, geometry_type: str | None, transforme
         ours = np.isin(shapely.get_type_id(_flat_parts(g[i])), _ids(family))
         if not ours.any():  # a point or line in a polygon layer: another product's, not a broken polygon
             counts.dropped_other_geometry_types += 1
+            why_present[i] = f"{DROPPED_OTHER_TYPE} ({g[i].geom_type} in a {kind} layer)"
             g[i] = None
             continue
         kept = _keep_family(_repair(g[i]) if invalid[i] else g[i], family)
         if kept is None or kept.is_empty:
             counts.dropped_unrepairable += 1
+            why_present[i] = DROPPED_UNREPAIRABLE
             g[i] = None
         else:
             counts.repaired += int(invalid[i] and not rebuilt[i])
@@ -252,4 +264,5 @@ def clean(geoms: np.ndarray, *, kind: str, geometry_type: str | None, transforme
     if family == POLYGONAL:
         g[keep] = shapely.orient_polygons(g[keep], exterior_cw=False)
     geoms[present] = g
+    why[present] = why_present
     return geoms
