@@ -119,3 +119,14 @@ def test_enclaves_drawn_as_parts_become_holes_and_repeated_parts_count_once():
     assert overlapping.area == pytest.approx(7)  # merged: linework's even-odd would cut the overlap out (6)
     bowtie, _ = cleaned(shapely.Polygon([(0, 0), (1, 1), (1, 0), (0, 1)]))
     assert bowtie.area == pytest.approx(0.5)
+
+
+def test_points_at_a_pole_stay_points_and_lines_across_180_are_cut():
+    counts = CleanCounts()
+    out = clean(np.array([shapely.Point(0, 0)]), kind="other", geometry_type="Point", transformer=to_wgs84("EPSG:3031"),
+                counts=counts)
+    assert out[0].geom_type == "Point" and out[0].y == pytest.approx(-90)
+    line = shapely.LineString(projected("EPSG:3832", np.array([175.0, 185.0]), np.array([-15.0, -15.0])))
+    g, counts = cleaned(line, "EPSG:3832", kind="other")
+    assert counts.split_antimeridian == 1 and g.geom_type == "MultiLineString" and len(g.geoms) == 2
+    assert sorted(round(p.bounds[0]) for p in g.geoms) == [-180, 175] and g.length == pytest.approx(10, rel=1e-6)

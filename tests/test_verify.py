@@ -12,6 +12,7 @@ from pyproj import Transformer
 
 from cng_assets.transforms.geoparquet import write_geoparquet
 from cng_assets.transforms.verify import verify_geoparquet
+from tests.conftest import shared
 
 TO_3031 = Transformer.from_crs(4326, 3031, always_xy=True)
 
@@ -109,3 +110,12 @@ def test_a_footer_readers_cannot_read_fails(layer):
     pq.write_table(t.replace_schema_metadata({**t.schema.metadata, b"geo": b'{"version": "1.1.0"}'}), out)
     v = check(src, out, stats)
     assert not v.passed and any("reader's default call fails" in p for p in v.problems)
+
+
+def test_natural_earth_passes_antarctica_fiji_and_russia_compared(tmp_path):
+    src = str(shared("naturalearth_lowres") / "naturalearth_lowres.shp")
+    stats = write_geoparquet(src, "naturalearth_lowres", tmp_path / "ne.parquet", kind="polygon")
+    v = verify_geoparquet(tmp_path / "ne.parquet", src, "naturalearth_lowres", source_crs=stats.source_crs,
+                          polygons=True, dropped=0, dropped_features=[])
+    assert v.passed, v.problems
+    assert v.figures["areas_compared"] == 177 and v.figures["source_bounds_lonlat"][1] == pytest.approx(-90)

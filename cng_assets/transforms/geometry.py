@@ -232,12 +232,17 @@ def clean(geoms: np.ndarray, *, kind: str, geometry_type: str | None, transforme
     # all, are right as reprojected.
     rebuilt = np.zeros(len(g), bool)
     poles = _poles_in(transformer)
-    for i in np.flatnonzero(lonlat.needs_rebuild(g) & ~shapely.is_missing(g)):
+    points = np.isin(shapely.get_type_id(g), _ids(PUNTAL))
+    for i in np.flatnonzero(lonlat.needs_rebuild(g) & ~shapely.is_missing(g) & ~points):
         g[i], cut, closed = lonlat.rebuild(g[i], source[i], geographic=geographic, poles_in_source=poles)
         counts.split_antimeridian += cut
         counts.closed_at_pole += closed
         counts.repaired += not shapely.is_valid(source[i])
         rebuilt[i] = True
+        if g[i].is_empty:
+            counts.dropped_unrepairable += 1
+            why_present[i] = DROPPED_UNREPAIRABLE
+            g[i] = None
     # Repair invalid geometries; keep only the layer's family (a polygon layer drops lines and points that
     # make_valid or the source left in a collection). Nothing left means the feature is dropped and counted.
     dropped = shapely.is_missing(g)

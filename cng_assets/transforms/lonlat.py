@@ -59,7 +59,10 @@ def rebuild(lonlat, source, *, geographic: bool, poles_in_source: list[tuple[flo
             others.append(part)
     if polygons and not others:
         return repair.combine_parts(polygons), cut, closed
-    return shapely.geometrycollections([*shapely.get_parts(repair.combine_parts(polygons)), *others]), cut, closed
+    if not polygons and all(p.geom_type == "LineString" for p in others):
+        return shapely.multilinestrings(others), cut, closed
+    polygons = shapely.get_parts(repair.combine_parts(polygons)) if polygons else []
+    return shapely.geometrycollections([*polygons, *others]), cut, closed
 
 
 def _wrapped(dx: np.ndarray, x0: np.ndarray, x1: np.ndarray, geographic: bool) -> np.ndarray:
