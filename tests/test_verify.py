@@ -94,6 +94,9 @@ def test_a_missing_row_or_a_wrong_dropped_list_fails(layer):
     pq.write_table(pq.read_table(out).filter(pa.compute.field("_cng_fid") != 2), out)
     v = check(src, out, stats)
     assert not v.passed and v.figures["missing_fids"] == [2, 3]
+    # counts and fids that agree, but a reason the source does not bear out: fid 2 has its geometry
+    v = check(src, out, stats, dropped=2, dropped_features=[(2, "null or empty geometry"), (3, "null or empty geometry")])
+    assert v.problems == ["features dropped for a reason the source does not bear out: ['2: null or empty geometry']"]
 
 
 def test_a_moved_feature_fails_the_bounds(layer):

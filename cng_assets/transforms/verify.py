@@ -35,6 +35,8 @@ import pyogrio
 import shapely
 from pyproj import CRS, Geod, Transformer
 
+from cng_assets.transforms.geometry import DROPPED_NULL, DROPPED_OTHER_TYPE, DROPPED_UNREPAIRABLE
+
 AREA_REL_TOL = 0.005
 AREA_ABS_M2 = 1.0
 COMPARE_ALL = 100_000
@@ -42,7 +44,6 @@ READ_WHOLE_BYTES = 256 << 20
 SOURCE_STEP_METRES = 1_000  # densifying a projected source's edges before they are turned into lon/lat
 LONLAT_STEP = 0.1  # degrees, densifying edges that are straight in lon/lat
 BOUNDS_EPS = 1e-4  # degrees
-NULL_REASON = "null or empty"  # how the writer's reason for a null or empty geometry starts
 LISTED = 20
 GEOD = Geod(ellps="WGS84")
 
@@ -66,8 +67,9 @@ def verify_geoparquet(product: str | Path, source: str, layer: str, *, source_cr
     fids, boxes = _product_index(product)
     selected = _selection(fids, boxes, v)
     product_areas = _product_areas(product, selected, v) if polygons else {}
-    src = _read_source(source, layer, CRS.from_user_input(source_crs), selected if polygons else set())
-    _check_rows(v, fids, src, dropped, dropped_features)
+    src = _read_source(source, layer, CRS.from_user_input(source_crs), selected if polygons else set(),
+                       {f for f, _ in dropped_features})
+    _check_rows(v, fids, src, dropped, dropped_features, polygons)
     if polygons:
         _check_areas(v, product_areas, src)
     else:
@@ -120,13 +122,14 @@ class _Source:
     null: set = field(default_factory=set)
     curved: set = field(default_factory=set)
     areas: dict = field(default_factory=dict)  # fid: (m², rings as declared)
+    dropped: dict = field(default_factory=dict)  # fid reported dropped: (has a polygon part, is valid)
     bounds: np.ndarray = field(default_factory=lambda: np.array([np.inf, np.inf, -np.inf, -np.inf]))
     crosses_180: bool = False  # a lon/lat edge of it crosses ±180 (the short way)
 
 
-def _read_source(path: str, layer: str, crs: CRS, selected: set[int]) -> _Source:
-    """Every feature of the layer, in GDAL's order (_cng_fid = position from 1): count, null ones, extent, and
-    the areas of the selected."""
+def _read_source(path: str, layer: str, crs: CRS, selected: set[int], dropped: set[int]) -> _Source:
+    """Every feature of the layer, in GDAL's order (_cng_fid = position from 1): count, null ones, extent, the
+    areas of the `selected`, and what the `dropped` ones are."""
     out = _Source()
     to_lonlat = None if crs.is_geographic else Transformer.from_crs(crs, 4326, always_xy=True)
     step = LONLAT_STEP if crs.is_geographic else SOURCE_STEP_METRES / (crs.axis_info[0].unit_conversion_factor or 1)
@@ -151,6 +154,9 @@ def _read_source(path: str, layer: str, crs: CRS, selected: set[int]) -> _Source
                 if crs.is_geographic and not out.crosses_180:
                     out.crosses_180 = _crosses_180(geoms[~null])
                 for i in np.flatnonzero(~null):
+                    if first + i in dropped:
+                        kinds = shapely.get_type_id(shapely.get_parts(shapely.get_parts(geoms[i])))
+                        out.dropped[first + i] = (bool(np.isin(kinds, [3, 6]).any()), bool(shapely.is_valid(geoms[i])))
                     if first + i in selected:
                         g = geoms[i]
                         rings = _lonlat_rings(shapely.segmentize(g, step) if to_lonlat else g, to_lonlat,
@@ -240,7 +246,7 @@ def _as_declared(g) -> bool:
 
 
 def _check_rows(v: Verification, fids: np.ndarray, src: _Source, dropped: int,
-                dropped_features: list[tuple[int, str]]) -> None:
+                dropped_features: list[tuple[int, str]], polygons: bool) -> None:
     missing = sorted(set(range(1, src.features + 1)) - set(fids.tolist()))
     v.figures.update(source_features=src.features, rows=len(fids), dropped_reported=dropped,
                      missing_fids=missing[:LISTED], dropped_listed=[f"{f}: {why}" for f, why in dropped_features[:LISTED]])
@@ -252,9 +258,12 @@ def _check_rows(v: Verification, fids: np.ndarray, src: _Source, dropped: int,
     if missing[:len(listed)] != sorted(listed):
         v.fail(f"the fids missing from the product ({missing[:LISTED]}) are not those reported dropped "
                f"({sorted(listed)[:LISTED]})")
-    not_null = [f for f, why in dropped_features if why.startswith(NULL_REASON) and f not in src.null]
-    if not_null:
-        v.fail(f"features reported null or empty have geometry in the source: {not_null[:LISTED]}")
+    # each reason, where the source alone can tell, as the source has it
+    untrue = [f"{f}: {why}" for f, why in dropped_features if (why == DROPPED_NULL and f not in src.null) or (
+        why.startswith(DROPPED_OTHER_TYPE) and polygons and src.dropped.get(f, (False,))[0]) or (
+        why == DROPPED_UNREPAIRABLE and src.dropped.get(f, (False, False))[1])]
+    if untrue:
+        v.fail(f"features dropped for a reason the source does not bear out: {untrue[:LISTED]}")
 
 
 def _check_areas(v: Verification, product: dict[int, float], src: _Source) -> None:
