@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dagster as dg
 import geopandas as gpd
+import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import shapely
 
 from cng_assets.catalog import Dataset
@@ -13,9 +15,29 @@ from cng_assets.definitions import definitions_with
 from cng_assets.transforms import geoparquet
 
 
-def test_a_failed_blocking_check_is_recorded_and_keeps_the_previous_product(tmp_path, monkeypatch):
+def holed_square(i):
+    """A square with a hole that shares an edge with it (invalid, as GIS exports draw them)."""
+    return shapely.Polygon([(i, 0), (i + 1, 0), (i + 1, 1), (i, 1)], [[(i, 0.25), (i + 0.5, 0.25), (i + 0.5, 0.5), (i, 0.5)]])
+
+
+def loses_a_row(out):  # a writer bug: one feature silently missing from the file
+    pq.write_table(pq.read_table(out).slice(1), out)
+
+
+def fills_a_hole(out):  # a writer bug: one feature's hole (a notch, as repaired) filled, its row and bbox as they were
+    t = pq.read_table(out)
+    wkb = t.column("geometry").to_pylist()
+    wkb[0] = shapely.to_wkb(shapely.MultiPolygon([shapely.box(*shapely.from_wkb(wkb[0]).bounds)]))
+    pq.write_table(t.set_column(t.schema.get_field_index("geometry"), "geometry", pa.array(wkb, pa.binary())), out)
+
+
+@pytest.mark.parametrize("bug, failed, figure", [
+    (loses_a_row, ["counts_reconcile", "matches_source"], ("counts_reconcile", "written_rows", 2)),
+    (fills_a_hole, ["matches_source"], ("matches_source", "areas_wrong", 1)),
+])
+def test_a_failed_blocking_check_is_recorded_and_keeps_the_previous_product(tmp_path, monkeypatch, bug, failed, figure):
     src = tmp_path / "src.gpkg"
-    gpd.GeoDataFrame({"name": ["a", "b", "c"]}, geometry=[shapely.box(i, 0, i + 1, 1) for i in range(3)],
+    gpd.GeoDataFrame({"name": ["a", "b", "c"]}, geometry=[holed_square(i) for i in range(3)],
                      crs="EPSG:4326").to_file(src, layer="squares")
     ds = Dataset(name="chk", title="chk", source=str(src), prefix="chk", datetime="2020-01-01")
     data = tmp_path / "data"
@@ -29,20 +51,24 @@ def test_a_failed_blocking_check_is_recorded_and_keeps_the_previous_product(tmp_
 
         real = geoparquet.write_geoparquet
 
-        def loses_a_row(source, layer, out, **kw):  # a writer bug: one feature silently missing from the file
+        def buggy(source, layer, out, **kw):
             stats = real(source, layer, out, **kw)
-            pq.write_table(pq.read_table(out).slice(1), out)
+            bug(out)
             return stats
 
-        monkeypatch.setattr(geoparquet, "write_geoparquet", loses_a_row)
+        monkeypatch.setattr(geoparquet, "write_geoparquet", buggy)
         result = job.execute_in_process(instance=instance, asset_selection=[gp_key], partition_key="squares",
                                         raise_on_error=False)
         assert not result.success
         assert product.read_bytes() == before  # the previous version is in place, untouched
         assert len(instance.fetch_materializations(gp_key, limit=10).records) == 1  # no materialization claimed
-        evaluations = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-        assert [(c.check_name, c.passed, c.partition) for c in evaluations] == [("counts_reconcile", False, "squares")]
-        assert evaluations[0].metadata["written_rows"].value == 2
+        evaluations = {e.event_specific_data.check_name: e.event_specific_data for e in result.all_events
+                       if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+        assert sorted(evaluations) == ["counts_reconcile", "matches_source"]
+        assert sorted(n for n, c in evaluations.items() if not c.passed) == failed
+        assert {c.partition for c in evaluations.values()} == {"squares"}
+        name, key, value = figure
+        assert evaluations[name].metadata[key].value == value
 
 
 def test_a_pmtiles_archive_missing_a_feature_is_refused_and_the_previous_one_kept(tmp_path, monkeypatch):

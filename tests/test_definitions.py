@@ -36,7 +36,7 @@ def test_every_definition_loads():
             assert node.code_version, f"{key} has no code_version"
     geoparquet = graph.get(dg.AssetKey(["padus_4_1", "geoparquet"]))
     assert geoparquet.partitions_def.name == "padus_4_1__features"
-    assert {c.name for c in geoparquet.check_keys} == {"counts_reconcile"}
+    assert {c.name for c in geoparquet.check_keys} == {"counts_reconcile", "matches_source"}
 
 
 def test_the_code_location_loads_the_datasets_this_environment_reaches(monkeypatch):
@@ -126,7 +126,7 @@ def test_demo_materializes_every_layer_with_checks(instance, tmp_path):
         assert df.crs.to_epsg() == 4326 and df.is_valid.all()
     countries = latest(instance, "geoparquet", "countries")
     assert countries.metadata["dagster/row_count"].value == countries.metadata["source_features"].value == 177
-    assert check_statuses(instance, "geoparquet", ["counts_reconcile"]) == {"SUCCEEDED"}
+    assert check_statuses(instance, "geoparquet", ["counts_reconcile", "matches_source"]) == {"SUCCEEDED"}
 
     hexed = latest(instance, "hex", "countries")
     assert hexed.metadata["dagster/row_count"].value > 3_000_000 and hexed.metadata["columns"].value == ["h6", "h5", "h4", "h0"]

@@ -15,7 +15,7 @@ from cng_assets.defs.pods import op_tags
 from cng_assets.defs.sources import is_observed, source_asset, source_dep
 from cng_assets.defs.stored import source_read, stored
 from cng_assets.storage import ProductStorage
-from cng_assets.transforms import geoparquet, layers, layout, tables
+from cng_assets.transforms import geoparquet, layers, layout, tables, verify
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX
 
 
@@ -86,22 +86,30 @@ def vector_assets(ds: Dataset) -> list:
               description="Spatial layers as GeoParquet 1.1: EPSG:4326 lon/lat, valid, MultiPolygon for polygon "
                           "layers, `_cng_fid` row id, `bbox` covering, ZSTD, Hilbert-ordered row groups.",
               check_specs=products.blocking_check_specs([ds.name, "geoparquet"], feature_parts, {
-                  "counts_reconcile": "source features = rows written + dropped and reported"}))
+                  "counts_reconcile": "source features = rows written + dropped and reported",
+                  "matches_source": "read against the source again, apart from the writer: rows and dropped fids, "
+                                    "each feature's area on the ellipsoid, extent, and readers' default calls"}))
     def geoparquet_layer(context: dg.AssetExecutionContext, storage: ProductStorage):
         slug = context.partition_key
         key = products.key(ds, layout.geoparquet(slug))
         with products.input_errors(ds, slug):
             layer = products.discover(storage, ds).layer(slug)
             with storage.publish(ds.bucket, key) as tmp:
-                stats = geoparquet.write_geoparquet(products.layer_source(storage, ds, layer), layer.name, tmp,
-                                                    kind=layer.kind, crs=ds.crs, scratch_dir=str(tmp.parent))
+                src_path = products.layer_source(storage, ds, layer)
+                stats = geoparquet.write_geoparquet(src_path, layer.name, tmp, kind=layer.kind, crs=ds.crs,
+                                                    scratch_dir=str(tmp.parent))
                 written = pq.read_metadata(tmp).num_rows
                 check = dg.AssetCheckResult(
                     check_name="counts_reconcile", passed=layer.features == stats.features_read == written + stats.dropped,
                     metadata={"source_features": layer.features, "features_read": stats.features_read,
                               "written_rows": written, "dropped": stats.dropped})
-                yield from products.blocking_checks([check], f"{ds.name}/{slug}: {layer.features} source features, {written} written "
-                                            f"+ {stats.dropped} dropped")
+                found = verify.verify_geoparquet(tmp, src_path, layer.name, source_crs=stats.source_crs,
+                                                 polygons=layer.kind == "polygon", dropped=stats.dropped,
+                                                 dropped_features=stats.dropped_features)
+                matches = dg.AssetCheckResult(check_name="matches_source", passed=found.passed, metadata=found.figures)
+                yield from products.blocking_checks(
+                    [check, matches], f"{ds.name}/{slug}: {layer.features} source features, {written} written + "
+                                      f"{stats.dropped} dropped; {'; '.join(found.problems[:3]) or 'matches its source'}")
         c = stats.counts
         if stats.dropped:
             context.log.warning(f"{ds.name}/{slug}: dropped {stats.dropped} features "
@@ -112,14 +120,16 @@ def vector_assets(ds: Dataset) -> list:
                 "layer": layer.name, "kind": layer.kind,
                 "source_features": layer.features, "source_crs": stats.source_crs, "geometry_types": stats.geometry_types,
                 "bbox": stats.bbox, "repaired": c.repaired, "curved_linearised": stats.curved_linearised,
-                "split_at_antimeridian": c.split_antimeridian, "dropped_null_or_empty": c.dropped_null_or_empty,
+                "split_at_antimeridian": c.split_antimeridian, "closed_at_pole": c.closed_at_pole,
+                "dropped_null_or_empty": c.dropped_null_or_empty,
                 "dropped_unrepairable": c.dropped_unrepairable,
                 "dropped_other_geometry_types": c.dropped_other_geometry_types,
                 "trimmed_other_geometry_types": c.trimmed_other_geometry_types, "dropped_fids": stats.dropped_fids,
+                "dropped_why": [f"{fid}: {why}" for fid, why in stats.dropped_features[:100]],
                 "source_geometry_families": layer.geometry_families or {},
                 "renamed_columns": stats.renamed_columns,
             },
-            check_results=[check],
+            check_results=[check, matches],
         )
 
     return [source, layer_inventory, table, geoparquet_layer]

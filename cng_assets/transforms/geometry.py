@@ -11,6 +11,7 @@ from pyproj import CRS, Transformer
 from pyproj.exceptions import ProjError
 
 from cng_assets.errors import CngInputError
+from cng_assets.transforms import lonlat, repair
 
 WGS84 = CRS.from_epsg(4326)
 POLYGONAL = {"Polygon", "MultiPolygon"}
@@ -31,6 +32,7 @@ FAMILY_TYPES = {"polygon": POLYGONAL, "line": LINEAL, "point": PUNTAL}
 class CleanCounts:
     repaired: int = 0
     split_antimeridian: int = 0
+    closed_at_pole: int = 0  # a ring around a pole (polar stereographic sources), closed along latitude ±90
     dropped_null_or_empty: int = 0
     dropped_unrepairable: int = 0  # invalid, and repair left nothing of the layer's geometry family
     dropped_other_geometry_types: int = 0  # nothing of the layer's family at all: a point or line in a polygon layer
@@ -126,6 +128,39 @@ def to_wgs84(crs: str) -> Transformer | None:
                                  "upload it again") from None
 
 
+# why a feature is dropped, as the product reports it per _cng_fid
+DROPPED_NULL = "null or empty geometry"
+DROPPED_UNPLACEABLE = "coordinates the source CRS cannot place (not finite in lon/lat)"
+DROPPED_OTHER_TYPE = "no geometry of the layer's type"
+DROPPED_UNREPAIRABLE = "invalid, and repair left nothing of the layer's geometry type"
+DENSIFY_METRES = 10_000  # longest edge of a projected source kept straight through reprojection
+
+
+def _densify_step(transformer: Transformer) -> float | None:
+    """Longest edge, in the source CRS's units, before reprojection: a straight edge in a projected CRS is a curve
+    in lon/lat. None for geographic sources (their edges are straight in lon/lat already)."""
+    src = transformer.source_crs
+    if src is None or not src.is_projected:
+        return None
+    return DENSIFY_METRES / (src.axis_info[0].unit_conversion_factor or 1.0)
+
+
+def _poles_in(transformer: Transformer | None) -> list[tuple[float, float, float]]:
+    """The poles (x, y, latitude) as the source CRS places them (those it cannot place left out)."""
+    if transformer is None:
+        return []
+    with np.errstate(all="ignore"):
+        x, y = transformer.transform([0.0, 0.0], [-90.0, 90.0], direction="INVERSE", errcheck=False)
+    return [(a, b, lat) for a, b, lat in zip(x, y, (-90.0, 90.0)) if np.isfinite(a) and np.isfinite(b)]
+
+
+def _repair(geom):
+    """A valid geometry from an invalid one; polygons keep their holes and enclaves (repair.polygonal)."""
+    if geom.geom_type in POLYGONAL:
+        return repair.polygonal(geom)
+    return shapely.make_valid(geom)
+
+
 def _family(kind: str, geometry_type: str | None) -> set[str]:
     if kind == "polygon":
         return POLYGONAL
@@ -152,55 +187,6 @@ def _keep_family(geom, family: set[str]):
     return shapely.geometrycollections(parts)
 
 
-def _cut_at_antimeridian(geom):
-    """A part across ±180° (reprojected, or written so in lon/lat) is a band around the globe; cut it into two
-    sides instead."""
-    def shift(coords):
-        out = coords.copy()
-        out[:, 0] = np.where(out[:, 0] < 0, out[:, 0] + 360.0, out[:, 0])
-        return out
-
-    shifted = shapely.transform(geom, shift)
-    if not shifted.is_valid:
-        shifted = shapely.make_valid(shifted)
-    east = shapely.intersection(shifted, shapely.box(0, -90, 180, 90))
-    west = shapely.transform(shapely.intersection(shifted, shapely.box(180, -90, 360, 90)),
-                             lambda c: c - np.array([360.0, 0.0]))
-    return shapely.union(east, west)
-
-
-def _crosses_antimeridian(geom) -> bool:
-    """True when a line or ring jumps across ±180° an even number of times: a feature that wraps.
-
-    A ring around a pole (Antarctica) jumps an odd number of times; lon/lat already draws it correctly. An edge
-    from -180 to 180 runs along the edge of the lon/lat plane (a band around a pole): no jump either.
-    """
-    if geom.geom_type in PUNTAL:
-        return False
-    edges = shapely.boundary(geom) if geom.geom_type in POLYGONAL else geom
-    crossing = False
-    for line in shapely.get_parts(edges):
-        x = shapely.get_coordinates(line)[:, 0]
-        on_edge = np.abs(x) >= 180
-        jumps = int(((np.abs(np.diff(x)) > 180) & ~(on_edge[:-1] & on_edge[1:])).sum())
-        if jumps % 2 and geom.geom_type in POLYGONAL:
-            return False
-        crossing |= jumps > 0
-    return crossing
-
-
-def _split_wrapped(g: np.ndarray, counts: CleanCounts) -> None:
-    """Split, in place, the lon/lat geometries whose lines or rings cross ±180° (only those over 180° wide can).
-    Only the parts that wrap are cut: the others (around a pole, or across 0°) stay as they are."""
-    bounds = shapely.bounds(g)
-    for i in np.flatnonzero(bounds[:, 2] - bounds[:, 0] > 180):
-        parts = shapely.get_parts(g[i])
-        wraps = np.array([_crosses_antimeridian(p) for p in parts])
-        if wraps.any():
-            g[i] = shapely.union_all([*map(_cut_at_antimeridian, parts[wraps]), *parts[~wraps]])
-            counts.split_antimeridian += 1
-
-
 def _promote(geoms: np.ndarray, family: set[str]) -> np.ndarray:
     """Single parts to their multi type, so a layer has one geometry type (polygon layers: MultiPolygon)."""
     if family == POLYGONAL:
@@ -216,26 +202,47 @@ def _promote(geoms: np.ndarray, family: set[str]) -> np.ndarray:
 
 
 def clean(geoms: np.ndarray, *, kind: str, geometry_type: str | None, transformer: Transformer | None,
-          counts: CleanCounts) -> np.ndarray:
-    """Cleaned geometries; None where a feature is dropped (counted in `counts`). Input: 2D or 3D shapely array."""
+          counts: CleanCounts, reasons: np.ndarray | None = None) -> np.ndarray:
+    """Cleaned geometries; None where a feature is dropped (counted in `counts`, and why in `reasons`, an object
+    array as long as `geoms`, when given). Input: 2D or 3D shapely array."""
     family = _family(kind, geometry_type)
     geoms = np.asarray(geoms, dtype=object)
+    why = reasons if reasons is not None else np.empty(len(geoms), dtype=object)
     missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
     counts.dropped_null_or_empty += int(missing.sum())
+    why[missing] = DROPPED_NULL
     geoms = np.where(missing, None, geoms)
     present = np.flatnonzero(~missing)
-    g = shapely.force_2d(geoms[present])
+    why_present = np.empty(len(present), dtype=object)
+    source = shapely.force_2d(geoms[present])
+    g = source.copy()
+    geographic = transformer is None or transformer.source_crs.is_geographic
     if transformer is not None:
-        g = shapely.transform(g, lambda c: np.column_stack(transformer.transform(c[:, 0], c[:, 1])))
+        if (step := _densify_step(transformer)) is not None:
+            source = shapely.segmentize(source, step)
+        g = shapely.transform(source, lambda c: np.column_stack(transformer.transform(c[:, 0], c[:, 1])))
         # Coordinates outside the source CRS's domain (e.g. a cylindrical projection's y just past the pole after
         # a FileGDB rounded it) project to inf: such a feature cannot be placed and is dropped and counted.
         coords, owner = shapely.get_coordinates(g, return_index=True)
         bad = np.unique(owner[~np.isfinite(coords).all(axis=1)])
         counts.dropped_unrepairable += len(bad)
         g[bad] = None
-    # Before repair: make_valid would keep a wrapped ring's band around the globe. Sources already in lon/lat
-    # wrap too, when a ring is written 177 ... -178 ... 177 across ±180.
-    _split_wrapped(g, counts)
+        why_present[bad] = DROPPED_UNPLACEABLE
+    # Features that cross ±180° or touch a pole are rebuilt ring by ring (they come out valid); the rest, nearly
+    # all, are right as reprojected.
+    rebuilt = np.zeros(len(g), bool)
+    poles = _poles_in(transformer)
+    points = np.isin(shapely.get_type_id(g), _ids(PUNTAL))
+    for i in np.flatnonzero(lonlat.needs_rebuild(g) & ~shapely.is_missing(g) & ~points):
+        g[i], cut, closed = lonlat.rebuild(g[i], source[i], geographic=geographic, poles_in_source=poles)
+        counts.split_antimeridian += cut
+        counts.closed_at_pole += closed
+        counts.repaired += not shapely.is_valid(source[i])
+        rebuilt[i] = True
+        if g[i].is_empty:
+            counts.dropped_unrepairable += 1
+            why_present[i] = DROPPED_UNREPAIRABLE
+            g[i] = None
     # Repair invalid geometries; keep only the layer's family (a polygon layer drops lines and points that
     # make_valid or the source left in a collection). Nothing left means the feature is dropped and counted.
     dropped = shapely.is_missing(g)
@@ -245,14 +252,16 @@ def clean(geoms: np.ndarray, *, kind: str, geometry_type: str | None, transforme
         ours = np.isin(shapely.get_type_id(_flat_parts(g[i])), _ids(family))
         if not ours.any():  # a point or line in a polygon layer: another product's, not a broken polygon
             counts.dropped_other_geometry_types += 1
+            why_present[i] = f"{DROPPED_OTHER_TYPE} ({g[i].geom_type} in a {kind} layer)"
             g[i] = None
             continue
-        kept = _keep_family(shapely.make_valid(g[i]) if invalid[i] else g[i], family)
+        kept = _keep_family(_repair(g[i]) if invalid[i] else g[i], family)
         if kept is None or kept.is_empty:
             counts.dropped_unrepairable += 1
+            why_present[i] = DROPPED_UNREPAIRABLE
             g[i] = None
         else:
-            counts.repaired += int(invalid[i])
+            counts.repaired += int(invalid[i] and not rebuilt[i])
             counts.trimmed_other_geometry_types += int(not ours.all())
             g[i] = kept
     keep = ~shapely.is_missing(g)
@@ -260,4 +269,5 @@ def clean(geoms: np.ndarray, *, kind: str, geometry_type: str | None, transforme
     if family == POLYGONAL:
         g[keep] = shapely.orient_polygons(g[keep], exterior_cw=False)
     geoms[present] = g
+    why[present] = why_present
     return geoms

@@ -33,7 +33,7 @@ from cng_assets.transforms.geometry import WGS84, CleanCounts, clean, parse_wkb,
 from cng_assets.transforms.hilbert import hilbert_keys
 from cng_assets.transforms.sql import ident
 
-VERSION = "4"  # bump when the product changes: products made before become stale (4: row groups by bytes)
+VERSION = "5"  # bump when the product changes: products made before become stale (5: poles, ±180, holes kept)
 GEOPARQUET_VERSION = "1.1.0"
 FID, GEOMETRY, BBOX = columns.FID, columns.GEOMETRY, columns.BBOX
 ROW_GROUP_BYTES = 64 << 20  # uncompressed bytes a row group aims at
@@ -49,11 +49,15 @@ class GeoParquetStats:
     rows_written: int = 0
     curved_linearised: int = 0
     counts: CleanCounts = field(default_factory=CleanCounts)
-    dropped_fids: list[int] = field(default_factory=list)  # _cng_fid of dropped features (first 1000)
+    dropped_features: list[tuple[int, str]] = field(default_factory=list)  # (_cng_fid, why) of the first 1000
     bbox: list[float] | None = None
     geometry_types: list[str] = field(default_factory=list)
     source_crs: str | None = None
     renamed_columns: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def dropped_fids(self) -> list[int]:
+        return [fid for fid, _ in self.dropped_features]
 
     @property
     def dropped(self) -> int:
@@ -61,7 +65,7 @@ class GeoParquetStats:
         return c.dropped_null_or_empty + c.dropped_unrepairable + c.dropped_other_geometry_types
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "dropped": self.dropped}
+        return {**asdict(self), "dropped": self.dropped, "dropped_fids": self.dropped_fids}
 
 
 @dataclass
@@ -69,7 +73,7 @@ class _Converted:
     table: pa.Table
     counts: CleanCounts
     curved: int
-    dropped_fids: list[int]
+    dropped: list[tuple[int, str]]  # (_cng_fid, why), the first 1000
     bounds: np.ndarray  # xmin, ymin, xmax, ymax of the kept rows, lon/lat (NO_BOUNDS when none)
     source_bounds: np.ndarray  # the same of every feature read, in the source CRS
     types: set[int]
@@ -86,12 +90,14 @@ def _convert_batch(batch: pa.RecordBatch, first_fid: int, *, path: str, layer: s
         geoms[curved] = pyogrio.read_dataframe(path, layer=layer, fids=src_fids, columns=[],
                                                **sources.open_options(path)).geometry.values
     source_bounds = _total_bounds(geoms)
-    counts = CleanCounts()
-    cleaned = clean(geoms, kind=kind, geometry_type=geometry_type, transformer=transformer, counts=counts)
+    counts, reasons = CleanCounts(), np.empty(len(geoms), dtype=object)
+    cleaned = clean(geoms, kind=kind, geometry_type=geometry_type, transformer=transformer, counts=counts,
+                    reasons=reasons)
     keep = ~shapely.is_missing(cleaned)
     kept = cleaned[keep]
     return _Converted(table=_output_batch(batch, names, hilbert, fids[keep], kept, keep), counts=counts,
-                      curved=len(curved), dropped_fids=fids[~keep][:1000].tolist(), bounds=_total_bounds(kept),
+                      curved=len(curved), dropped=list(zip(fids[~keep][:1000].tolist(), reasons[~keep][:1000])),
+                      bounds=_total_bounds(kept),
                       source_bounds=source_bounds, types=set(shapely.get_type_id(kept).tolist()))
 
 
@@ -139,7 +145,7 @@ def write_geoparquet(path: str, layer: str, out_path: str | Path, *, kind: str, 
             nonlocal writer, bounds, source_bounds
             stats.counts.add(done.counts)
             stats.curved_linearised += done.curved
-            stats.dropped_fids.extend(done.dropped_fids[: max(0, 1000 - len(stats.dropped_fids))])
+            stats.dropped_features.extend(done.dropped[: max(0, 1000 - len(stats.dropped_features))])
             bounds, source_bounds = _union_bounds(bounds, done.bounds), _union_bounds(source_bounds, done.source_bounds)
             types.update(done.types)
             if writer is None:
