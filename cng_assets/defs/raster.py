@@ -23,7 +23,7 @@ from cng_assets.storage import ProductStorage
 from cng_assets.transforms import layout
 from cng_assets.transforms.hex.consolidate import HexCheck, parents_check
 from cng_assets.transforms.legacy import inspect_tiff
-from cng_assets.transforms.raster import cog, geozarr
+from cng_assets.transforms.raster import cog, geozarr, verify
 from cng_assets.transforms.raster import hex as raster_hex
 from cng_assets.transforms.raster.info import row_chunks
 
@@ -142,16 +142,25 @@ def raster_assets(ds: Dataset) -> list:
               kinds={"zarr"}, code_version=ds.code_version(geozarr.VERSION, "raster"),
               description="The raster as GeoZarr (Zarr v3, sharded): one group per level, halving down to one chunk, "
                           "listed in `multiscales` (Zarr conventions, with `proj:` and `spatial:`); CF grid mapping "
-                          "with the CRS; read from the COG's overviews.")
-    def geozarr_layer(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
+                          "with the CRS; read from the COG's overviews. A rotated raster is resampled north-up.",
+              check_specs=products.blocking_check_specs([ds.name, "geozarr"], rasters, {
+                  "corners_match_source": "level 0's corner pixel centres (xarray.open_zarr) equal the COG's transform "
+                                          "(rotated: the north-up grid), footprints agree",
+                  "values_match_source": "values xarray decodes by default equal the COG's pixel under each centre "
+                                         "(a sample; nodata as NaN)"}))
+    def geozarr_layer(context: dg.AssetExecutionContext, storage: ProductStorage):
         slug = context.partition_key
         path, _, _ = _cog_shape(storage, ds, slug)
         key = products.key(ds, layout.geozarr(slug))
         with products.input_errors(ds, slug), storage.publish_dir(ds.bucket, key) as out:
             stats = geozarr.write_geozarr(path, out, categorical=ds.raster.categorical, gdal_options=storage.gdal_options())
-        return dg.MaterializeResult(metadata={"uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)),
-                                              "levels": stats.levels, "bands": stats.bands, "dtype": stats.dtype,
-                                              "reduction": stats.reduction})
+            checks = [dg.AssetCheckResult(check_name=c.name, passed=c.passed, metadata=c.detail)
+                      for c in verify.check_geozarr(out, path, gdal_options=storage.gdal_options())]
+            yield from products.blocking_checks(checks, f"{ds.name}/{slug}: GeoZarr")
+        yield dg.MaterializeResult(metadata={"uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)),
+                                             "levels": stats.levels, "bands": stats.bands, "dtype": stats.dtype,
+                                             "reduction": stats.reduction, "north_up_resampled": stats.north_up},
+                                   check_results=checks)
 
     return [cog_layer, raster_hex_chunk, raster_hex_layer, geozarr_layer]
 
