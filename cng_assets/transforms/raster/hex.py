@@ -242,12 +242,17 @@ def _window_part(cells: np.ndarray, values: np.ndarray, valid: np.ndarray, bands
 GEOD = Geod(ellps="WGS84")
 
 
-def pixel_area_m2(transform, crs, row: float, col: float) -> float:
-    """Area on the ellipsoid of the pixel at (row, col): its four corners to lon/lat."""
-    xs, ys = transform * (np.array([col, col + 1, col + 1, col]), np.array([row, row, row + 1, row + 1]))
+def pixel_areas_m2(transform, crs, rows: np.ndarray, col: int) -> np.ndarray:
+    """Area on the ellipsoid of the pixel in column `col` of each of `rows`: its four corners to lon/lat."""
+    rows = np.asarray(rows, dtype=float)[:, None]
+    xs, ys = transform * (col + np.array([0, 1, 1, 0])[None, :] + 0 * rows, rows + np.array([0, 0, 1, 1])[None, :])
     if crs.to_epsg() != 4326:
         xs, ys = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xs, ys)
-    return abs(GEOD.polygon_area_perimeter(xs, ys)[0])
+    return np.array([abs(GEOD.polygon_area_perimeter(x, y)[0]) for x, y in zip(xs, ys)])
+
+
+def pixel_area_m2(transform, crs, row: int, col: int) -> float:
+    return float(pixel_areas_m2(transform, crs, [row], col)[0])
 
 
 def pixel_resolution(area_m2: float) -> int:
