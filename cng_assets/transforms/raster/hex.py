@@ -275,7 +275,8 @@ def _centre_samples(cells: np.ndarray, res: int, seed_res: int, to_crs, inverse,
     within that ring."""
     seeds = np.unique(C.parent(cells, seed_res))
     ring = np.unique(C.to_u64(h3ronpy.grid_disk(pa.array(seeds, pa.uint64()), 1, flatten=True)))
-    candidates = np.setdiff1d(C.children(ring, seed_res, res), cells)
+    candidates = C.children(ring, seed_res, res)  # distinct: children of distinct cells
+    candidates = candidates[~np.isin(candidates, cells)]
     lng, lat = C.centres(candidates)
     x, y = (lng, lat) if to_crs is None else to_crs.transform(lng, lat)
     col, row = inverse * (np.asarray(x), np.asarray(y))
