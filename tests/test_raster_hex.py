@@ -15,6 +15,7 @@ import rasterio
 from pyproj import Transformer
 from rasterio.transform import from_origin
 
+from cng_assets.errors import CngInputError
 from cng_assets.transforms.hex import runs
 from cng_assets.transforms.raster import hex as RH
 from cng_assets.transforms.raster.hex import STATS, consolidate_raster_hex, raster_hex
@@ -332,6 +333,8 @@ def test_resolution_from_the_catalog_only_when_it_names_one(kilometre, tmp_path)
     assert (settings.resolution, settings.parents, source) == (10, (9, 8, 0), "catalog")
     settings, source = hex_resolution(Dataset(**base, h3=H3Settings(parents=[8, 6, 0])), str(path))
     assert (settings.resolution, settings.parents, source) == (7, (6, 0), "pixel size")
+    with pytest.raises(CngInputError, match=r"about 1,3\d\d,\d{3} cells .* budget of 100,000.*\(resolution 7\)"):
+        hex_resolution(Dataset(**base, h3=H3Settings(resolution=12, max_cells=100_000)), str(path))  # 400 km² / 307 m²
 
     root = tmp_path / "km"
     root.mkdir()

@@ -59,6 +59,7 @@ def hex_resolution(ds: Dataset, cog_path: str) -> tuple[HexSettings, str]:
     size's (the finest whose average cell is at least a pixel). Parents: the catalog's that are coarser, when it
     names them, else the two above and 0."""
     if catalog_sets_resolution(ds):
+        raster_hex.check_cell_budget(cog_path, ds.h3.resolution, ds.h3.max_cells)
         return hex_settings(ds), "catalog"
     res = raster_hex.raster_resolution(cog_path)
     # parents: not model_fields_set (the settings' own validator assigns them), but whether they are the default's
@@ -140,7 +141,7 @@ def raster_assets(ds: Dataset) -> list:
     def raster_hex_layer(context: dg.AssetExecutionContext, storage: ProductStorage):
         slug = context.partition_key
         path, height, width = _cog_shape(storage, ds, slug)
-        with rasterio.Env(**storage.gdal_options()):
+        with products.input_errors(ds, slug), rasterio.Env(**storage.gdal_options()):
             settings, source = hex_resolution(ds, path)
         n = len(chunk_rows(ds, height, width))
         with ExitStack() as stack:  # every chunk stays readable (downloaded, on S3) until consolidation is done

@@ -46,6 +46,7 @@ import rasterio
 from pyproj import Geod, Transformer
 from rasterio.windows import Window
 
+from cng_assets.errors import CngInputError
 from cng_assets.transforms import layout
 from cng_assets.transforms.hex import cells as C
 from cng_assets.transforms.hex import runs
@@ -258,6 +259,20 @@ def pixel_area_m2(transform, crs, row: int, col: int) -> float:
 def pixel_resolution(area_m2: float) -> int:
     """The finest H3 resolution whose average cell area is at least `area_m2` (0 if even res 0 is smaller)."""
     return max([r for r in range(16) if h3.average_hexagon_area(r, "m^2") >= area_m2], default=0)
+
+
+def check_cell_budget(path: str, resolution: int, max_cells: int) -> None:
+    """Refuse, before any chunk runs, a resolution so much finer than the pixels that the raster's area holds more
+    than `max_cells` cells (every cell centred on a valid pixel gets one row)."""
+    with rasterio.open(path) as src:
+        area = src.width * src.height * pixel_area_m2(src.transform, src.crs, src.height // 2, src.width // 2)
+    cells = int(area / h3.average_hexagon_area(resolution, "m^2"))
+    if cells > max_cells:
+        raise CngInputError(
+            f"raster hex at resolution {resolution} would be about {cells:,} cells (the raster's area in cells), "
+            f"above the budget of {max_cells:,}",
+            hint=f"use a coarser `h3.resolution`, or leave it out so it follows the pixel size (resolution "
+                 f"{raster_resolution(path)}); or raise `h3.max_cells` (`--max-cells`) to at least {cells:,}")
 
 
 def raster_resolution(path: str) -> int:
