@@ -30,6 +30,11 @@ def _source_values(src, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     return out
 
 
+def _json(values: np.ndarray) -> list:
+    """Values as check metadata: NaN (masked) as None, since JSON has no NaN."""
+    return [None if np.isnan(v) else float(v) for v in values]
+
+
 def check_geozarr(store, src_path: str, sample: int = SAMPLE, gdal_options: dict | None = None) -> list[Check]:
     """Level 0 of the GeoZarr at `store` against the raster it was made from: the pixel centres of its four corners
     equal the source's transform (for a rotated source, the north-up grid GDAL warps it to, and the footprints
@@ -75,7 +80,7 @@ def check_geozarr(store, src_path: str, sample: int = SAMPLE, gdal_options: dict
               {"pixels_compared": int(len(rows)), "masked_in_source": int(np.isnan(expected[0]).sum()),
                "mismatches": int(len(bad)),
                "first_mismatch": {"row": int(rows[bad[0]]), "col": int(cols[bad[0]]),
-                                  "geozarr": values[:, bad[0]].tolist(), "source": expected[:, bad[0]].tolist()}
+                                  "geozarr": _json(values[:, bad[0]]), "source": _json(expected[:, bad[0]])}
                if len(bad) else "none"}),
     ]
 
