@@ -12,13 +12,16 @@ import pyproj
 import pytest
 import rasterio
 import xarray as xr
+import zarr
 import zarr_cm
 from rasterio.enums import Resampling
 from rasterio.transform import from_origin
 
+from cng_assets.errors import CngInputError
 from cng_assets.transforms.raster import geozarr
 from cng_assets.transforms.raster.cog import write_cog
 from cng_assets.transforms.raster.geozarr import write_geozarr
+from cng_assets.transforms.raster.verify import check_geozarr
 from tests.conftest import shared
 
 
@@ -145,3 +148,79 @@ def test_gdal_reads_geozarr(tmp_path):
         pytest.skip(f"GDAL {rasterio.__gdal_version__} cannot read it: {e}")
     with r, rasterio.open(src) as s:
         assert np.array_equal(r.read(), s.read()) and r.crs == s.crs and r.transform.almost_equals(s.transform)
+
+
+def _rotated(path: Path, dtype="float32", nodata=-9999) -> Path:
+    """A 20 x 20 raster of distinct values whose affine turns it 30 degrees (rotation terms b, d non-zero), 100 m
+    pixels in UTM: its top-left corner is the origin, the rest is not on the axis-aligned grid."""
+    angle = np.radians(30)
+    transform = rasterio.Affine(100 * np.cos(angle), 100 * np.sin(angle), 500_000,
+                                100 * np.sin(angle), -100 * np.cos(angle), 4_500_000)
+    data = np.arange(1, 401, dtype=dtype).reshape(1, 20, 20)
+    data[0, 5, 7] = nodata if nodata is not None else data[0, 5, 7]
+    with rasterio.open(path, "w", driver="GTiff", width=20, height=20, count=1, dtype=dtype, crs="EPSG:32618",
+                       transform=transform, nodata=nodata) as dst:
+        dst.write(data)
+    return path
+
+
+def test_rotated_raster_is_resampled_north_up(tmp_path):
+    """A rotated GeoTIFF: its GeoZarr's x/y are those of a north-up grid covering it, and each value read with the
+    README's call is the source pixel under that pixel's centre (was: x/y from a and e only, the rotation dropped,
+    so pixels sat up to ~1 km off here and ~3 km on a real raster)."""
+    src = _rotated(tmp_path / "rot.tif")
+    stats = write_geozarr(str(src), tmp_path / "rot.zarr")
+    assert stats.north_up
+    level = xr.open_zarr(tmp_path / "rot.zarr", group="0")
+    xs, ys = np.meshgrid(level.x.values, level.y.values)
+    with rasterio.open(src) as r:
+        cols, rows = ~r.transform * (xs.ravel(), ys.ravel())
+        cols, rows = np.floor(cols).astype(int), np.floor(rows).astype(int)
+        inside = (rows >= 0) & (rows < 20) & (cols >= 0) & (cols < 20)
+        source = r.read(1, masked=True).astype("float64").filled(np.nan)
+    got = level["band_data"].values[0].ravel().astype("float64")
+    assert np.isnan(got[~inside]).all() and inside.sum() > 300  # outside the rotated footprint: nodata
+    assert np.array_equal(got[inside], source[rows[inside], cols[inside]], equal_nan=True)
+    assert all(c.passed for c in check_geozarr(tmp_path / "rot.zarr", str(src))), check_geozarr(tmp_path / "rot.zarr", str(src))
+
+
+def test_rotated_integer_raster_without_nodata_is_refused(tmp_path):
+    src = _rotated(tmp_path / "rot.tif", dtype="uint16", nodata=None)
+    with pytest.raises(CngInputError, match="rotated and declares no nodata"):
+        write_geozarr(str(src), tmp_path / "rot.zarr")
+
+
+def test_check_fails_on_coordinates_shifted_by_half_a_pixel(tmp_path):
+    """The blocking check passes on what write_geozarr wrote and fails once x is shifted by half a pixel (what a
+    corner-instead-of-centre coordinate bug would publish)."""
+    path = tmp_path / "f.tif"
+    data = np.arange(20 * 20, dtype="float32").reshape(1, 20, 20)
+    data[0, 3, 4] = -9999
+    with rasterio.open(path, "w", driver="GTiff", width=20, height=20, count=1, dtype="float32", crs="EPSG:32618",
+                       transform=from_origin(500_000, 4_500_000, 30, 30), nodata=-9999) as dst:
+        dst.write(data)
+    write_geozarr(str(path), tmp_path / "f.zarr")
+    checks = {c.name: c for c in check_geozarr(tmp_path / "f.zarr", str(path))}
+    assert all(c.passed for c in checks.values()) and checks["values_match_source"].detail["masked_in_source"] <= 1
+    x = zarr.open_array(str(tmp_path / "f.zarr" / "0" / "x"), mode="r+")
+    x[:] = x[:] + 15  # half a 30 m pixel east
+    shifted = {c.name: c for c in check_geozarr(tmp_path / "f.zarr", str(path))}
+    assert not shifted["corners_match_source"].passed
+    assert shifted["corners_match_source"].detail["max_offset"] == pytest.approx(15)
+
+
+@pytest.mark.filterwarnings("ignore:Consolidated metadata")
+def test_check_fails_on_unmasked_nodata(tmp_path):
+    """Values: a GeoZarr whose nodata reads as a number (no _FillValue) fails the value check."""
+    path = tmp_path / "f.tif"
+    data = np.full((1, 20, 20), -9999, dtype="float32")
+    with rasterio.open(path, "w", driver="GTiff", width=20, height=20, count=1, dtype="float32", crs="EPSG:32618",
+                       transform=from_origin(500_000, 4_500_000, 30, 30), nodata=-9999) as dst:
+        dst.write(data)
+    write_geozarr(str(path), tmp_path / "f.zarr")
+    assert all(c.passed for c in check_geozarr(tmp_path / "f.zarr", str(path)))
+    band = zarr.open_array(str(tmp_path / "f.zarr" / "0" / "band_data"), mode="r+")
+    band.attrs.pop("_FillValue")
+    zarr.consolidate_metadata(str(tmp_path / "f.zarr"))
+    checks = {c.name: c for c in check_geozarr(tmp_path / "f.zarr", str(path))}
+    assert not checks["values_match_source"].passed and checks["corners_match_source"].passed

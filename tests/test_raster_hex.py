@@ -15,9 +15,11 @@ import rasterio
 from pyproj import Transformer
 from rasterio.transform import from_origin
 
+from cng_assets.errors import CngInputError
 from cng_assets.transforms.hex import runs
 from cng_assets.transforms.raster import hex as RH
 from cng_assets.transforms.raster.hex import STATS, consolidate_raster_hex, raster_hex
+from cng_assets.transforms.raster.verify import check_raster_hex
 from tests.conftest import shared
 
 ALL = list(STATS)
@@ -61,15 +63,15 @@ def geographic(tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray]:
 
 
 def reference(path: Path, data: np.ndarray, valid: np.ndarray, res: int) -> dict[int, dict[int, list]]:
-    """{band: {cell: [values]}}, one pixel at a time with h3-py."""
+    """{band: {cell: [values]}}, one pixel at a time with h3-py: the values of the valid pixels whose centres fall
+    in the cell; for a cell holding none whose own centre falls on a valid pixel, that pixel's values. Candidate
+    cells: h3-py's polygon fill of the raster's lon/lat box, widened by two cell edges."""
     with rasterio.open(path) as src:
         transform, crs = src.transform, src.crs
+    to_4326 = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
     rows, cols = np.nonzero(valid.any(axis=0))
     xs, ys = rasterio.transform.xy(transform, rows, cols, offset="center")  # rasterio's own pixel centres
-    if crs.to_epsg() == 4326:
-        lngs, lats = xs, ys
-    else:
-        lngs, lats = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xs, ys)
+    lngs, lats = to_4326.transform(xs, ys)
     values, ok = data.tolist(), valid.tolist()
     out = {b: defaultdict(list) for b in range(1, data.shape[0] + 1)}
     for r, c, lng, lat in zip(rows.tolist(), cols.tolist(), np.asarray(lngs).tolist(), np.asarray(lats).tolist()):
@@ -77,6 +79,22 @@ def reference(path: Path, data: np.ndarray, valid: np.ndarray, res: int) -> dict
         for b in out:
             if ok[b - 1][r][c]:
                 out[b][cell].append(values[b - 1][r][c])
+    aggregated = set().union(*out.values())
+    h, w = valid.shape[1:]
+    bx, by = to_4326.transform(*rasterio.transform.xy(transform, [0, 0, h, h], [0, w, 0, w], offset="ul"))
+    pad = 2 * h3.average_hexagon_edge_length(res, "km") / 100
+    box = h3.LatLngPoly([(min(by) - pad, min(bx) - pad), (min(by) - pad, max(bx) + pad),
+                         (max(by) + pad, max(bx) + pad), (max(by) + pad, min(bx) - pad)])
+    from_4326 = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    for cell in map(h3.str_to_int, h3.polygon_to_cells(box, res)):
+        if cell in aggregated:
+            continue
+        lat, lng = h3.cell_to_latlng(h3.int_to_str(cell))
+        r, c = rasterio.transform.rowcol(transform, *from_4326.transform(lng, lat))  # floor: the pixel under it
+        if 0 <= r < h and 0 <= c < w and valid[:, r, c].any():
+            for b in out:
+                if ok[b - 1][r][c]:
+                    out[b][cell].append(values[b - 1][r][c])
     return out
 
 
@@ -262,3 +280,93 @@ def test_bad_arguments(projected, tmp_path):
     raster_hex(str(path), tmp_path / "e", 10, (0,), rows=(0, 10))
     with pytest.raises(ValueError, match="differ"):
         consolidate_raster_hex([tmp_path / "e", tmp_path / "c"], tmp_path / "out3", 10, (0,))
+
+
+@pytest.fixture(scope="module")
+def kilometre(tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray]:
+    """int16, 2 bands, 20 x 20 pixels of 1 km in UTM 33N: nodata in a block of band 1 and a row of band 2."""
+    data = np.stack([np.arange(400).reshape(20, 20) % 7, np.arange(400).reshape(20, 20) // 20]).astype(np.int16)
+    data[0, :5, :6] = -9999
+    data[1, 12, :] = -9999
+    path = write_raster(tmp_path_factory.mktemp("km") / "km.tif", data, "EPSG:32633",
+                        from_origin(500_000, 5_000_000, 1000, 1000), nodata=-9999)
+    return path, data, data != -9999
+
+
+def test_cells_finer_than_pixels_take_the_pixel_under_their_centre(kilometre, tmp_path):
+    """1 km pixels at res 9 (~0.1 km² cells): every cell whose centre falls on a valid pixel has its value, across
+    chunk and window edges (was: one cell per pixel centre, 400 of the ~3,800 cells on the raster, 90% of its area
+    without a value)."""
+    path, data, valid = kilometre
+    table = run(path, tmp_path, 9, (0,), {"*": ALL}, chunks=3, window_rows=4)
+    assert_matches(table, reference(path, data, valid, 9), 9, (0,), {1: ALL, 2: ALL})
+    expected = valid.any(axis=0).sum() * 1e6 / h3.average_hexagon_area(9, "m^2")
+    assert 0.9 * expected < table.num_rows < 1.1 * expected and table.num_rows > 3000
+    checks = {c.name: c for c in check_raster_hex(tmp_path / "out", str(path), 9)}
+    assert all(c.passed for c in checks.values()), checks
+
+
+def test_default_resolution_follows_pixel_size(kilometre, tmp_path):
+    """The finest resolution whose average cell is at least a pixel: 1 km² pixels -> res 7 (5.2 km², res 8 is
+    0.74 km²); 100 m pixels -> res 10 (0.015 km²)."""
+    path, data, _ = kilometre
+    assert RH.raster_resolution(str(path)) == 7
+    fine = write_raster(tmp_path / "fine.tif", data, "EPSG:32633", from_origin(500_000, 5_000_000, 100, 100), -9999)
+    assert RH.raster_resolution(str(fine)) == 10
+    for res, side in ((7, 1000), (10, 100)):
+        assert h3.average_hexagon_area(res, "m^2") >= side**2 * 0.99 > h3.average_hexagon_area(res + 1, "m^2")
+
+
+def test_resolution_from_the_catalog_only_when_it_names_one(kilometre, tmp_path):
+    """The H3Settings default (10) does not override the pixel size's; a catalog (or --resolution) that names one
+    wins; the product's files and its STAC Item say which and where it came from."""
+    from cng_assets.catalog import Dataset, H3Settings
+    from cng_assets.defs.raster import hex_resolution
+    from cng_assets.transforms import facts, layout, stac
+    from cng_assets.transforms.layers import Inventory, Layer
+
+    path, _, _ = kilometre
+    base = dict(name="km", title="km", source=str(path), prefix="km", datetime="2020-01-01")
+    settings, source = hex_resolution(Dataset(**base), str(path))
+    assert (settings.resolution, settings.parents, source) == (7, (6, 5, 0), "pixel size")
+    settings, source = hex_resolution(Dataset(**base, h3=H3Settings(resolution=10)), str(path))
+    assert (settings.resolution, settings.parents, source) == (10, (9, 8, 0), "catalog")
+    settings, source = hex_resolution(Dataset(**base, h3=H3Settings(parents=[8, 6, 0])), str(path))
+    assert (settings.resolution, settings.parents, source) == (7, (6, 0), "pixel size")
+    with pytest.raises(CngInputError, match=r"about 1,3\d\d,\d{3} cells .* budget of 100,000.*\(resolution 7\)"):
+        hex_resolution(Dataset(**base, h3=H3Settings(resolution=12, max_cells=100_000)), str(path))  # 400 km² / 307 m²
+
+    root = tmp_path / "km"
+    root.mkdir()
+    (root / layout.cog("km")).write_bytes(path.read_bytes())
+    raster_hex(str(path), tmp_path / "c", 7, (0,))
+    consolidate_raster_hex([tmp_path / "c"], root / layout.hex("km"), 7, (0,), resolution_source="pixel size")
+    layer = Layer("km", "km", "raster", None, 400, "EPSG:32633", [("b1", "int16")], raster={"path": str(path)})
+    gathered = facts.gather(Dataset(**base), root, Inventory([layer], [], [])).rasters[0]
+    item = stac.raster_item(facts.gather(Dataset(**base), root, Inventory([layer], [], [])), gathered).to_dict()
+    assert item["properties"]["cng:h3_resolution"] == 7
+    assert item["properties"]["cng:h3_resolution_source"] == "pixel size"
+
+
+def test_hex_check_fails_on_uncovered_or_wrong_cells(kilometre, tmp_path):
+    """The blocking check, against the source: a product with one cell per pixel centre (what was published
+    before) fails coverage with its figures; a changed value fails the value check."""
+    path, _, valid = kilometre
+    raster_hex(str(path), tmp_path / "c", 9, (0,), {"*": ["mean", "count"]})
+    for f in (tmp_path / "c").glob("[sn]=*.arrow"):  # no centre samples: the old product
+        f.unlink()
+    consolidate_raster_hex([tmp_path / "c"], tmp_path / "old", 9, (0,))
+    checks = {c.name: c for c in check_raster_hex(tmp_path / "old", str(path), 9)}
+    cover = checks["covers_raster"]
+    assert not cover.passed and cover.detail["cells_with_values"] == valid.any(axis=0).sum()
+    assert cover.detail["expected_from_valid_area"] > 3000 and checks["values_match_source"].passed
+
+    raster_hex(str(path), tmp_path / "d", 9, (0,), {"*": ["mean", "count"]})
+    consolidate_raster_hex([tmp_path / "d"], tmp_path / "new", 9, (0,))
+    files = sorted((tmp_path / "new").glob("h0=*/*.parquet"))
+    t = pq.read_table(files[0])
+    mean = pa.compute.add(t.column("b2_mean"), 0.5)
+    pq.write_table(t.set_column(t.column_names.index("b2_mean"), "b2_mean", mean), files[0])
+    checks = {c.name: c for c in check_raster_hex(tmp_path / "new", str(path), 9)}
+    assert checks["covers_raster"].passed and not checks["values_match_source"].passed
+    assert checks["values_match_source"].detail["first_mismatches"][0]["column"] == "b2_mean"

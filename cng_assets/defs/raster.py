@@ -12,7 +12,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import rasterio
 
-from cng_assets.catalog import Dataset
+from cng_assets.catalog import Dataset, H3Settings
 from cng_assets.defs import products
 from cng_assets.defs.automation import AFTER_CHUNKS
 from cng_assets.defs.hex import CHUNK_POOL, hex_settings
@@ -23,8 +23,9 @@ from cng_assets.defs.stored import stored
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms import layout
 from cng_assets.transforms.hex.consolidate import HexCheck, parents_check
+from cng_assets.transforms.hex.fill import HexSettings
 from cng_assets.transforms.legacy import inspect_tiff
-from cng_assets.transforms.raster import cog, geozarr
+from cng_assets.transforms.raster import cog, geozarr, verify
 from cng_assets.transforms.raster import hex as raster_hex
 from cng_assets.transforms.raster.info import row_chunks
 
@@ -48,6 +49,26 @@ def _cog_shape(storage: ProductStorage, ds: Dataset, slug: str) -> tuple[str, in
         return path, r.height, r.width
 
 
+def catalog_sets_resolution(ds: Dataset) -> bool:
+    """Whether the catalog entry (or `--resolution`) names an H3 resolution: the field's default (10) must not
+    override the one that follows the pixel size (pydantic records which fields were given)."""
+    return "resolution" in ds.h3.model_fields_set
+
+
+def hex_resolution(ds: Dataset, cog_path: str) -> tuple[HexSettings, str]:
+    """A raster's hex settings and where the resolution came from: the catalog's when it names one, else the pixel
+    size's (the finest whose average cell is at least a pixel). Parents: the catalog's that are coarser, when it
+    names them, else the two above and 0."""
+    if catalog_sets_resolution(ds):
+        raster_hex.check_cell_budget(cog_path, ds.h3.resolution, ds.h3.max_cells)
+        return hex_settings(ds), "catalog"
+    res = raster_hex.raster_resolution(cog_path)
+    # parents: not model_fields_set (the settings' own validator assigns them), but whether they are the default's
+    given = ds.h3.parents if ds.h3.parents != H3Settings().parents else (res - 1, res - 2, 0)
+    return HexSettings(res, tuple(sorted({p for p in given if 0 <= p < res}, reverse=True)), ds.h3.containment), \
+        "pixel size"
+
+
 def _stats(ds: Dataset) -> dict[str, list[str]] | None:
     """The catalog's statistics for every band, always with `count` (what the pixel check adds up)."""
     return None if ds.raster.stats is None else {"*": sorted({*ds.raster.stats, "count"})}
@@ -55,8 +76,8 @@ def _stats(ds: Dataset) -> dict[str, list[str]] | None:
 
 def raster_assets(ds: Dataset) -> list:
     rasters, chunks = raster_partitions(ds), chunk_partitions(ds)
-    settings = hex_settings(ds)
     layer_of = by_layer()
+    hex_code = ds.code_version(raster_hex.VERSION + ("" if catalog_sets_resolution(ds) else "+pixel"), "h3", "raster")
 
     @dg.asset(key=[ds.name, "cog"], op_tags=op_tags(ds, "cog"), partitions_def=rasters,
               deps=[source_dep(ds)],
@@ -87,7 +108,7 @@ def raster_assets(ds: Dataset) -> list:
     @dg.asset(key=[ds.name, "raster_hex_chunk"], op_tags=op_tags(ds, "hex_chunk"), pool=CHUNK_POOL,
               partitions_def=dg.MultiPartitionsDefinition({"chunk": chunks, "layer": rasters}),
               deps=[dg.AssetDep(cog_layer, partition_mapping=layer_of)],
-              group_name=ds.name, kinds={"parquet", "h3"}, code_version=ds.code_version(raster_hex.VERSION, "h3", "raster"),
+              group_name=ds.name, kinds={"parquet", "h3"}, code_version=hex_code,
               description="Per band, the pixels of one band of rows aggregated to H3 cells (mergeable partials). "
                           "A chunk number beyond the layer's rows materializes as empty.")
     def raster_hex_chunk(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
@@ -99,6 +120,7 @@ def raster_assets(ds: Dataset) -> list:
             return dg.MaterializeResult(metadata={"empty": True})
         with storage.publish_dir(ds.bucket, products.key(ds, layout.hex_chunk(slug, k))) as out:
             with products.input_errors(ds, slug), rasterio.Env(**storage.gdal_options()):
+                settings, _ = hex_resolution(ds, path)
                 stats = raster_hex.raster_hex(path, out, settings.resolution, settings.parents, stats=_stats(ds),
                                               rows=bands[k])
         return dg.MaterializeResult(metadata={**stats.to_dict(), "rows": list(bands[k]), "empty": False})
@@ -106,16 +128,22 @@ def raster_assets(ds: Dataset) -> list:
     @dg.asset(key=[ds.name, "raster_hex"], op_tags=op_tags(ds, "hex"), partitions_def=rasters,
               deps=[dg.AssetDep(raster_hex_chunk, partition_mapping=layer_of)], group_name=ds.name, kinds={"parquet", "h3"},
               automation_condition=AFTER_CHUNKS,
-              code_version=ds.code_version(raster_hex.VERSION, "h3", "raster"),
-              description=f"Per band statistics of the pixels in each H3 cell (h{settings.resolution}, parents "
-                          f"{list(settings.parents)}), as h0=<cell>/ partitions like vector hex.",
+              code_version=hex_code,
+              description="Per band statistics of the pixels in each H3 cell, as h0=<cell>/ partitions like vector "
+                          "hex; a cell with no pixel centre takes the pixel under its own centre. Resolution: "
+                          + (f"h{ds.h3.resolution} (catalog)" if catalog_sets_resolution(ds) else
+                             "the finest whose cells are at least a pixel (pixel size)") + ".",
               check_specs=products.blocking_check_specs([ds.name, "raster_hex"], rasters, {
                   "parents_consistent": "parent columns and h0 folder agree with h3-py (a sample of each file)",
                   "no_duplicate_cells": "each cell once",
-                  "pixels_counted": "the per-band pixel counts add up to the valid pixels the chunks read"}))
+                  "pixels_counted": "the per-band pixel counts add up to the valid pixels the chunks read",
+                  "covers_raster": "cells with values ~ the valid pixels' area / cell area (h3-py, rasterio)",
+                  "values_match_source": "sampled cells' statistics equal h3-py and rasterio on the COG's pixels"}))
     def raster_hex_layer(context: dg.AssetExecutionContext, storage: ProductStorage):
         slug = context.partition_key
-        _, height, width = _cog_shape(storage, ds, slug)
+        path, height, width = _cog_shape(storage, ds, slug)
+        with products.input_errors(ds, slug), rasterio.Env(**storage.gdal_options()):
+            settings, source = hex_resolution(ds, path)
         n = len(chunk_rows(ds, height, width))
         with ExitStack() as stack:  # every chunk stays readable (downloaded, on S3) until consolidation is done
             dirs = [Path(stack.enter_context(storage.local_path(ds.bucket, products.key(ds, layout.hex_chunk(slug, k)))))
@@ -126,16 +154,18 @@ def raster_assets(ds: Dataset) -> list:
                                  metadata={"what to do": f"materialize raster_hex_chunk for layer {slug}, then raster_hex"})
             valid = sum(_chunk_valid(d) for d in dirs)
             with storage.publish_dir(ds.bucket, products.key(ds, layout.hex(slug))) as staged:
-                rows = raster_hex.consolidate_raster_hex(dirs, staged, settings.resolution, settings.parents, _stats(ds))
-                checks = [dg.AssetCheckResult(check_name=c.name, passed=c.passed, metadata=c.detail)
-                          for c in _checks(staged, settings, valid)]
+                rows = raster_hex.consolidate_raster_hex(dirs, staged, settings.resolution, settings.parents, _stats(ds),
+                                                         resolution_source=source)
+                found = [*_checks(staged, settings, valid, rows.sampled),
+                         *verify.check_raster_hex(staged, path, settings.resolution, gdal_options=storage.gdal_options())]
+                checks = [dg.AssetCheckResult(check_name=c.name, passed=c.passed, metadata=c.detail) for c in found]
                 yield from products.blocking_checks(checks, f"{ds.name}/{slug}: raster hex")
         for k in range(n):
             storage.delete(ds.bucket, products.key(ds, layout.hex_chunk(slug, k)))
         yield dg.MaterializeResult(
             metadata={**stored(storage, ds.bucket, products.key(ds, layout.hex(slug))),
                       "dagster/row_count": sum(rows.values()), "h0_partitions": len(rows), "chunks": n,
-                      "resolution": settings.resolution, "parents": list(settings.parents),
+                      "resolution": settings.resolution, "resolution_source": source, "parents": list(settings.parents),
                       "uri": dg.MetadataValue.path(storage.uri(ds.bucket, products.key(ds, layout.hex(slug))))},
             check_results=checks)
 
@@ -144,17 +174,26 @@ def raster_assets(ds: Dataset) -> list:
               kinds={"zarr"}, code_version=ds.code_version(geozarr.VERSION, "raster"),
               description="The raster as GeoZarr (Zarr v3, sharded): one group per level, halving down to one chunk, "
                           "listed in `multiscales` (Zarr conventions, with `proj:` and `spatial:`); CF grid mapping "
-                          "with the CRS; read from the COG's overviews.")
-    def geozarr_layer(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
+                          "with the CRS; read from the COG's overviews. A rotated raster is resampled north-up.",
+              check_specs=products.blocking_check_specs([ds.name, "geozarr"], rasters, {
+                  "corners_match_source": "level 0's corner pixel centres (xarray.open_zarr) equal the COG's transform "
+                                          "(rotated: the north-up grid), footprints agree",
+                  "values_match_source": "values xarray decodes by default equal the COG's pixel under each centre "
+                                         "(a sample; nodata as NaN)"}))
+    def geozarr_layer(context: dg.AssetExecutionContext, storage: ProductStorage):
         slug = context.partition_key
         path, _, _ = _cog_shape(storage, ds, slug)
         key = products.key(ds, layout.geozarr(slug))
         with products.input_errors(ds, slug), storage.publish_dir(ds.bucket, key) as out:
             stats = geozarr.write_geozarr(path, out, categorical=ds.raster.categorical, gdal_options=storage.gdal_options())
-        return dg.MaterializeResult(metadata={**stored(storage, ds.bucket, key),
-                                              "uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)),
-                                              "levels": stats.levels, "bands": stats.bands, "dtype": stats.dtype,
-                                              "reduction": stats.reduction})
+            checks = [dg.AssetCheckResult(check_name=c.name, passed=c.passed, metadata=c.detail)
+                      for c in verify.check_geozarr(out, path, gdal_options=storage.gdal_options())]
+            yield from products.blocking_checks(checks, f"{ds.name}/{slug}: GeoZarr")
+        yield dg.MaterializeResult(metadata={**stored(storage, ds.bucket, key),
+                                             "uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)),
+                                             "levels": stats.levels, "bands": stats.bands, "dtype": stats.dtype,
+                                             "reduction": stats.reduction, "north_up_resampled": stats.north_up},
+                                   check_results=checks)
 
     return [cog_layer, raster_hex_chunk, raster_hex_layer, geozarr_layer]
 
@@ -164,9 +203,10 @@ def _chunk_valid(chunk_dir: Path) -> int:
     return int(run["valid_pixels"]) - int(run["outside"])
 
 
-def _checks(out: Path, settings, valid_pixels: int) -> list:
-    """Parents as vector hex checks them; each cell once; and the pixel counts against what the chunks read. A file
-    at a time: a cell lives in its own h0 folder only, so duplicates can only be within one file."""
+def _checks(out: Path, settings, valid_pixels: int, sampled: list[int]) -> list:
+    """Parents as vector hex checks them; each cell once; and the pixel counts (less the centre samples) against
+    what the chunks read. A file at a time: a cell lives in its own h0 folder only, so duplicates can only be
+    within one file."""
     cell, rows, distinct, totals = f"h{settings.resolution}", 0, 0, None
     for f in sorted(out.glob("h0=*/*.parquet")):
         counts = [c for c in pq.read_schema(f).names if c.endswith("_count")]
@@ -174,8 +214,9 @@ def _checks(out: Path, settings, valid_pixels: int) -> list:
         rows, distinct = rows + t.num_rows, distinct + len(t.column(cell).unique())
         sums = [int(t.column(c).to_numpy(zero_copy_only=False).sum()) for c in counts]
         totals = sums if totals is None else [a + b for a, b in zip(totals, sums)]
-    totals = totals or []
+    totals = [t - s for t, s in zip(totals or [], sampled)]
     counted = bool(totals) and max(totals) <= valid_pixels <= sum(totals)
     return [parents_check(out, settings),
             HexCheck("no_duplicate_cells", distinct == rows, {"rows": rows, "distinct_cells": distinct}),
-            HexCheck("pixels_counted", counted, {"valid_pixels": valid_pixels, "counted_per_band": totals})]
+            HexCheck("pixels_counted", counted, {"valid_pixels": valid_pixels, "counted_per_band": totals,
+                                                       "centre_samples_per_band": sampled})]

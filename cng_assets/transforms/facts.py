@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from cng_assets.catalog import Dataset
 from cng_assets.transforms import columns, layout
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX, Inventory
+from cng_assets.transforms.raster.info import H3_RESOLUTION_SOURCE
 
 MEDIA_TYPES = {
     "geoparquet": "application/vnd.apache.parquet",
@@ -91,6 +92,7 @@ class RasterFacts:
     files: dict[str, FileFacts] = field(default_factory=dict)  # cog, geozarr, hex
     hex_columns: list[str] = field(default_factory=list)  # e.g. h6, h5, b1_mean, b1_count, h0 (as in HexFacts)
     hex_first_h0: int | None = None
+    hex_resolution_source: str | None = None  # "pixel size" or "catalog", from the files (older products: None)
     crs_wkt2: str | None = None  # the CRS in full when it has no EPSG code
 
 
@@ -198,6 +200,8 @@ def gather(ds: Dataset, root: Path, inventory: Inventory, href_base: str = "",
                 if hexed is not None:
                     first = min((root / layout.hex(x.slug)).glob("h0=*/*.parquet"))
                     r.hex_columns, r.hex_first_h0 = _hex_columns(first), layout.hex_folder_cell(first)
+                    source = (pq.read_schema(first).metadata or {}).get(H3_RESOLUTION_SOURCE)
+                    r.hex_resolution_source = source.decode() if source else None
                 rasters.append(r)
             continue
         if x.kind == "table":

@@ -247,6 +247,10 @@ def raster_item(facts: DatasetFacts, r: RasterFacts) -> pystac.Item:
                          "`proj:`/`spatial:` conventions and a CF grid mapping with the CRS."),
              "hex": "Per band statistics of the pixels in each H3 cell, h0-partitioned like the vector hex. "
                     + readers.H0_TYPES}
+    if "hex" in r.files and r.hex_columns:  # which resolution, and whether the pixel size or the catalog chose it
+        item.properties["cng:h3_resolution"] = int(r.hex_columns[0][1:])
+        if r.hex_resolution_source:
+            item.properties["cng:h3_resolution_source"] = r.hex_resolution_source
     for key, f in r.files.items():
         asset = _add_asset(item, key, _asset(f, about.get(key)), f)
         if key in ("cog", "geozarr"):

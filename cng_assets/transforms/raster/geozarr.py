@@ -10,6 +10,12 @@ pixel-centre `x`/`y` coordinates with CF units and standard names, and a `spatia
 attributes (`grid_mapping_name`, `crs_wkt`, ...) plus GDAL's `spatial_ref` and `GeoTransform`. Levels are written a
 shard at a time, each read from the source already reduced (GDAL uses the COG's overviews), so memory stays bounded
 by one shard.
+
+A rotated raster (an affine with rotation/shear terms) is first resampled north-up (GDAL's warper, nearest
+neighbour, onto the axis-aligned grid GDAL suggests): xarray, rioxarray and GDAL's Zarr driver all read a level as
+a regular grid of 1-D `x`/`y` coordinates (`sel(x=..., y=...)`, rioxarray's transform); 2-D coordinates would break
+those calls. Nearest keeps every value a source pixel's (the one under the new pixel's centre), so it can be
+checked pixel by pixel; the corners outside the rotated footprint are nodata.
 """
 
 from __future__ import annotations
@@ -17,14 +23,16 @@ from __future__ import annotations
 import base64
 import struct
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from cng_assets.errors import CngInputError
 from cng_assets.transforms.raster.info import crs_code_or_wkt2
 
-VERSION = "3"  # 3: nodata also as CF _FillValue (xarray masks it)
+VERSION = "4"  # 3: nodata also as CF _FillValue (xarray masks it); 4: a rotated raster resampled north-up
 CHUNK = 512
 SHARD = 4096  # pixels a side at most: few objects per level, yet ranged reads stay per chunk (the shard index)
 SHARD_BYTES = 64 * 2**20  # a shard is held in memory while written (zarr encodes a whole shard at once)
@@ -37,6 +45,35 @@ class GeoZarrStats:
     dtype: str
     crs: str | None
     reduction: str
+    north_up: bool = False  # resampled north-up from a rotated raster
+
+
+def is_rotated(transform) -> bool:
+    """Rotation or shear terms: 1-D x/y coordinates cannot place the pixels."""
+    return transform.b != 0 or transform.d != 0
+
+
+@contextmanager
+def north_up(src):
+    """`src` itself, or for a rotated raster a nearest-neighbour north-up view of it (GDAL's suggested grid).
+    Without a nodata value the corners outside the footprint need one: NaN for floats; an integer raster must
+    declare it (any integer could be a real value)."""
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    if not is_rotated(src.transform):
+        yield src
+        return
+    nodata = src.nodata
+    if nodata is None:
+        if not np.issubdtype(np.dtype(src.dtypes[0]), np.floating):
+            raise CngInputError("the raster is rotated and declares no nodata value: resampled north-up, its corners "
+                                "outside the rotated footprint would read as real values",
+                                hint="declare its nodata value (e.g. `gdal_edit.py -a_nodata 255 file.tif`), or "
+                                     "resample it north-up yourself (`gdalwarp in.tif out.tif`)")
+        nodata = np.nan
+    with WarpedVRT(src, resampling=Resampling.nearest, nodata=nodata) as vrt:
+        yield vrt
 
 
 def write_geozarr(src_path: str, out: Path, categorical: bool | None = None, gdal_options: dict | None = None) -> GeoZarrStats:
@@ -47,7 +84,7 @@ def write_geozarr(src_path: str, out: Path, categorical: bool | None = None, gda
     from rasterio.windows import Window
 
     root = zarr.open_group(str(out), mode="w", zarr_format=3)
-    with rasterio.Env(**(gdal_options or {})), rasterio.open(src_path) as src:
+    with rasterio.Env(**(gdal_options or {})), rasterio.open(src_path) as source, north_up(source) as src:
         dtype = np.dtype(src.dtypes[0])
         categorical = np.issubdtype(dtype, np.integer) if categorical is None else categorical
         resampling = Resampling.mode if categorical else Resampling.average
@@ -97,7 +134,7 @@ def write_geozarr(src_path: str, out: Path, categorical: bool | None = None, gda
             warnings.simplefilter("ignore")
             zarr.consolidate_metadata(str(out))  # one read to open it (over HTTP too)
         return GeoZarrStats([[h, w] for h, w in levels], src.count, str(dtype),
-                            str(src.crs) if src.crs else None, resampling.name)
+                            str(src.crs) if src.crs else None, resampling.name, src is not source)
 
 
 def _cf_fill_value(nodata, dtype: np.dtype) -> dict:

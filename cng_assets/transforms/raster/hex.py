@@ -1,11 +1,20 @@
 """Raster -> H3 cell statistics, in two steps like the vector hex products:
 
+What a cell holds: the pixels whose centres fall in it (count, mean, ... of their values: unweighted); a cell that
+holds no valid pixel centre but whose own centre falls on a valid pixel takes that pixel (count 1). So every cell
+whose centre is on a valid pixel has a value, whether cells are finer than pixels (they sample the pixel under
+their centre) or coarser (they aggregate). `pixel_resolution` is the default resolution: the finest whose
+average cell area is at least the pixel's area (about one pixel per cell, none finer than the data).
+
 `raster_hex` runs one chunk (a band of raster rows): each valid pixel's centre goes to lon/lat (pyproj) and to
 its cell at `resolution` (h3ronpy), and per band the pixel values are reduced to mergeable partials per cell:
-count, sum, min, max and, for mode, (cell, value, count) triples. The chunk writes them by group cell (a coarse
-ancestor, as in hex.chunk) as `g=<group>.arrow` (cell + partial columns, every band) and
-`m=<group>.b<band>.arrow` (mode triples), Arrow IPC with LZ4 (short-lived, so fast to write beats small), then
-`_chunk.json` last.
+count, sum, min, max and, for mode, (cell, value, count) triples. Then the cells near those pixels (children of
+the ring around their coarse ancestors, coarse enough to reach past a pixel) whose centres fall on a valid pixel
+of the window take that pixel, as partials of their own (a cell belongs to the window holding its centre). The
+chunk writes them by group cell (a coarse ancestor, as in hex.chunk) as `g=<group>.arrow` (cell + partial
+columns, every band) and `m=<group>.b<band>.arrow` (mode triples), the centre samples as `s=` and `n=` files
+alike, Arrow IPC with LZ4 (short-lived, so fast to write beats small), then `_chunk.json` last. Consolidation
+keeps a centre sample only for a cell no chunk aggregated pixels into.
 
 `consolidate_raster_hex` merges the chunks group by group (a cell on a chunk boundary is in two chunks: its
 partials add up exactly) and writes the product as the vector hex products are written:
@@ -14,7 +23,8 @@ sorted by cell, ZSTD; then per band `b<band>_<stat>`: mean and sum float64, min,
 count uint32. A band with no valid pixel in a cell has count 0 and nulls; a cell with no valid pixel in any band
 is not written.
 
-Memory: one window of `window_rows` rows of pixels, plus the partials of the chunk's cells (window partials are
+Memory: one window of `window_rows` rows of pixels (fewer when cells are much finer than pixels: about
+WINDOW_CELLS candidate cells), plus the partials of the chunk's cells (window partials are
 merged into the chunk's in amortised batches); consolidation holds one group (at most 7**7 cells) plus one
 output file (TARGET_ROWS rows).
 """
@@ -27,20 +37,25 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import h3
+import h3ronpy
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import rasterio
-from pyproj import Transformer
+from pyproj import Geod, Transformer
 from rasterio.windows import Window
 
+from cng_assets.errors import CngInputError
 from cng_assets.transforms import layout
 from cng_assets.transforms.hex import cells as C
 from cng_assets.transforms.hex import runs
 from cng_assets.transforms.hex.chunk import GROUP_SPAN
 from cng_assets.transforms.hex.consolidate import ROW_GROUP_ROWS, TARGET_ROWS
+from cng_assets.transforms.raster.info import H3_RESOLUTION_SOURCE
 
-VERSION = "2"  # chunk format and product: bump when either could differ (2: h0 only in the folder names)
+VERSION = "3"  # chunk format and product: bump when either could differ (2: h0 only in the folder names; 3: cells
+# whose centre falls on a valid pixel take it)
 MARKER = "_chunk.json"
 STATS = ("mean", "sum", "min", "max", "count", "mode")
 CONTINUOUS_DEFAULT = ["mean", "min", "max", "count"]
@@ -48,6 +63,7 @@ CATEGORICAL_DEFAULT = ["mode", "count"]
 U = np.uint64
 REDUCE = {"count": np.add, "sum": np.add, "min": np.minimum, "max": np.maximum}  # partial -> how it merges
 COMPACT_ROWS = 1 << 20  # window partials buffered before they are merged into the chunk's
+WINDOW_CELLS = 1 << 22  # cells a window may hold at most (cells finer than pixels: many per pixel), for memory
 
 
 @dataclass
@@ -58,6 +74,7 @@ class RasterHexStats:
     valid_pixels: int = 0  # valid in at least one band
     outside: int = 0  # valid, but the centre has no lon/lat (outside the CRS's domain)
     cells: int = 0
+    centre_samples: int = 0  # cells holding no valid pixel centre of the window that take the pixel under theirs
     groups: int = 0
     seconds: float = 0.0
     cpu_seconds: float = 0.0
@@ -223,6 +240,71 @@ def _window_part(cells: np.ndarray, values: np.ndarray, valid: np.ndarray, bands
     return _Part(cells[starts], cols, modes)
 
 
+GEOD = Geod(ellps="WGS84")
+
+
+def pixel_areas_m2(transform, crs, rows: np.ndarray, col: int) -> np.ndarray:
+    """Area on the ellipsoid of the pixel in column `col` of each of `rows`: its four corners to lon/lat."""
+    rows = np.asarray(rows, dtype=float)[:, None]
+    xs, ys = transform * (col + np.array([0, 1, 1, 0])[None, :] + 0 * rows, rows + np.array([0, 0, 1, 1])[None, :])
+    if crs.to_epsg() != 4326:
+        xs, ys = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xs, ys)
+    return np.array([abs(GEOD.polygon_area_perimeter(x, y)[0]) for x, y in zip(xs, ys)])
+
+
+def pixel_area_m2(transform, crs, row: int, col: int) -> float:
+    return float(pixel_areas_m2(transform, crs, [row], col)[0])
+
+
+def pixel_resolution(area_m2: float) -> int:
+    """The finest H3 resolution whose average cell area is at least `area_m2` (0 if even res 0 is smaller)."""
+    return max([r for r in range(16) if h3.average_hexagon_area(r, "m^2") >= area_m2], default=0)
+
+
+def check_cell_budget(path: str, resolution: int, max_cells: int) -> None:
+    """Refuse, before any chunk runs, a resolution so much finer than the pixels that the raster's area holds more
+    than `max_cells` cells (every cell centred on a valid pixel gets one row)."""
+    with rasterio.open(path) as src:
+        area = src.width * src.height * pixel_area_m2(src.transform, src.crs, src.height // 2, src.width // 2)
+    cells = int(area / h3.average_hexagon_area(resolution, "m^2"))
+    if cells > max_cells:
+        raise CngInputError(
+            f"raster hex at resolution {resolution} would be about {cells:,} cells (the raster's area in cells), "
+            f"above the budget of {max_cells:,}",
+            hint=f"use a coarser `h3.resolution`, or leave it out so it follows the pixel size (resolution "
+                 f"{raster_resolution(path)}); or raise `h3.max_cells` (`--max-cells`) to at least {cells:,}")
+
+
+def raster_resolution(path: str) -> int:
+    """The default resolution of a raster's hex: `pixel_resolution` of its centre pixel, at least 1 (h0 is the
+    partition folder)."""
+    with rasterio.open(path) as src:
+        return max(1, pixel_resolution(pixel_area_m2(src.transform, src.crs, src.height // 2, src.width // 2)))
+
+
+def _centre_samples(cells: np.ndarray, res: int, seed_res: int, to_crs, inverse, top: int, shape: tuple[int, int],
+                    values: np.ndarray, valid: np.ndarray, bands: list[int], stats: dict[int, list[str]]) -> _Part:
+    """Partials of the cells that hold none of the window's valid pixel centres (`cells`) but whose own centre falls
+    on a valid pixel of the window: that pixel's values, count 1. Candidates are the children of the ring around
+    the pixels' ancestors at `seed_res`, whose cells are at least 7 pixels big: a cell centred on a pixel lies
+    within that ring."""
+    seeds = np.unique(C.parent(cells, seed_res))
+    ring = np.unique(C.to_u64(h3ronpy.grid_disk(pa.array(seeds, pa.uint64()), 1, flatten=True)))
+    candidates = C.children(ring, seed_res, res)  # distinct: children of distinct cells
+    candidates = candidates[~np.isin(candidates, cells)]
+    lng, lat = C.centres(candidates)
+    x, y = (lng, lat) if to_crs is None else to_crs.transform(lng, lat)
+    col, row = inverse * (np.asarray(x), np.asarray(y))
+    with np.errstate(invalid="ignore"):
+        col, row = np.floor(col), np.floor(row) - top
+    height, width = shape
+    inside = (row >= 0) & (row < height) & (col >= 0) & (col < width)
+    pixel = (row[inside] * width + col[inside]).astype(np.int64)
+    ok = valid[:, pixel].any(axis=0)
+    pixel = pixel[ok]
+    return _window_part(candidates[inside][ok], values[:, pixel], valid[:, pixel], bands, stats)
+
+
 def _peak_rss_mib() -> float:
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent through fork+exec.
     with open("/proc/self/status") as f:
@@ -251,9 +333,9 @@ def raster_hex(path: str, out_dir: Path, resolution: int, parents: tuple[int, ..
         raise ValueError(f"window_rows must be at least 1, got {window_rows}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for old in [*out_dir.glob("[gm]=*.arrow"), out_dir / MARKER]:  # a rerun must not mix with an earlier one
+    for old in [*out_dir.glob("[gmsn]=*.arrow"), out_dir / MARKER]:  # a rerun must not mix with an earlier one
         old.unlink(missing_ok=True)
-    acc = _Accumulator()
+    acc, sampled = _Accumulator(), _Accumulator()
     with rasterio.open(path) as src:
         bands = list(bands or src.indexes)
         if any(b not in src.indexes for b in bands):
@@ -266,6 +348,11 @@ def raster_hex(path: str, out_dir: Path, resolution: int, parents: tuple[int, ..
         if src.crs is None:
             raise ValueError(f"{path} has no CRS: pixel centres cannot be placed on the globe")
         to_4326 = None if src.crs.to_epsg() == 4326 else Transformer.from_crs(src.crs, "EPSG:4326", always_xy=True)
+        from_4326 = None if to_4326 is None else Transformer.from_crs("EPSG:4326", src.crs, always_xy=True)
+        pixel_area = pixel_area_m2(src.transform, src.crs, (r0 + r1) // 2, src.width // 2)
+        seed_res = max(0, min(resolution, pixel_resolution(pixel_area) - 1))  # cells >= 7 pixels, none finer than res
+        per_pixel = max(1.0, 3 * pixel_area / h3.average_hexagon_area(resolution, "m^2"))  # candidates, with the ring
+        window_rows = max(1, min(window_rows, int(WINDOW_CELLS / per_pixel / src.width)))
         a, b_, c, d, e, f = src.transform[:6]
         width = src.width
         run = RasterHexStats(rows=(r0, r1))
@@ -294,10 +381,15 @@ def raster_hex(path: str, out_dir: Path, resolution: int, parents: tuple[int, ..
                 cells = C.points_to_cells(lng[placed], lat[placed], resolution)
                 run.cpu_index += time.process_time() - t
                 acc.add(_window_part(cells, values[:, idx], valid[:, idx], bands, per_band))
-    part = acc.result()
+                sampled.add(_centre_samples(cells, resolution, seed_res, from_4326, ~src.transform, top,
+                                            (height, width), values, valid, bands, per_band))
+    part, samples = acc.result(), sampled.result()
     if part is not None:
         run.cells = len(part.cells)
         run.groups = _write_chunk(part, out_dir, resolution)
+    if samples is not None:
+        run.centre_samples = len(samples.cells)
+        _write_chunk(samples, out_dir, resolution, "sn")
     run.seconds, run.cpu_seconds = time.time() - start, time.process_time() - cpu0
     run.peak_rss_mib = _peak_rss_mib()
     marker = {"version": VERSION, "path": str(path), "resolution": resolution, "parents": list(parents),
@@ -315,29 +407,46 @@ def _group_slices(cells: np.ndarray, res: int) -> dict[int, slice]:
     return {int(groups[s]): slice(s, e) for s, e in zip(starts, ends)}
 
 
-def _write_chunk(part: _Part, out_dir: Path, res: int) -> int:
+def _write_chunk(part: _Part, out_dir: Path, res: int, prefixes: str = "gm") -> int:
+    """Partials as `<prefixes[0]>=<group>.arrow`, mode triples as `<prefixes[1]>=<group>.b<band>.arrow`."""
     slices = _group_slices(part.cells, res)
     for g, s in slices.items():
         runs.write(pa.table({"cell": part.cells[s], **{k: v[s] for k, v in part.cols.items()}}),
-                   out_dir / f"g={g}.arrow")
+                   out_dir / f"{prefixes[0]}={g}.arrow")
     for b, (cells, values, counts) in part.modes.items():
         for g, s in _group_slices(cells, res).items():
             runs.write(pa.table({"cell": cells[s], "value": values[s], "count": counts[s]}),
-                       out_dir / f"m={g}.b{b}.arrow")
+                       out_dir / f"{prefixes[1]}={g}.b{b}.arrow")
     return len(slices)
 
 
-def _read_part(files: dict[str, list[Path]], modes: list[int]) -> _Part:
-    """The merged partials of one group, from every chunk's files for it."""
-    tables = [runs.read(f) for f in files["g"]]
+def _read_files(files: dict[str, list[Path]], kind: str, modes: list[int]) -> _Part | None:
+    """The merged partials of one group of one kind ("g": aggregated pixels, "s": centre samples)."""
+    tables = [runs.read(f) for f in files[kind]]
+    if not tables:
+        return None
     parts = [_Part(np.asarray(t.column("cell").to_numpy()),
                    {n: t.column(n).to_numpy() for n in t.column_names[1:]}) for t in tables]
     merged = _merge(parts)
     for b in modes:
         triples = [tuple(t.column(n).to_numpy() for n in ("cell", "value", "count"))
-                   for t in (runs.read(f) for f in files[f"b{b}"])]
+                   for t in (runs.read(f) for f in files[f"{kind}b{b}"])]
         merged.modes[b] = _merge_modes(triples) if triples else (np.empty(0, np.uint64),) * 3
     return merged
+
+
+def _read_part(files: dict[str, list[Path]], modes: list[int]) -> tuple[_Part, np.ndarray]:
+    """The partials of one group, from every chunk's files for it: the aggregated pixels, plus the centre sample
+    of each cell no chunk aggregated pixels into; and the kept samples' per-band counts."""
+    merged, samples = _read_files(files, "g", modes), _read_files(files, "s", modes)
+    if samples is None:
+        return merged, np.zeros(0, np.uint64)
+    if merged is not None:
+        keep = ~np.isin(samples.cells, merged.cells)
+        samples = _Part(samples.cells[keep], {k: v[keep] for k, v in samples.cols.items()},
+                        {b: tuple(a[np.isin(t[0], samples.cells[keep])] for a in t) for b, t in samples.modes.items()})
+    counts = np.array([v.sum() for k, v in samples.cols.items() if k.endswith("_count")], np.uint64)
+    return (samples if merged is None else _merge([merged, samples])), counts
 
 
 def _mode(cells: np.ndarray, triples: tuple[np.ndarray, ...], dtype: str) -> pa.Array:
@@ -380,10 +489,18 @@ def _finish(part: _Part, res: int, parents: tuple[int, ...], stats: dict[int, li
     return pa.table(columns)
 
 
+class RowsPerH0(dict):
+    """Rows per h0 cell, and per band how many of the counted values are centre samples (not pixel centres)."""
+
+    sampled: list[int]
+
+
 def consolidate_raster_hex(chunk_dirs: list[Path], out_dir: Path, resolution: int, parents: tuple[int, ...],
-                           stats: dict[str, list[str]] | None = None) -> dict[int, int]:
+                           stats: dict[str, list[str]] | None = None,
+                           resolution_source: str = "catalog") -> RowsPerH0:
     """Merge the chunks' partials into the product in `out_dir` (which must hold no product yet); returns rows
-    per h0 cell. `stats` defaults to the statistics the chunks were made for; any others need the same partials."""
+    per h0 cell. `stats` defaults to the statistics the chunks were made for; any others need the same partials.
+    `resolution_source` ("pixel size" or "catalog": where the resolution came from) goes in each file's metadata."""
     _check_settings(resolution, parents)
     markers = [json.loads((Path(d) / MARKER).read_text()) for d in chunk_dirs]
     if not markers:
@@ -410,11 +527,13 @@ def consolidate_raster_hex(chunk_dirs: list[Path], out_dir: Path, resolution: in
 
     files: dict[int, dict[str, list[Path]]] = defaultdict(lambda: defaultdict(list))
     for d in chunk_dirs:
-        for f in Path(d).glob("[gm]=*.arrow"):
+        for f in Path(d).glob("[gmsn]=*.arrow"):
             key, *rest = f.name[2:].split(".")
-            files[int(key)]["g" if f.name[0] == "g" else rest[0]].append(f)
+            kind = {"g": "g", "s": "s", "m": "g", "n": "s"}[f.name[0]]
+            files[int(key)][kind + (rest[0] if f.name[0] in "mn" else "")].append(f)
 
-    rows: dict[int, int] = {}
+    rows = RowsPerH0()
+    rows.sampled = [0] * len(bands)
     batch: list[pa.Table] = []
 
     def flush():
@@ -425,15 +544,20 @@ def consolidate_raster_hex(chunk_dirs: list[Path], out_dir: Path, resolution: in
         h0 = int(C.parent(cells[:1], 0)[0])
         target = out_dir / f"h0={h0}" / f"part-{cells[0]}.parquet"
         target.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, target, compression="zstd", row_group_size=ROW_GROUP_ROWS, store_schema=False,
-                       use_dictionary=[f"b{b}_mode" for b in modes],
-                       column_encoding={n: "DELTA_BINARY_PACKED" for n in layout.hex_file_columns(resolution, parents)})
+        with pq.ParquetWriter(target, table.schema, compression="zstd", store_schema=False,
+                              use_dictionary=[f"b{b}_mode" for b in modes],
+                              column_encoding={n: "DELTA_BINARY_PACKED"
+                                               for n in layout.hex_file_columns(resolution, parents)}) as writer:
+            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+            writer.add_key_value_metadata({H3_RESOLUTION_SOURCE: resolution_source.encode()})  # store_schema drops a table's
         rows[h0] = rows.get(h0, 0) + len(cells)
         batch.clear()
 
     h0 = None
     for g in sorted(files):  # group cells in id order: their cells are consecutive runs of ids
-        table = _finish(_read_part(files[g], modes), resolution, parents, per_band, dtypes)
+        part, sampled = _read_part(files[g], modes)
+        rows.sampled = [int(a + b) for a, b in zip(rows.sampled, sampled)] if len(sampled) else rows.sampled
+        table = _finish(part, resolution, parents, per_band, dtypes)
         g_h0 = int(C.parent(np.array([g], np.uint64), 0)[0])
         if batch and (g_h0 != h0 or sum(len(t) for t in batch) + len(table) > TARGET_ROWS):
             flush()

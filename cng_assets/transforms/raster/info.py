@@ -7,6 +7,9 @@ import warnings
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+# in each raster hex file's metadata: where its H3 resolution came from, "pixel size" or "catalog" (STAC says it)
+H3_RESOLUTION_SOURCE = b"cng:h3_resolution_source"
+
 
 @dataclass
 class RasterInfo:
