@@ -147,15 +147,20 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> 
     return folder
 
 
-def cli_run(home: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> str:
-    """`cng-assets ARGS` as a user runs it, on its own instance at `home` (with `env` over the test's own); its
-    output (fails on a non-zero exit)."""
+def cli_done(home: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600):
+    """`cng-assets ARGS` as a user runs it, on its own instance at `home` (with `env` over the test's own): the
+    finished process, whatever its exit code (for inputs it must refuse)."""
     import subprocess
     import sys
 
     cli = Path(sys.executable).parent / "cng-assets"
     env = {**os.environ, "CNG_STORAGE": "local", **(env or {}), "DAGSTER_HOME": str(home)}
-    done = subprocess.run([str(cli), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([str(cli), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def cli_run(home: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> str:
+    """`cng-assets ARGS` as a user runs it (see cli_done); its output (fails on a non-zero exit)."""
+    done = cli_done(home, *args, env=env, timeout=timeout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 
