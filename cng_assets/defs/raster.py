@@ -98,7 +98,8 @@ def raster_assets(ds: Dataset) -> list:
                                         metadata={"findings": "; ".join(findings) or "none"})
             yield from products.blocking_checks([check], f"{ds.name}/{slug}: the written file is not a COG")
         yield dg.MaterializeResult(
-            metadata={**stored(storage, ds.bucket, key), "uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)), "bytes": stats.bytes,
+            metadata={**stored(storage, ds.bucket, key),
+                      "uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)), "bytes": stats.bytes,
                       "width": stats.width, "height": stats.height, "bands": stats.bands, "dtype": stats.dtype,
                       "crs": stats.crs or "", "nodata": str(stats.nodata), "compression": stats.compression,
                       "predictor": stats.predictor, "overviews": stats.overviews,
