@@ -21,7 +21,7 @@ from cng_assets.errors import CngInputError
 from cng_assets.transforms.raster import geozarr
 from cng_assets.transforms.raster.cog import write_cog
 from cng_assets.transforms.raster.geozarr import write_geozarr
-from cng_assets.transforms.raster.verify import check_geozarr
+from cng_assets.transforms.verify.raster import check_geozarr
 from tests.conftest import shared
 
 

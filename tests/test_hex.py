@@ -20,7 +20,8 @@ from click.testing import CliRunner
 from cng_assets.cli import main
 from cng_assets.transforms.geoparquet import write_geoparquet
 from cng_assets.transforms.hex import cells as C
-from cng_assets.transforms.hex import runs, sourcecheck
+from cng_assets.transforms.hex import runs
+from cng_assets.transforms.verify import hex as hex_check
 from cng_assets.transforms.hex.chunk import MARKER, run_chunk
 from cng_assets.transforms.hex.consolidate import consolidate, read_back_checks
 from cng_assets.transforms.hex.edges import EdgeGrid
@@ -615,7 +616,7 @@ def test_source_checks_catch_a_lost_feature_and_halved_cells(tmp_path, containme
             t = pq.read_table(f)
             (out / f.parent.name).mkdir(parents=True, exist_ok=True)
             pq.write_table(t.filter(keep(t.to_pandas())), out / f.parent.name / f.name)
-        return {c.name: c for c in sourcecheck.source_checks(gp, out, settings)}
+        return {c.name: c for c in hex_check.source_checks(gp, out, settings)}
 
     lost = tamper(lambda df: pa.array(df._cng_fid != 4))
     assert not lost["every_source_fid_in_files"].passed and lost["every_source_fid_in_files"].detail["first_absent"] == [4]

@@ -18,7 +18,7 @@ from pyproj import Transformer
 from cng_assets.demo import build_demo_source
 from cng_assets.errors import CngInputError
 from cng_assets.transforms import pmtiles as P
-from cng_assets.transforms import tilecheck
+from cng_assets.transforms.verify import pmtiles as pmtiles_check
 from cng_assets.transforms.geoparquet import write_geoparquet
 
 
@@ -267,7 +267,7 @@ def test_small_features_beside_a_large_polygon_are_in_the_max_zoom_tiles(tmp_pat
     out = tmp_path / "state.pmtiles"
     stats = P.write_pmtiles(gp, out, layer="state")
     assert stats.zoom_reason.startswith("feature size") and stats.max_zoom >= 11
-    check = tilecheck.check_archive(gp, out, "state")
+    check = pmtiles_check.check_archive(gp, out, "state")
     assert check.passed and check.missing == [] and (check.source_features, check.found_at_max_zoom) == (31, 31)
     assert check.tiles_decoded <= check.tiles_at_max_zoom  # interiors stored once are decoded once
     # the same seen through the readers' default decoding: each footprint's own tile holds it, with its name
@@ -285,21 +285,21 @@ def test_tile_check_fails_on_an_archive_that_lost_a_feature(demo, tmp_path):
     pq.write_table(table.filter(pa.compute.not_equal(table.column("_cng_fid"), lost)), fewer)
     out = tmp_path / "fewer.pmtiles"
     P.write_pmtiles(fewer, out, layer="countries", max_zoom=2)
-    check = tilecheck.check_archive(demo["countries"], out, "countries")
+    check = pmtiles_check.check_archive(demo["countries"], out, "countries")
     assert not check.passed and check.missing == [lost]
     assert (check.source_features, check.found_at_max_zoom, check.max_zoom) == (177, 176, 2)
     assert check.metadata()["features_missing"] == 1 and check.tiles_decoded > 0
     # an id the source has not is no match either
     every = tmp_path / "all.pmtiles"
     P.write_pmtiles(demo["countries"], every, layer="countries", max_zoom=2)
-    unknown = tilecheck.check_archive(fewer, every, "countries")
+    unknown = pmtiles_check.check_archive(fewer, every, "countries")
     assert not unknown.passed and unknown.unknown == [lost]
     # drops tippecanoe declared (its tile limits) pass, listed by fid in the archive's metadata, tiles untouched
     before = features(out, 2, 2, 1, "countries")
-    assert tilecheck.check_archive(demo["countries"], out, "countries", declared_drops=1).passed
-    tilecheck.record_drops(out, [lost])
+    assert pmtiles_check.check_archive(demo["countries"], out, "countries", declared_drops=1).passed
+    pmtiles_check.record_drops(out, [lost])
     with open(out, "rb") as f:
-        assert Reader(MmapSource(f)).metadata()[tilecheck.DROPS_KEY] == [lost]
+        assert Reader(MmapSource(f)).metadata()[pmtiles_check.DROPS_KEY] == [lost]
     assert features(out, 2, 2, 1, "countries") == before
 
 
@@ -326,5 +326,5 @@ def test_tile_check_reads_only_max_zoom_tiles_through_leaf_directories(tmp_path)
                     "center_lat_e7": 0}, {})
     with open(out, "rb") as f:
         assert Reader(MmapSource(f)).header()["leaf_directory_length"] > 0
-    found, max_zoom, addressed, decoded = tilecheck.max_zoom_fids(out, "l")
+    found, max_zoom, addressed, decoded = pmtiles_check.max_zoom_fids(out, "l")
     assert max_zoom == z and addressed == decoded == 4 ** z and found.tolist() == list(range(4 ** z))

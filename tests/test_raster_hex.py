@@ -19,7 +19,7 @@ from cng_assets.errors import CngInputError
 from cng_assets.transforms.hex import runs
 from cng_assets.transforms.raster import hex as RH
 from cng_assets.transforms.raster.hex import STATS, consolidate_raster_hex, raster_hex
-from cng_assets.transforms.raster.verify import check_raster_hex
+from cng_assets.transforms.verify.raster import check_raster_hex
 from tests.conftest import shared
 
 ALL = list(STATS)

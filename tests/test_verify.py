@@ -1,4 +1,4 @@
-"""The check against the source (transforms/verify.py): right products pass, and a product with one feature wrong,
+"""The check against the source (transforms/verify/geoparquet.py): right products pass, and a product with one feature wrong,
 a row missing, a feature moved or a footer readers cannot read fails, saying which."""
 
 import geopandas as gpd
@@ -11,7 +11,7 @@ import shapely
 from pyproj import Transformer
 
 from cng_assets.transforms.geoparquet import write_geoparquet
-from cng_assets.transforms.verify import verify_geoparquet
+from cng_assets.transforms.verify.geoparquet import verify_geoparquet
 from tests.conftest import shared
 
 TO_3031 = Transformer.from_crs(4326, 3031, always_xy=True)

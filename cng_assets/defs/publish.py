@@ -16,7 +16,8 @@ from cng_assets.defs.pods import op_tags, pod_config
 from cng_assets.defs.sources import with_default_datetime
 from cng_assets.defs.stored import stored
 from cng_assets.storage import ProductStorage
-from cng_assets.transforms import describe, facts, geoparquet, layout, pmtiles, stac, tilecheck
+from cng_assets.transforms import describe, facts, geoparquet, layout, pmtiles, stac
+from cng_assets.transforms.verify import pmtiles as pmtiles_check
 
 PMTILES_CHECKS = {
     "every_feature_at_max_zoom": "every _cng_fid of the GeoParquet is in a max-zoom tile (read back from the archive), "
@@ -69,9 +70,9 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
             with storage.publish(ds.bucket, key) as tmp:
                 # tippecanoe's temporary files beside the archive: removed with the staging, even after a kill -9
                 stats = pmtiles.write_pmtiles(gp, tmp, layer=slug, scratch_dir=str(tmp.parent))
-                found = tilecheck.check_archive(gp, tmp, slug, declared_drops=stats.dropped_at_max_zoom)
+                found = pmtiles_check.check_archive(gp, tmp, slug, declared_drops=stats.dropped_at_max_zoom)
                 if found.passed and found.missing:  # declared by tippecanoe: listed in the archive too
-                    tilecheck.record_drops(tmp, found.missing)
+                    pmtiles_check.record_drops(tmp, found.missing)
                 checks = [dg.AssetCheckResult(check_name="every_feature_at_max_zoom", passed=found.passed,
                                               metadata=found.metadata())]
                 yield from products.blocking_checks(checks, f"{ds.name}/{slug}: pmtiles")
@@ -81,7 +82,7 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
             "skipped_empty": stats.skipped_empty,
             "min_zoom": stats.min_zoom, "max_zoom": stats.max_zoom,
             "tiles": stats.tile_count, "bounds": stats.bounds, "zoom_reason": stats.zoom_reason,
-            "dropped_at_max_zoom": stats.dropped_at_max_zoom, "dropped_fids_at_max_zoom": found.missing[:tilecheck.LISTED],
+            "dropped_at_max_zoom": stats.dropped_at_max_zoom, "dropped_fids_at_max_zoom": found.missing[:pmtiles_check.LISTED],
             "tippecanoe": " ".join(stats.tippecanoe_args)}, check_results=checks)
 
     @dg.asset(key=[ds.name, "thumbnail"], op_tags=op_tags(ds, "thumbnail"), partitions_def=layers, deps=same_layer, group_name=ds.name,

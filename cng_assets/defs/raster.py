@@ -25,7 +25,8 @@ from cng_assets.transforms import layout
 from cng_assets.transforms.hex.consolidate import HexCheck, parents_check
 from cng_assets.transforms.hex.fill import HexSettings
 from cng_assets.transforms.legacy import inspect_tiff
-from cng_assets.transforms.raster import cog, geozarr, verify
+from cng_assets.transforms.raster import cog, geozarr
+from cng_assets.transforms.verify import raster as raster_checks
 from cng_assets.transforms.raster import hex as raster_hex
 from cng_assets.transforms.raster.info import row_chunks
 
@@ -158,7 +159,7 @@ def raster_assets(ds: Dataset) -> list:
                 rows = raster_hex.consolidate_raster_hex(dirs, staged, settings.resolution, settings.parents, _stats(ds),
                                                          resolution_source=source)
                 found = [*_checks(staged, settings, valid, rows.sampled),
-                         *verify.check_raster_hex(staged, path, settings.resolution, gdal_options=storage.gdal_options())]
+                         *raster_checks.check_raster_hex(staged, path, settings.resolution, gdal_options=storage.gdal_options())]
                 checks = [dg.AssetCheckResult(check_name=c.name, passed=c.passed, metadata=c.detail) for c in found]
                 yield from products.blocking_checks(checks, f"{ds.name}/{slug}: raster hex")
         for k in range(n):
@@ -188,7 +189,7 @@ def raster_assets(ds: Dataset) -> list:
         with products.input_errors(ds, slug), storage.publish_dir(ds.bucket, key) as out:
             stats = geozarr.write_geozarr(path, out, categorical=ds.raster.categorical, gdal_options=storage.gdal_options())
             checks = [dg.AssetCheckResult(check_name=c.name, passed=c.passed, metadata=c.detail)
-                      for c in verify.check_geozarr(out, path, gdal_options=storage.gdal_options())]
+                      for c in raster_checks.check_geozarr(out, path, gdal_options=storage.gdal_options())]
             yield from products.blocking_checks(checks, f"{ds.name}/{slug}: GeoZarr")
         yield dg.MaterializeResult(metadata={**stored(storage, ds.bucket, key),
                                              "uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)),

@@ -15,8 +15,23 @@ from cng_assets.defs.pods import op_tags
 from cng_assets.defs.sources import is_observed, source_asset, source_dep
 from cng_assets.defs.stored import source_read, stored
 from cng_assets.storage import ProductStorage
-from cng_assets.transforms import geoparquet, layers, layout, tables, verify
+from cng_assets.transforms import geoparquet, layers, layout, tables
+from cng_assets.transforms.verify import geoparquet as geoparquet_check
+from cng_assets.transforms.verify.text import check_text
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX
+
+
+TEXT_CHECK = ("every text value equals the source's, decoded with the source's own encoding by GDAL (not the "
+              "writer's reader), and pyarrow and DuckDB read them all")
+
+
+def _text_check(product, read_from: tuple[str, str] | None) -> dg.AssetCheckResult:
+    """On a layer's product, read from (source, layer)."""
+    if read_from is None:  # a coded-value domain: its codes come from the FileGDB's own XML, not from a layer
+        return dg.AssetCheckResult(check_name="text_matches_source", passed=True, metadata={"note": "coded-value domain"})
+    found = check_text(product, *read_from)
+    return dg.AssetCheckResult(check_name="text_matches_source", passed=found.passed,
+                               metadata={**found.figures, "problems": found.problems})
 
 
 def vector_assets(ds: Dataset) -> list:
@@ -56,7 +71,8 @@ def vector_assets(ds: Dataset) -> list:
               kinds={"parquet"}, code_version=ds.code_version(tables.VERSION, "source"),
               description="Non-spatial layers and coded-value domains as Parquet lookup tables.",
               check_specs=products.blocking_check_specs([ds.name, "table"], table_parts, {
-                  "rows_match_source": "rows in the written file = rows in the source"}))
+                  "rows_match_source": "rows in the written file = rows in the source",
+                  "text_matches_source": TEXT_CHECK}))
     def table(context: dg.AssetExecutionContext, storage: ProductStorage):
         slug = context.partition_key
         key = products.key(ds, layout.table(slug))
@@ -67,19 +83,21 @@ def vector_assets(ds: Dataset) -> list:
                     domain = inv.domain(slug)
                     expected, origin = len(domain.codes), {"domain": domain.name, "description": domain.description}
                     tables.write_domain(domain, tmp)
+                    read_from = None
                 else:
                     layer = inv.layer(slug)
                     expected, origin = layer.features, {"layer": layer.name}
-                    renamed = tables.write_table(products.layer_source(storage, ds, layer), layer.name, tmp).renamed_columns
-                    origin["renamed_columns"] = renamed
+                    read_from = (products.layer_source(storage, ds, layer), layer.name)
+                    origin["renamed_columns"] = tables.write_table(*read_from, tmp).renamed_columns
                 written = pq.read_metadata(tmp).num_rows
-                check = dg.AssetCheckResult(check_name="rows_match_source", passed=written == expected,
-                                            metadata={"source_rows": expected, "written_rows": written})
-                yield from products.blocking_checks([check], f"{ds.name}/{slug}: {written} rows written, {expected} in the source")
+                checks = [dg.AssetCheckResult(check_name="rows_match_source", passed=written == expected,
+                                              metadata={"source_rows": expected, "written_rows": written}),
+                          _text_check(tmp, read_from)]
+                yield from products.blocking_checks(checks, f"{ds.name}/{slug}: {written} rows written, {expected} in the source")
         domains = {} if slug.startswith(DOMAIN_KEY_PREFIX) else layer.domains
         yield dg.MaterializeResult(metadata={**products.parquet_metadata(storage, ds, key, domains), **origin,
                                              "source_rows": expected, **stored(storage, ds.bucket, key)},
-                                   check_results=[check])
+                                   check_results=checks)
 
     @dg.asset(key=[ds.name, "geoparquet"], op_tags=op_tags(ds, "geoparquet"), deps=[source_dep(ds)], partitions_def=feature_parts,
               group_name=ds.name, kinds={"parquet", "geoparquet"}, code_version=ds.code_version(geoparquet.VERSION, "source", "crs"),
@@ -88,7 +106,8 @@ def vector_assets(ds: Dataset) -> list:
               check_specs=products.blocking_check_specs([ds.name, "geoparquet"], feature_parts, {
                   "counts_reconcile": "source features = rows written + dropped and reported",
                   "matches_source": "read against the source again, apart from the writer: rows and dropped fids, "
-                                    "each feature's area on the ellipsoid, extent, and readers' default calls"}))
+                                    "each feature's area on the ellipsoid, extent, and readers' default calls",
+                  "text_matches_source": TEXT_CHECK}))
     def geoparquet_layer(context: dg.AssetExecutionContext, storage: ProductStorage):
         slug = context.partition_key
         key = products.key(ds, layout.geoparquet(slug))
@@ -103,12 +122,13 @@ def vector_assets(ds: Dataset) -> list:
                     check_name="counts_reconcile", passed=layer.features == stats.features_read == written + stats.dropped,
                     metadata={"source_features": layer.features, "features_read": stats.features_read,
                               "written_rows": written, "dropped": stats.dropped})
-                found = verify.verify_geoparquet(tmp, src_path, layer.name, source_crs=stats.source_crs,
+                found = geoparquet_check.verify_geoparquet(tmp, src_path, layer.name, source_crs=stats.source_crs,
                                                  polygons=layer.kind == "polygon", dropped=stats.dropped,
                                                  dropped_features=stats.dropped_features)
                 matches = dg.AssetCheckResult(check_name="matches_source", passed=found.passed, metadata=found.figures)
+                text = _text_check(tmp, (src_path, layer.name))
                 yield from products.blocking_checks(
-                    [check, matches], f"{ds.name}/{slug}: {layer.features} source features, {written} written + "
+                    [check, matches, text], f"{ds.name}/{slug}: {layer.features} source features, {written} written + "
                                       f"{stats.dropped} dropped; {'; '.join(found.problems[:3]) or 'matches its source'}")
         c = stats.counts
         if stats.dropped:
@@ -129,7 +149,7 @@ def vector_assets(ds: Dataset) -> list:
                 "source_geometry_families": layer.geometry_families or {},
                 "renamed_columns": stats.renamed_columns,
             },
-            check_results=[check, matches],
+            check_results=[check, matches, text],
         )
 
     return [source, layer_inventory, table, geoparquet_layer]

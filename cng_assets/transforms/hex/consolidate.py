@@ -26,7 +26,8 @@ from cng_assets.transforms import layout
 from cng_assets.transforms.columns import BBOX, FID, GEOMETRY, output_names
 from cng_assets.transforms.cpus import usable_cpus
 from cng_assets.transforms.hex import cells as C
-from cng_assets.transforms.hex import chunk, runs, sourcecheck
+from cng_assets.transforms.hex import chunk, runs
+from cng_assets.transforms.verify import hex as hex_check
 from cng_assets.transforms.hex.fill import HexSettings
 
 VERSION = "4"  # bump when the consolidated layout changes (4: h0 only in the folder names)
@@ -197,7 +198,7 @@ def consolidate(chunk_dirs: list[Path], geoparquet: str, out_dir: Path, settings
         HexCheck("no_duplicate_cells", dups == 0, {"duplicate_fid_cell_pairs": dups}),
         HexCheck("cell_ids_valid", invalid == 0, {"invalid_rows": invalid}),
         *read_back_checks(out_dir, settings, chunk_rows),
-        *sourcecheck.source_checks(geoparquet, out_dir, settings),
+        *hex_check.source_checks(geoparquet, out_dir, settings),
     ]
     return result
 
