@@ -67,6 +67,13 @@ class H3Settings(BaseModel):
 PROVIDER_ROLES = ("licensor", "producer", "processor", "host")  # STAC's
 
 
+def _all_in(values, allowed, message: str):
+    """`values` when each is one of `allowed`; else a ValueError: `message` with the others, and what to use."""
+    if bad := sorted(set(values) - set(allowed)):
+        raise ValueError(message.format(bad) + f" (use {', '.join(allowed)})")
+    return values
+
+
 class Provider(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -77,10 +84,7 @@ class Provider(BaseModel):
     @field_validator("roles")
     @classmethod
     def _stac_roles(cls, v):
-        bad = sorted(set(v) - set(PROVIDER_ROLES))
-        if bad:
-            raise ValueError(f"roles {bad} are not STAC provider roles (use {', '.join(PROVIDER_ROLES)})")
-        return v
+        return _all_in(v, PROVIDER_ROLES, "roles {} are not STAC provider roles")
 
 
 class PodSize(BaseModel):
@@ -258,10 +262,7 @@ class Dataset(BaseModel):
     @field_validator("pods")
     @classmethod
     def _pod_assets(cls, v):
-        bad = sorted(set(v) - set(POD_ASSETS))
-        if bad:
-            raise ValueError(f"{bad} are not assets (use {', '.join(POD_ASSETS)})")
-        return v
+        return _all_in(v, POD_ASSETS, "{} are not assets")
 
     @field_validator("doi")
     @classmethod
