@@ -164,8 +164,8 @@ def _check_asset_event_facts(instance, monkeypatch, key: dg.AssetKey) -> None:
     for kind, fetch in kinds.items():
         records = fetch(key, limit=10).records
         expected = {r.storage_id: P.record_facts(r) for r in records}
-        if kind == dg.DagsterEventType.ASSET_MATERIALIZATION:
-            assert [expected[r.storage_id].pins for r in records] == [{}, {"cng/stored": {"keys": ["k"], "fingerprint": "f"}}]
+        if kind == dg.DagsterEventType.ASSET_MATERIALIZATION:  # the JSON entries under cng/ are read, no other
+            assert [expected[r.storage_id].pins for r in records[:2]] == [{}, {"cng/stored": {"keys": ["k"], "fingerprint": "f"}}]
         with monkeypatch.context() as m:  # read from the stored JSON, not through the records API
             m.setattr(type(instance), "fetch_materializations", None)
             m.setattr(type(instance), "fetch_observations", None)

@@ -184,10 +184,19 @@ def test_rotated_raster_is_resampled_north_up(tmp_path):
     assert all(c.passed for c in check_geozarr(tmp_path / "rot.zarr", str(src))), check_geozarr(tmp_path / "rot.zarr", str(src))
 
 
-def test_rotated_integer_raster_without_nodata_is_refused(tmp_path):
+def test_rotated_integer_raster_without_nodata(tmp_path):
+    """The corners a north-up grid adds are the type's largest value when no pixel has it (checked against the
+    source, masked by xarray); refused when both extremes are real values."""
     src = _rotated(tmp_path / "rot.tif", dtype="uint16", nodata=None)
+    write_geozarr(str(src), tmp_path / "rot.zarr")
+    assert all(c.passed for c in check_geozarr(tmp_path / "rot.zarr", str(src)))
+    level = xr.open_zarr(tmp_path / "rot.zarr", group="0")
+    values = level[list(level.data_vars)[0]].values
+    assert np.isnan(values).sum() > 0 and np.nanmax(values) == 400  # corners masked; no 65535 read as data
+    with rasterio.open(src, "r+") as dst:
+        dst.write(np.array([[0, 65535]], dtype="uint16").reshape(1, 1, 2), window=((0, 1), (0, 2)))
     with pytest.raises(CngInputError, match="rotated and declares no nodata"):
-        write_geozarr(str(src), tmp_path / "rot.zarr")
+        write_geozarr(str(src), tmp_path / "both.zarr")
 
 
 def test_check_fails_on_coordinates_shifted_by_half_a_pixel(tmp_path):

@@ -147,6 +147,17 @@ def test_points_layer_keeps_every_point(demo, tmp_path):
     assert {f["properties"]["name"] for f in world} >= {"France", "Fiji", "Brazil"}
 
 
+def test_points_beyond_the_tiles_latitudes_are_listed_not_failed(tmp_path):
+    # was: a station at -89.5 (beyond Web Mercator's -85.05, so in no tile) failed the layer's tile check
+    src, gp, out = tmp_path / "p.gpkg", tmp_path / "p.parquet", tmp_path / "p.pmtiles"
+    gpd.GeoDataFrame({"name": ["a", "b", "pole"]}, geometry=[shapely.Point(-179.5, 10), shapely.Point(179.99, -20),
+                                                             shapely.Point(0, -89.5)], crs=4326).to_file(src, layer="p")
+    write_geoparquet(str(src), "p", gp, kind="point")
+    P.write_pmtiles(gp, out, layer="p")
+    check = pmtiles_check.check_archive(gp, out, "p")
+    assert check.passed and (check.source_features, check.found_at_max_zoom, check.beyond_web_mercator) == (2, 2, [3])
+
+
 def test_geometry_collections_are_tiled_as_their_members(tmp_path):
     # tippecanoe reads a collection's members as features of their own (and loses nested collections)
     src, gp, out = tmp_path / "c.geojson", tmp_path / "c.parquet", tmp_path / "c.pmtiles"

@@ -56,8 +56,8 @@ def is_rotated(transform) -> bool:
 @contextmanager
 def north_up(src):
     """`src` itself, or for a rotated raster a nearest-neighbour north-up view of it (GDAL's suggested grid).
-    Without a nodata value the corners outside the footprint need one: NaN for floats; an integer raster must
-    declare it (any integer could be a real value)."""
+    Without a nodata value the corners outside the footprint need one: NaN for floats; for integers, the type's
+    largest (or smallest) value when no pixel has it; else it is refused (any other value could be a real one)."""
     from rasterio.enums import Resampling
     from rasterio.vrt import WarpedVRT
 
@@ -66,14 +66,26 @@ def north_up(src):
         return
     nodata = src.nodata
     if nodata is None:
-        if not np.issubdtype(np.dtype(src.dtypes[0]), np.floating):
+        nodata = np.nan if np.issubdtype(np.dtype(src.dtypes[0]), np.floating) else _unused_extreme(src)
+        if nodata is None:
             raise CngInputError("the raster is rotated and declares no nodata value: resampled north-up, its corners "
                                 "outside the rotated footprint would read as real values",
                                 hint="declare its nodata value (e.g. `gdal_edit.py -a_nodata 255 file.tif`), or "
                                      "resample it north-up yourself (`gdalwarp in.tif out.tif`)")
-        nodata = np.nan
     with WarpedVRT(src, resampling=Resampling.nearest, nodata=nodata) as vrt:
         yield vrt
+
+
+def _unused_extreme(src) -> int | None:
+    """The integer type's largest value, else its smallest, when no pixel of any band has it (read block by block)."""
+    low, high = np.iinfo(np.dtype(src.dtypes[0])).min, np.iinfo(np.dtype(src.dtypes[0])).max
+    has_low = has_high = False
+    for _, window in src.block_windows(1):
+        block = src.read(window=window)
+        has_low, has_high = has_low or bool((block == low).any()), has_high or bool((block == high).any())
+        if has_low and has_high:
+            return None
+    return low if has_high else high
 
 
 def write_geozarr(src_path: str, out: Path, categorical: bool | None = None, gdal_options: dict | None = None) -> GeoZarrStats:
