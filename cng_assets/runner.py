@@ -29,9 +29,9 @@ from cng_assets.storage import ProductStorage
 # Step logs and stack traces stay in the instance (the UI shows them); the terminal gets the report instead.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 GLOBAL_ASSETS = {"stac_catalog"}  # not under a dataset's key prefix
-NOT_RUN = {"source", "layers", "mirror"}
+NOT_RUN = {"source", "layers", "mirror"}  # run first (discovery), or only on the cluster (the mirror's keys)
 DESCRIBING = {"stac", "docs", "stac_catalog"}  # describe the published products: not after a failed rebuild
-FIRST_PRODUCTS = ("geoparquet", "table", "cog")  # a layer's products that come straight from its source  # run first (discovery), or only on the cluster (the mirror's keys)
+FIRST_PRODUCTS = ("geoparquet", "table", "cog")  # a layer's products that come straight from its source
 NOTED = ("estimate", "repaired", "curved_linearised", "split_at_antimeridian", "dropped_null_or_empty", "dropped_unrepairable",
          "dropped_other_geometry_types", "trimmed_other_geometry_types", "collections_split", "skipped_empty",
          "dropped_at_max_zoom")

@@ -21,7 +21,6 @@ from cng_assets.cli import main
 from cng_assets.transforms.geoparquet import write_geoparquet
 from cng_assets.transforms.hex import cells as C
 from cng_assets.transforms.hex import runs
-from cng_assets.transforms.verify import hex as hex_check
 from cng_assets.transforms.hex.chunk import MARKER, run_chunk
 from cng_assets.transforms.hex.consolidate import consolidate, read_back_checks
 from cng_assets.transforms.hex.edges import EdgeGrid
@@ -39,6 +38,7 @@ from cng_assets.transforms.hex.fill import (
 from cng_assets.transforms.hex.lattice import lattice_fill
 from cng_assets.transforms.hex.layer import chunk_units, hex_layer
 from cng_assets.transforms.hex.plan import _partition, plan_digest, plan_layer
+from cng_assets.transforms.verify import hex as hex_check
 from tests.conftest import shared
 
 

@@ -18,8 +18,8 @@ from pyproj import Transformer
 from cng_assets.demo import build_demo_source
 from cng_assets.errors import CngInputError
 from cng_assets.transforms import pmtiles as P
-from cng_assets.transforms.verify import pmtiles as pmtiles_check
 from cng_assets.transforms.geoparquet import write_geoparquet
+from cng_assets.transforms.verify import pmtiles as pmtiles_check
 
 
 @pytest.fixture(scope="module")

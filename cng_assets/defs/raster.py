@@ -26,9 +26,9 @@ from cng_assets.transforms.hex.consolidate import HexCheck, parents_check
 from cng_assets.transforms.hex.fill import HexSettings
 from cng_assets.transforms.legacy import inspect_tiff
 from cng_assets.transforms.raster import cog, geozarr
-from cng_assets.transforms.verify import raster as raster_checks
 from cng_assets.transforms.raster import hex as raster_hex
 from cng_assets.transforms.raster.info import row_chunks
+from cng_assets.transforms.verify import raster as raster_checks
 
 
 def raster_layer(storage: ProductStorage, ds: Dataset, slug: str):

@@ -16,10 +16,9 @@ from cng_assets.defs.sources import is_observed, source_asset, source_dep
 from cng_assets.defs.stored import source_read, stored
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms import geoparquet, layers, layout, tables
+from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX
 from cng_assets.transforms.verify import geoparquet as geoparquet_check
 from cng_assets.transforms.verify.text import check_text
-from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX
-
 
 TEXT_CHECK = ("every text value equals the source's, decoded with the source's own encoding by GDAL (not the "
               "writer's reader), and pyarrow and DuckDB read them all")

@@ -7,7 +7,6 @@ import math
 import os
 from pathlib import Path
 
-
 CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" in µs, or "max <period>"
 
 

@@ -27,8 +27,8 @@ from cng_assets.transforms.columns import BBOX, FID, GEOMETRY, output_names
 from cng_assets.transforms.cpus import usable_cpus
 from cng_assets.transforms.hex import cells as C
 from cng_assets.transforms.hex import chunk, runs
-from cng_assets.transforms.verify import hex as hex_check
 from cng_assets.transforms.hex.fill import HexSettings
+from cng_assets.transforms.verify import hex as hex_check
 
 VERSION = "4"  # bump when the consolidated layout changes (4: h0 only in the folder names)
 NOT_ATTRIBUTES = {FID, GEOMETRY, BBOX}

@@ -16,8 +16,7 @@ from cng_assets.errors import CngInputError
 from cng_assets.transforms.hex.chunk import ChunkStats, run_chunk
 from cng_assets.transforms.hex.consolidate import HexCheck, consolidate
 from cng_assets.transforms.hex.fill import HexSettings
-from cng_assets.transforms.hex.plan import (MAX_CHUNKS, PlanEstimate, check_budget, estimate, plan_digest,
-                                            plan_layer)
+from cng_assets.transforms.hex.plan import MAX_CHUNKS, PlanEstimate, check_budget, estimate, plan_digest, plan_layer
 
 
 @dataclass

@@ -114,7 +114,8 @@ def tile_ids(data: bytes, layer: str) -> np.ndarray:
 
 
 def check_archive(geoparquet: str | Path, archive: str | Path, layer: str, *, declared_drops: int = 0) -> TileCheck:
-    """Every source feature in a max-zoom tile (those wholly beyond the tiles' latitudes listed apart). Passes when none is missing, or when every missing one is among
+    """Every source feature in a max-zoom tile (those wholly beyond the tiles' latitudes listed apart). Passes
+    when none is missing, or when every missing one is among
     the drops tippecanoe itself declared at the max zoom (its tile size and feature limits: unavoidable at that
     zoom, so they are listed, never silent); a loss tippecanoe did not declare, or an id the source lacks, fails."""
     fids, beyond = source_fids(geoparquet)

@@ -3,9 +3,9 @@
 The writer reads the source as an Arrow stream and names the encoding GDAL found to pyogrio (sources.arrow_encoding).
 This check reads it the other way: `pyogrio.read_dataframe`, whose strings GDAL recodes to UTF-8 by its own rules
 (a shapefile's .cpg, else the code page in its .dbf header, else dBase's ISO-8859-1; UTF-8 for the formats that
-store it). Each text column of the product must equal the source's, row for row (by `_cng_fid` where the product has
-it, the 1-based position in the source: a GeoParquet is ordered by space and drops features); and pyarrow and DuckDB must read every text value, which
-they refuse when it is not valid UTF-8. The first COMPARE_ROWS rows are compared; DuckDB reads all of them.
+store it). Each text column of the product must equal the source's, row for row (by `_cng_fid`, the 1-based
+position in the source, where the product has it: a GeoParquet is ordered by space and drops features); and pyarrow
+and DuckDB must read every text value, which they refuse when it is not valid UTF-8. The first COMPARE_ROWS rows are compared; DuckDB reads all of them.
 """
 
 from __future__ import annotations
