@@ -5,7 +5,8 @@ This check reads it the other way: `pyogrio.read_dataframe`, whose strings GDAL 
 (a shapefile's .cpg, else the code page in its .dbf header, else dBase's ISO-8859-1; UTF-8 for the formats that
 store it). Each text column of the product must equal the source's, row for row (by `_cng_fid`, the 1-based
 position in the source, where the product has it: a GeoParquet is ordered by space and drops features); and pyarrow
-and DuckDB must read every text value, which they refuse when it is not valid UTF-8. The first COMPARE_ROWS rows are compared; DuckDB reads all of them.
+and DuckDB must read every text value, which they refuse when it is not valid UTF-8. The first COMPARE_ROWS rows
+are compared; DuckDB reads all of them.
 """
 
 from __future__ import annotations
