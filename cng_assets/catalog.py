@@ -110,6 +110,8 @@ class RasterSettings(BaseModel):
     to_wgs84: bool = Field(False, description="reproject the COG to EPSG:4326 (default: keep the native CRS)")
     categorical: bool | None = Field(None, description="class codes, not measurements (default: integer bands are)")
     stats: list[str] | None = Field(None, description="per-band statistics for raster hex (default by data type)")
+    # Raster hex's own: a vector layer's resolution (h3.resolution) says nothing of a raster's pixel size.
+    resolution: int | None = Field(None, ge=1, le=15, description="raster hex's H3 resolution (default: from the pixel size)")
     target_pixels_per_chunk: int = Field(50_000_000, ge=1)
 
     @field_validator("stats")

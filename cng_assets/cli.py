@@ -13,7 +13,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cng_assets.catalog import FROM_CLI, MAX_CELLS, Dataset, H3Settings, check_crs, load_catalog, validation_problems
+from cng_assets.catalog import (FROM_CLI, MAX_CELLS, Dataset, H3Settings, RasterSettings, check_crs, load_catalog,
+                                validation_problems)
 from cng_assets.errors import CngInputError
 
 console = Console(highlight=False, soft_wrap=True)  # messages stay whole lines, for grep and logs
@@ -150,7 +151,8 @@ def _print_products(ds: Dataset, storage) -> bool:
 @click.option("--dataset", "name", required=True, help="Dataset name: lowercase letters, digits, underscores.")
 @click.option("--out", default="data", show_default=True, help="Product folder.")
 @click.option("--layers", "only", default=None, help="Comma-separated layer names or slugs (default: all).")
-@click.option("--resolution", type=int, default=None, help="H3 resolution (default 10).")
+@click.option("--resolution", type=int, default=None,
+              help="H3 resolution (default 10; for rasters, the one that follows the pixel size).")
 @click.option("--parents", default=None, help="H3 parent resolutions, e.g. 9,8,0 (default: the two above --resolution, and 0).")
 @click.option("--datetime", "when", default=None,
               help="When the data describe, for STAC (ISO date). Default: the source's last-modified time.")
@@ -172,6 +174,7 @@ def run(source: str, name: str, out: str, only: str | None, resolution: int | No
         h3 = {k: v for k, v in (("resolution", resolution), ("parents", _csv_ints(parents)), ("max_cells", max_cells))
               if v is not None}
         ds = Dataset(name=name, title=name, source=source, prefix=name, h3=H3Settings(**h3), crs=crs, datetime=when,
+                     raster=RasterSettings(resolution=resolution),
                      include=[x.strip() for x in only.split(",")] if only else ["*"])
         ds = ds.dated(when, FROM_CLI) if when else ds  # else the source's last-modified time, read when STAC is written
     except CngInputError as e:

@@ -31,13 +31,20 @@ def fills_a_hole(out):  # a writer bug: one feature's hole (a notch, as repaired
     pq.write_table(t.set_column(t.schema.get_field_index("geometry"), "geometry", pa.array(wkb, pa.binary())), out)
 
 
+def mangles_text(out):  # a writer bug: text decoded with the wrong encoding (UTF-8 bytes read as Latin-1)
+    t = pq.read_table(out)
+    names = [v.encode("utf-8").decode("latin1") for v in t.column("name").to_pylist()]
+    pq.write_table(t.set_column(t.schema.get_field_index("name"), "name", pa.array(names)), out)
+
+
 @pytest.mark.parametrize("bug, failed, figure", [
     (loses_a_row, ["counts_reconcile", "matches_source"], ("counts_reconcile", "written_rows", 2)),
     (fills_a_hole, ["matches_source"], ("matches_source", "areas_wrong", 1)),
+    (mangles_text, ["text_matches_source"], ("text_matches_source", "mismatched_values", 3)),
 ])
 def test_a_failed_blocking_check_is_recorded_and_keeps_the_previous_product(tmp_path, monkeypatch, bug, failed, figure):
     src = tmp_path / "src.gpkg"
-    gpd.GeoDataFrame({"name": ["a", "b", "c"]}, geometry=[holed_square(i) for i in range(3)],
+    gpd.GeoDataFrame({"name": ["Zürich", "Ærø", "São Paulo"]}, geometry=[holed_square(i) for i in range(3)],
                      crs="EPSG:4326").to_file(src, layer="squares")
     ds = Dataset(name="chk", title="chk", source=str(src), prefix="chk", datetime="2020-01-01")
     data = tmp_path / "data"
@@ -64,7 +71,7 @@ def test_a_failed_blocking_check_is_recorded_and_keeps_the_previous_product(tmp_
         assert len(instance.fetch_materializations(gp_key, limit=10).records) == 1  # no materialization claimed
         evaluations = {e.event_specific_data.check_name: e.event_specific_data for e in result.all_events
                        if e.event_type_value == "ASSET_CHECK_EVALUATION"}
-        assert sorted(evaluations) == ["counts_reconcile", "matches_source"]
+        assert sorted(evaluations) == ["counts_reconcile", "matches_source", "text_matches_source"]
         assert sorted(n for n, c in evaluations.items() if not c.passed) == failed
         assert {c.partition for c in evaluations.values()} == {"squares"}
         name, key, value = figure

@@ -36,7 +36,7 @@ def test_every_definition_loads():
             assert node.code_version, f"{key} has no code_version"
     geoparquet = graph.get(dg.AssetKey(["padus_4_1", "geoparquet"]))
     assert geoparquet.partitions_def.name == "padus_4_1__features"
-    assert {c.name for c in geoparquet.check_keys} == {"counts_reconcile", "matches_source"}
+    assert {c.name for c in geoparquet.check_keys} == {"counts_reconcile", "matches_source", "text_matches_source"}
 
 
 def test_the_code_location_loads_the_datasets_this_environment_reaches(monkeypatch):
@@ -126,10 +126,10 @@ def test_demo_materializes_every_layer_with_checks(instance, tmp_path):
         assert df.crs.to_epsg() == 4326 and df.is_valid.all()
     countries = latest(instance, "geoparquet", "countries")
     assert countries.metadata["dagster/row_count"].value == countries.metadata["source_features"].value == 177
-    assert check_statuses(instance, "geoparquet", ["counts_reconcile", "matches_source"]) == {"SUCCEEDED"}
+    assert check_statuses(instance, "geoparquet", ["counts_reconcile", "matches_source", "text_matches_source"]) == {"SUCCEEDED"}
 
     hexed = latest(instance, "hex", "countries")
-    assert hexed.metadata["dagster/row_count"].value > 3_000_000 and hexed.metadata["columns"].value == ["h6", "h5", "h4", "h0"]
+    assert hexed.metadata["dagster/row_count"].value > 3_000_000 and hexed.metadata["columns"].value == ["h6", "h5", "h4", "h3", "h0"]
     assert check_statuses(instance, "hex", HEX_CHECKS) == {"SUCCEEDED"}
     assert check_statuses(instance, "pmtiles", PMTILES_CHECKS) == {"SUCCEEDED"}
     h0_dirs = list((data / "demo" / "hex" / "countries").glob("h0=*"))
@@ -146,10 +146,10 @@ def test_demo_materializes_every_layer_with_checks(instance, tmp_path):
     collection = json.loads((data / "demo" / "stac" / "collection.json").read_text())
     assert {link["href"] for link in collection["links"] if link["rel"] == "item"} == {
         f"./{s}/{s}.json" for s in ("continents", "countries", "country_labels", "population_density")}
-    # the raster layer: a COG, GeoZarr, and hex that joins the vector hex on the same uint64 ids
+    # the raster layer: a COG, GeoZarr, and hex (at the pixel size's h3) that joins the vector hex on the same uint64 ids
     assert (data / "demo" / "population_density.tif").exists() and (data / "demo" / "population_density.zarr").is_dir()
     joined = duckdb.sql(f"SELECT count(*) FROM read_parquet('{data}/demo/hex/population_density/*/*.parquet') r "
-                        f"JOIN read_parquet('{data}/demo/hex/countries/*/*.parquet') v USING (h6)").fetchone()[0]
+                        f"JOIN read_parquet('{data}/demo/hex/countries/*/*.parquet') v USING (h3)").fetchone()[0]
     assert joined > 1000
     # every example query of the README the pipeline wrote runs from the dataset folder and returns rows
     import re

@@ -318,9 +318,10 @@ def test_default_resolution_follows_pixel_size(kilometre, tmp_path):
 
 
 def test_resolution_from_the_catalog_only_when_it_names_one(kilometre, tmp_path):
-    """The H3Settings default (10) does not override the pixel size's; a catalog (or --resolution) that names one
-    wins; the product's files and its STAC Item say which and where it came from."""
-    from cng_assets.catalog import Dataset, H3Settings
+    """The vector layers' resolution (h3) does not set a raster's; the pixel size's does, unless the catalog's
+    `raster.resolution` (or --resolution) names one; the product's files and its STAC Item say which and where it
+    came from."""
+    from cng_assets.catalog import Dataset, H3Settings, RasterSettings
     from cng_assets.defs.raster import hex_resolution
     from cng_assets.transforms import facts, layout, stac
     from cng_assets.transforms.layers import Inventory, Layer
@@ -329,12 +330,12 @@ def test_resolution_from_the_catalog_only_when_it_names_one(kilometre, tmp_path)
     base = dict(name="km", title="km", source=str(path), prefix="km", datetime="2020-01-01")
     settings, source = hex_resolution(Dataset(**base), str(path))
     assert (settings.resolution, settings.parents, source) == (7, (6, 5, 0), "pixel size")
-    settings, source = hex_resolution(Dataset(**base, h3=H3Settings(resolution=10)), str(path))
+    settings, source = hex_resolution(Dataset(**base, raster=RasterSettings(resolution=10)), str(path))
     assert (settings.resolution, settings.parents, source) == (10, (9, 8, 0), "catalog")
-    settings, source = hex_resolution(Dataset(**base, h3=H3Settings(parents=[8, 6, 0])), str(path))
-    assert (settings.resolution, settings.parents, source) == (7, (6, 0), "pixel size")
+    settings, source = hex_resolution(Dataset(**base, h3=H3Settings(resolution=12, parents=[8, 6, 0])), str(path))
+    assert (settings.resolution, settings.parents, source) == (7, (6, 5, 0), "pixel size")
     with pytest.raises(CngInputError, match=r"about 1,3\d\d,\d{3} cells .* budget of 100,000.*\(resolution 7\)"):
-        hex_resolution(Dataset(**base, h3=H3Settings(resolution=12, max_cells=100_000)), str(path))  # 400 km² / 307 m²
+        hex_resolution(Dataset(**base, h3=H3Settings(max_cells=100_000), raster=RasterSettings(resolution=12)), str(path))
 
     root = tmp_path / "km"
     root.mkdir()

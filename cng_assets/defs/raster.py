@@ -15,7 +15,7 @@ import rasterio
 from cng_assets.catalog import Dataset, H3Settings
 from cng_assets.defs import products
 from cng_assets.defs.automation import AFTER_CHUNKS
-from cng_assets.defs.hex import CHUNK_POOL, hex_settings
+from cng_assets.defs.hex import CHUNK_POOL
 from cng_assets.defs.partitions import by_layer, chunk_partitions, raster_partitions
 from cng_assets.defs.pods import op_tags
 from cng_assets.defs.sources import source_dep
@@ -50,24 +50,16 @@ def _cog_shape(storage: ProductStorage, ds: Dataset, slug: str) -> tuple[str, in
         return path, r.height, r.width
 
 
-def catalog_sets_resolution(ds: Dataset) -> bool:
-    """Whether the catalog entry (or `--resolution`) names an H3 resolution: the field's default (10) must not
-    override the one that follows the pixel size (pydantic records which fields were given)."""
-    return "resolution" in ds.h3.model_fields_set
-
-
 def hex_resolution(ds: Dataset, cog_path: str) -> tuple[HexSettings, str]:
-    """A raster's hex settings and where the resolution came from: the catalog's when it names one, else the pixel
-    size's (the finest whose average cell is at least a pixel). Parents: the catalog's that are coarser, when it
-    names them, else the two above and 0."""
-    if catalog_sets_resolution(ds):
-        raster_hex.check_cell_budget(cog_path, ds.h3.resolution, ds.h3.max_cells)
-        return hex_settings(ds), "catalog"
-    res = raster_hex.raster_resolution(cog_path)
-    # parents: not model_fields_set (the settings' own validator assigns them), but whether they are the default's
-    given = ds.h3.parents if ds.h3.parents != H3Settings().parents else (res - 1, res - 2, 0)
-    return HexSettings(res, tuple(sorted({p for p in given if 0 <= p < res}, reverse=True)), ds.h3.containment), \
-        "pixel size"
+    """A raster's hex settings and where the resolution came from: the catalog's `raster.resolution` when it names
+    one (refused above the cell budget), else the pixel size's (the finest whose average cell is at least a pixel).
+    Parents: the two above and 0."""
+    if ds.raster.resolution is not None:
+        res, source = ds.raster.resolution, "catalog"
+        raster_hex.check_cell_budget(cog_path, res, ds.h3.max_cells)
+    else:
+        res, source = raster_hex.raster_resolution(cog_path), "pixel size"
+    return HexSettings(res, tuple(H3Settings(resolution=res).parents), ds.h3.containment), source
 
 
 def _stats(ds: Dataset) -> dict[str, list[str]] | None:
@@ -78,7 +70,7 @@ def _stats(ds: Dataset) -> dict[str, list[str]] | None:
 def raster_assets(ds: Dataset) -> list:
     rasters, chunks = raster_partitions(ds), chunk_partitions(ds)
     layer_of = by_layer()
-    hex_code = ds.code_version(raster_hex.VERSION + ("" if catalog_sets_resolution(ds) else "+pixel"), "h3", "raster")
+    hex_code = ds.code_version(raster_hex.VERSION, "h3", "raster")
 
     @dg.asset(key=[ds.name, "cog"], op_tags=op_tags(ds, "cog"), partitions_def=rasters,
               deps=[source_dep(ds)],
@@ -133,7 +125,7 @@ def raster_assets(ds: Dataset) -> list:
               code_version=hex_code,
               description="Per band statistics of the pixels in each H3 cell, as h0=<cell>/ partitions like vector "
                           "hex; a cell with no pixel centre takes the pixel under its own centre. Resolution: "
-                          + (f"h{ds.h3.resolution} (catalog)" if catalog_sets_resolution(ds) else
+                          + (f"h{ds.raster.resolution} (catalog)" if ds.raster.resolution else
                              "the finest whose cells are at least a pixel (pixel size)") + ".",
               check_specs=products.blocking_check_specs([ds.name, "raster_hex"], rasters, {
                   "parents_consistent": "parent columns and h0 folder agree with h3-py (a sample of each file)",

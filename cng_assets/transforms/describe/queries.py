@@ -301,16 +301,19 @@ def _hex_attributes(x: LayerFacts, hprof: Profile, setting: str | list[str]) -> 
 
 
 def _raster_queries(facts: DatasetFacts, base: str) -> list[tuple[str, str]]:
-    """Raster hex joined to a polygon layer's hex on the same cell column: a per-feature summary of the raster."""
+    """Raster hex joined to a polygon layer's hex on the finest cell column both have (a raster's cells follow its
+    pixel size, usually coarser than a vector layer's): a per-feature summary of the raster."""
     polygons = [x for x in facts.layers if x.hex is not None and "hex" in x.files]
     out = []
     for r in facts.rasters:
         if "hex" not in r.files or not polygons:
             continue
-        x, cell = polygons[0], f"h{facts.dataset.h3.resolution}"
+        x = polygons[0]
+        shared = [c for c in x.hex.columns if c in r.hex_columns and c != "h0"]  # each finest first
         value = next((c for c in r.hex_columns if c.startswith("b1_") and c != "b1_count"), None)
-        if value is None or cell not in r.hex_columns:
+        if value is None or not shared:
             continue
+        cell = max(shared, key=lambda c: int(c[1:]))
         how = "avg" if value.endswith(("_mean", "_sum", "_min", "_max")) else "min"
         out.append((f"{r.name} summarised per {x.name} feature (raster hex joined to vector hex on {cell})", "\n".join([
             f"SELECT v.{FID}, {how}(r.{value}) AS {value}, sum(r.b1_count) AS pixels",
