@@ -13,8 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cng_assets.catalog import (FROM_CLI, MAX_CELLS, Dataset, H3Settings, RasterSettings, check_crs, load_catalog,
-                                validation_problems)
+from cng_assets.catalog import FROM_CLI, MAX_CELLS, Dataset, H3Settings, RasterSettings, check_crs, load_catalog, validation_problems
 from cng_assets.errors import CngInputError
 
 console = Console(highlight=False, soft_wrap=True)  # messages stay whole lines, for grep and logs
@@ -171,17 +170,24 @@ def run(source: str, name: str, out: str, only: str | None, resolution: int | No
         if not source.startswith(("s3://", "http://", "https://", "/vsi")):
             gdal_path(source)  # fail early, before any run is made, if a local source is missing or corrupt
             source = str(Path(source).resolve())
-        h3 = {k: v for k, v in (("resolution", resolution), ("parents", _csv_ints(parents)), ("max_cells", max_cells))
-              if v is not None}
-        ds = Dataset(name=name, title=name, source=source, prefix=name, h3=H3Settings(**h3), crs=crs, datetime=when,
-                     raster=RasterSettings(resolution=resolution),
-                     include=[x.strip() for x in only.split(",")] if only else ["*"])
-        ds = ds.dated(when, FROM_CLI) if when else ds  # else the source's last-modified time, read when STAC is written
+        ds = adhoc_dataset(source, name, only=only, resolution=resolution, parents=_csv_ints(parents), when=when,
+                           crs=crs, max_cells=max_cells)
     except CngInputError as e:
         _fail(str(e))
     except ValidationError as e:
         _fail(validation_problems(e))
     _materialize(ds, out, rebuild)
+
+
+def adhoc_dataset(source: str, name: str, *, only: str | None = None, resolution: int | None = None,
+                  parents: list[int] | None = None, when: str | None = None, crs: str | None = None,
+                  max_cells: int | None = None) -> Dataset:
+    """The dataset `cng-assets run` makes of its options (what its definitions, and so its code versions, are)."""
+    h3 = {k: v for k, v in (("resolution", resolution), ("parents", parents), ("max_cells", max_cells)) if v is not None}
+    ds = Dataset(name=name, title=name, source=source, prefix=name, h3=H3Settings(**h3), crs=crs, datetime=when,
+                 raster=RasterSettings(resolution=resolution),
+                 include=[x.strip() for x in only.split(",")] if only else ["*"])
+    return ds.dated(when, FROM_CLI) if when else ds  # else the source's last-modified time, read when STAC is written
 
 
 @main.command()

@@ -14,8 +14,7 @@ import pytest
 import shapely
 from click.testing import CliRunner
 
-from cng_assets.catalog import Dataset, H3Settings
-from cng_assets.cli import main
+from cng_assets.cli import adhoc_dataset, main
 from cng_assets.definitions import definitions_with
 from cng_assets.defs.stored import StorageCheck, stored
 from cng_assets.lineage import asset_status
@@ -63,8 +62,7 @@ def test_run_rebuilds_what_the_storage_lacks(tmp_path):
         return result.output
 
     def status(out):  # what `cng-assets status` says of a catalog dataset (this one is ad hoc)
-        ds = Dataset(name="fr", title="fr", source=str(source), prefix="fr", h3=H3Settings(resolution=5, parents=[4, 0]),
-                     datetime="2026-01-01")
+        ds = adhoc_dataset(str(source), "fr", resolution=5, parents=[4, 0], when="2026-01-01")
         os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
         rows = asset_status(definitions_with(ds, str(out)), dg.DagsterInstance.get(), "fr")
         return {(r.asset.split("/")[-1], r.partition): r for r in rows}
