@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+import yaml
 
 from cng_assets.catalog import Dataset
-from cng_assets.dagster_private import BACKFILL_TAG, AssetKeyPartitionKey, record_backfill
+from cng_assets.dagster_private import BACKFILL_TAG, CONSOLIDATED_EVENT_LOG, AssetKeyPartitionKey, record_backfill
 from cng_assets.definitions import definitions_with
 from cng_assets.defs import products
 from cng_assets.defs.partitions import CHUNK_PARENTS, CHUNKED, chunk_keys, empty_chunks, partition_keys, planned_chunks
@@ -67,8 +68,9 @@ def project_instance(home: str | Path | None = None) -> dg.DagsterInstance:
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
     config = home / "dagster.yaml"
-    if not config.exists():  # SQLite storage is the default; telemetry off keeps the terminal quiet
-        config.write_text("telemetry:\n  enabled: false\n")
+    if not config.exists():  # SQLite, runs' events in one file; telemetry off keeps the terminal quiet
+        config.write_text(yaml.safe_dump({"telemetry": {"enabled": False}, "event_log_storage": {
+            **CONSOLIDATED_EVENT_LOG, "config": {"base_dir": str(home / "history")}}}, sort_keys=False))
     return dg.DagsterInstance.get()
 
 

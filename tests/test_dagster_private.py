@@ -175,6 +175,16 @@ def _check_asset_event_facts(instance, monkeypatch, key: dg.AssetKey) -> None:
             assert P.asset_event_facts(instance, key, kind, sorted(expected)) == expected
 
 
+def test_consolidated_event_log_config_loads_that_storage(tmp_path):
+    config = {"event_log_storage": {**P.CONSOLIDATED_EVENT_LOG, "config": {"base_dir": str(tmp_path / "history")}}}
+    with dg.instance_for_test(temp_dir=str(tmp_path), overrides=config) as instance:
+        assert type(instance.event_log_storage).__name__ == "ConsolidatedSqliteEventLogStorage"
+        instance.add_dynamic_partitions("layers", ["a"])
+        dg.materialize([up], instance=instance, partition_key="a")
+        assert len(instance.fetch_materializations(up.key, limit=5).records) == 1
+    assert list((tmp_path / "history").glob("*.db"))  # one database for every run's events
+
+
 def test_asset_event_facts_read_from_the_stored_json_are_the_records_facts(world, monkeypatch):
     _, instance = world
     dg.materialize([up], instance=instance, partition_key="a")  # a run's materialization, with its provenance tags
