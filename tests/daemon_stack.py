@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import dagster as dg
 import requests
 import yaml
 
@@ -164,6 +165,9 @@ class DaemonStack:
         if not (self.home / "dagster.yaml").exists():
             raise FileNotFoundError(f"{self.home / 'dagster.yaml'} is missing: write_instance_yaml() first")
         started = time.time()
+        # The storage's schema made once, here: on a fresh database the daemon and the webserver would both make it,
+        # and the slower one exits on "type jobs already exists".
+        dg.DagsterInstance.from_config(str(self.home)).dispose()
         env = {**os.environ, **self.env, "DAGSTER_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
         commands = {"dg dev": [str(BIN / "dg"), "dev", "--host", "127.0.0.1", "--port", str(self.port)]} if self.dg_dev else {
             "daemon": [str(BIN / "dagster-daemon"), "run", *self.workspace_args],
