@@ -289,10 +289,15 @@ def test_oom_retry_gets_a_pod_with_more_memory_through_the_k8s_executor(defs, cl
     chunk = ds.pod("hex_chunk").memory_gib
     instance.add_dynamic_partitions("padus_4_1__polygons", ["padus4_1fee"])
     instance.add_dynamic_partitions("padus_4_1__chunks", chunk_keys(ds))
+    instance.add_dynamic_partitions("padus_4_1__rasters", ["density"])
     cursor = tick(defs, instance, "padus_4_1__chunk_runs", None).cursor
     instance.report_runless_asset_event(dg.AssetMaterialization(["padus_4_1", "hex_plan"], partition="padus4_1fee",
                                                                 metadata={"chunks": 1}))
-    [first] = tick(defs, instance, "padus_4_1__chunk_runs", cursor).run_requests
+    instance.report_runless_asset_event(dg.AssetMaterialization(["padus_4_1", "cog"], partition="density",
+                                                                metadata={"chunks": 1}))
+    first, raster = tick(defs, instance, "padus_4_1__chunk_runs", cursor).run_requests
+    # a raster chunk is not the failure sensor's: Dagster's run retries rerun it when its pod is preempted
+    assert "dagster/max_retries" not in raster.tags and raster.tags.items() >= RETRY_FROM_FAILURE.items()
     run = launch_steps(defs, instance, "padus_4_1__hex_chunk_job", first)
     [(namespace, job)] = created
     validate(job)

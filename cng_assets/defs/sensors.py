@@ -118,11 +118,14 @@ def chunk_run_sensor(ds: Dataset) -> dg.SensorDefinition:
                 layer, n = str(m.partition), int(m.metadata["chunks"].value)
                 memory = (last_good_memory(instance, ds, layer) if chunk_asset == "hex_chunk"
                           else ds.pod("hex_chunk").memory_gib)
+                # hex chunks are the failure sensor's to retry (more memory after an OOM); raster chunks Dagster's
+                retry_tags = CHUNK_RUN_TAGS if chunk_asset == "hex_chunk" else RETRY_FROM_FAILURE
                 runs += [dg.RunRequest(
                     run_key=f"{record.storage_id}:{chunk_key(c)}", asset_selection=[key[chunk_asset]],
                     partition_key=dg.MultiPartitionKey({"chunk": chunk_key(c), "layer": layer}),
                     run_config=memory_run_config(ds, chunk_asset, memory),
-                    tags={"cng/dataset": ds.name, "cng/reason": f"new {parent}", MEMORY_TAG: str(memory), **CHUNK_RUN_TAGS})
+                    tags={"cng/dataset": ds.name, "cng/reason": f"new {parent}", MEMORY_TAG: str(memory),
+                          **retry_tags})
                     for c in range(n)]
                 events += empty_chunks(ds, chunk_asset, layer, n)
         return dg.SensorResult(run_requests=runs, asset_events=events, cursor=json.dumps(after),
