@@ -302,8 +302,19 @@ class Dataset(BaseModel):
     def code_version(self, code: str, *fields: str) -> str:
         """An asset's code version: its transform's VERSION plus a digest of the catalog fields it reads (all of
         them when none are named, but never NOT_IN_PRODUCTS, which change no product), so editing the
-        catalog makes exactly the products it changes stale."""
-        data = self.model_dump(mode="json", include=set(fields) or None, exclude=NOT_IN_PRODUCTS)
+        catalog makes exactly the products it changes stale. A field is a top-level name (`source`) or one
+        setting of a group (`h3.resolution`): consolidation reads `h3.attributes`, the chunks do not."""
+        include: dict = {}
+        for f in fields:
+            top, _, sub = f.partition(".")
+            known = top in type(self).model_fields and (not sub or sub in getattr(type(getattr(self, top)), "model_fields", {}))
+            if not known:
+                raise ValueError(f"{f!r} is not a catalog field")  # a typo would hash nothing and stale nothing
+            if not sub:
+                include[top] = True
+            elif include.get(top) is not True:
+                include.setdefault(top, {})[sub] = True
+        data = self.model_dump(mode="json", include=include or None, exclude=NOT_IN_PRODUCTS)
         return f"{code}+{hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]}"
 
 

@@ -13,7 +13,9 @@ from kubernetes import client
 from cng_assets.catalog import load_catalog
 from cng_assets.definitions import build_definitions
 from cng_assets.defs.failures import OOM, OTHER, PREEMPTED, K8sPods, classify, last_good_memory, next_memory
-from cng_assets.defs.pods import MEMORY_TAG
+from cng_assets.defs.partitions import chunk_keys
+from cng_assets.defs.pods import CHUNK_RUN_TAGS, MEMORY_TAG, RETRY_FROM_FAILURE
+from tests.test_k8s_manifests import validate
 
 SECRET = "do-not-leak-this-secret-value"
 
@@ -211,3 +213,135 @@ def test_workspace_and_dagster_cloud_describe_the_same_location_with_the_cluster
         pod = k8s[key]["pod_spec_config"]
         assert pod["affinity"] == NO_GPU_NODES and pod["priority_class_name"] == "opportunistic"
     assert "AWS_SECRET" not in json.dumps(k8s["env_vars"])
+
+
+# --- The out-of-memory ladder, through Dagster into the Job dagster-k8s creates ------------------------------------
+
+@pytest.fixture
+def cluster(defs, tmp_path, monkeypatch):
+    """An instance as the Helm chart renders it from k8s/values*.yaml (K8sRunLauncher, run retries, pools), with no
+    cluster behind it: no kubeconfig is loaded and the Jobs dagster-k8s would create are captured instead of sent."""
+    import dagster_k8s.launcher
+    import kubernetes.config
+
+    from tests.test_k8s_manifests import instance_yaml, values_for
+
+    monkeypatch.setattr(dagster_k8s.launcher, "load_kubernetes_config", lambda **_: None)
+    monkeypatch.setattr(kubernetes.config, "load_incluster_config", lambda *a, **k: None)
+    created: list = []
+    monkeypatch.setattr(dagster_k8s.client.DagsterKubernetesClient, "create_namespaced_job_with_retries",
+                        lambda self, body, namespace, **_: created.append(
+                            (namespace, client.ApiClient().sanitize_for_serialization(body))))
+    with dg.instance_for_test(overrides=instance_yaml(values_for("prod"), "cng-assets-prod"), temp_dir=str(tmp_path)) as instance:
+        yield instance, created
+
+
+def launch_steps(defs, instance, job_name: str, request: dg.RunRequest) -> dg.DagsterRun:
+    """`request` as the daemon launches it (a run of the code location, with the chart's container context), then
+    what its run worker does with each step: the job's executor built from the run's own config, and its step
+    handler's launch_step (dagster-k8s's K8sStepHandler: container context, per-step config, construct_dagster_k8s_job)."""
+    from dagster._core.code_pointer import ModuleCodePointer
+    from dagster._core.definitions.job_base import InMemoryJob
+    from dagster._core.execution.api import create_execution_plan
+    from dagster._core.execution.context.system import PlanData, PlanOrchestrationContext
+    from dagster._core.execution.context_creation_job import create_context_free_log_manager
+    from dagster._core.executor.init import InitExecutorContext
+    from dagster._core.executor.step_delegating.step_handler.base import StepHandlerContext
+    from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
+    from dagster._core.system_config.objects import ResolvedRunConfig
+    from dagster._grpc.types import ExecuteStepArgs
+
+    from tests.test_k8s_manifests import container_context, deployment, image_name, values_for
+
+    values = values_for("prod")
+    dep = deployment(values)
+    origin = JobPythonOrigin(job_name, RepositoryPythonOrigin(
+        executable_path="/usr/local/bin/python", code_pointer=ModuleCodePointer("cng_assets.definitions", "defs", None),
+        container_image=image_name(dep), container_context=container_context(values, dep, "cng-assets-prod")))
+    job = defs.resolve_job_def(job_name)
+    tags = {**request.tags, "dagster/partition": str(request.partition_key)}
+    run = instance.create_run_for_job(job, run_config=request.run_config, tags=tags, job_code_origin=origin,
+                                      asset_selection=frozenset(job.asset_layer.executable_asset_keys))
+    config = ResolvedRunConfig.build(job, run.run_config).execution.execution_engine_config
+    executor = job.executor_def.executor_creation_fn(InitExecutorContext(
+        job=InMemoryJob(job), executor_def=job.executor_def, executor_config=config, instance=instance))
+    plan = create_execution_plan(job, run_config=run.run_config, tags=run.tags)
+    context = PlanOrchestrationContext(PlanData(InMemoryJob(job), run, instance, plan), create_context_free_log_manager(instance, run),
+                                       executor, output_capture=None)
+    for step in plan.get_steps_to_execute_in_topo_order():
+        args = ExecuteStepArgs(job_origin=origin, run_id=run.run_id, step_keys_to_execute=[step.key])
+        list(executor._step_handler.launch_step(StepHandlerContext(instance, context, [step], args, run)))
+    return run
+
+
+def memory_of(job: dict) -> tuple[str, str]:
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    return container["resources"]["requests"]["memory"], container["resources"]["limits"]["memory"]
+
+
+def test_oom_retry_gets_a_pod_with_more_memory_through_the_k8s_executor(defs, cluster):
+    """The chunk sensor's run request, launched; its pod OOMKilled; the failure sensor's retry, launched: the
+    step Jobs dagster-k8s creates carry the catalog's memory, then twice that."""
+    from tests.ticks import tick
+
+    instance, created = cluster
+    ds = load_catalog()["padus_4_1"]
+    chunk = ds.pod("hex_chunk").memory_gib
+    instance.add_dynamic_partitions("padus_4_1__polygons", ["padus4_1fee"])
+    instance.add_dynamic_partitions("padus_4_1__chunks", chunk_keys(ds))
+    instance.add_dynamic_partitions("padus_4_1__rasters", ["density"])
+    cursor = tick(defs, instance, "padus_4_1__chunk_runs", None).cursor
+    instance.report_runless_asset_event(dg.AssetMaterialization(["padus_4_1", "hex_plan"], partition="padus4_1fee",
+                                                                metadata={"chunks": 1}))
+    instance.report_runless_asset_event(dg.AssetMaterialization(["padus_4_1", "cog"], partition="density",
+                                                                metadata={"chunks": 1}))
+    first, raster = tick(defs, instance, "padus_4_1__chunk_runs", cursor).run_requests
+    # a raster chunk is not the failure sensor's: Dagster's run retries rerun it when its pod is preempted
+    assert "dagster/max_retries" not in raster.tags and raster.tags.items() >= RETRY_FROM_FAILURE.items()
+    run = launch_steps(defs, instance, "padus_4_1__hex_chunk_job", first)
+    [(namespace, job)] = created
+    validate(job)
+    assert memory_of(job) == (f"{chunk}Gi", f"{chunk}Gi")  # the first try: the catalog's memory
+    # what the executor no longer sets itself comes from the chart's K8sRunLauncher: namespace, the S3 Secret
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert namespace == "biodiversity" and {"secretRef": {"name": "aws"}} in container["envFrom"]
+
+    instance.report_run_failed(run)
+    failed = instance.get_run_by_id(run.run_id)
+    assert failed.tags.get("dagster/will_retry") == "false"  # Dagster's run retries leave a chunk run to the sensor
+    retry = evaluate(defs, instance, failed, [oom_pod()])
+    assert isinstance(retry, dg.RunRequest)
+    launch_steps(defs, instance, "padus_4_1__hex_chunk_job", retry)
+    namespace, job = created[1]
+    validate(job)
+    assert memory_of(job) == (f"{2 * chunk}Gi", f"{2 * chunk}Gi")  # the retry's pod: twice the memory
+    assert job["spec"]["template"]["spec"]["priorityClassName"] == "opportunistic"  # the rest of the op's config stays
+
+
+def test_run_retries_rerun_a_failed_run_but_leave_chunk_runs_to_the_failure_sensor(defs, cluster):
+    """The chart's instance retries failed runs (a preempted pod: same pod again, from the failed steps); a chunk
+    run made by the sensors is not retried by Dagster, one it does retry is not retried by the sensor too."""
+    import yaml
+
+    from tests.conftest import REPO
+
+    instance, _ = cluster
+    assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+    cli = yaml.safe_load((REPO / "k8s" / "instance" / "dagster.yaml").read_text())["run_retries"]
+    assert cli == {"enabled": True, "max_retries": instance.run_retries_max_retries}  # the CLI's instance agrees
+
+    def failed(job_name: str, asset: str, partition: str, tags: dict) -> dg.DagsterRun:
+        run = instance.create_run_for_job(defs.resolve_job_def(job_name), asset_selection=frozenset(
+            {dg.AssetKey(["padus_4_1", asset])}), tags={"dagster/partition": partition, MEMORY_TAG: "8", **tags})
+        instance.report_run_failed(run)
+        return instance.get_run_by_id(run.run_id)
+
+    layer = failed("__ASSET_JOB", "geoparquet", "padus4_1fee", RETRY_FROM_FAILURE)  # as the raw-upload backfill tags it
+    assert layer.tags["dagster/will_retry"] == "true" and layer.tags["dagster/retry_strategy"] == "FROM_FAILURE"
+    chunk = failed("padus_4_1__hex_chunk_job", "hex_chunk", "001|padus4_1fee", CHUNK_RUN_TAGS)
+    assert chunk.tags["dagster/will_retry"] == "false"
+    assert isinstance(evaluate(defs, instance, chunk, [preempted_pod()]), dg.RunRequest)
+    backfilled = failed("padus_4_1__hex_chunk_job", "hex_chunk", "002|padus4_1fee", {})  # a backfill's chunk run
+    assert backfilled.tags["dagster/will_retry"] == "true"
+    skip = evaluate(defs, instance, backfilled, [oom_pod()])
+    assert isinstance(skip, dg.SkipReason) and "run retries" in skip.skip_message

@@ -341,6 +341,9 @@ def instance_yaml(values: dict, release: str) -> dict:
                                  "free_slots_after_run_end_seconds": mon["freeSlotsAfterRunEndSeconds"],
                                  **pick(mon, ("cancelTimeoutSeconds", "cancel_timeout_seconds"),
                                         ("maxResumeRunAttempts", "max_resume_run_attempts"))}
+    retries = daemon.get("runRetries") or {}
+    if daemon["enabled"] and retries.get("enabled"):
+        out["run_retries"] = {"enabled": True, **({"max_retries": retries["maxRetries"]} if retries.get("maxRetries") else {})}
     if conc["enabled"]:
         pools = pick(conc.get("pools", {}), ("defaultLimit", "default_limit"), ("granularity", "granularity"),
                      ("opGranularityRunBuffer", "op_granularity_run_buffer"))

@@ -13,7 +13,7 @@ import pytest
 from cng_assets.catalog import Dataset
 from cng_assets.definitions import build_definitions
 from cng_assets.defs.partitions import chunk_keys, source_partitions
-from cng_assets.defs.pods import MEMORY_TAG
+from cng_assets.defs.pods import CHUNK_RUN_TAGS, MEMORY_TAG, RETRY_FROM_FAILURE
 from cng_assets.demo import LAYERS, build_demo_source
 from tests.conftest import write_gdb
 from tests.ticks import tick
@@ -75,6 +75,7 @@ def test_raw_upload_sensor_new_unchanged_reupload_new_layer_deletion(world, fram
     assert ("layers", None) in t and ("geoparquet", "countries") in t and ("table", "continent_lookup") in t
     assert ("hex_plan", "continents") in t and ("pmtiles", "country_labels") in t
     assert {e.partition for e in r.asset_events} == {"countries", "continents", "country_labels", "continent_lookup"}
+    assert r.run_requests[0].tags.items() >= RETRY_FROM_FAILURE.items()  # a preempted run goes again from its failed steps
     cursor = r.cursor
 
     # unchanged: no re-trigger
@@ -131,6 +132,7 @@ def test_chunk_run_sensor_runs_the_plans_chunks_and_records_the_rest_empty(world
     r = tick(defs, instance, name, r.cursor)
     assert sorted(str(q.partition_key) for q in r.run_requests) == ["000|countries", "001|countries"]
     assert {q.tags[MEMORY_TAG] for q in r.run_requests} == {"16"}
+    assert all(q.tags.items() >= CHUNK_RUN_TAGS.items() for q in r.run_requests)  # retried by the failure sensor only
     assert all(q.run_config == {} for q in r.run_requests)  # no k8s executor here: nothing else to configure
     empty = sorted(str(e.partition) for e in r.asset_events)
     assert empty == [f"{c}|countries" for c in chunk_keys(ds)[2:]]

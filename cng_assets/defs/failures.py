@@ -4,7 +4,8 @@ A chunk killed for memory is retried with twice the memory up to the catalog's c
 is retried at the same memory and does not count as a failure. On the cluster the reason comes from the run's
 pods (the Kubernetes API); anywhere else (a laptop, `dagster dev`, CI) from the run's own log, where Dagster
 records a step process killed by the kernel (SIGKILL, exit 137: what the OOM killer does). The memory a layer's
-chunks last succeeded with is where its next chunk runs start.
+chunks last succeeded with is where its next chunk runs start. Dagster's own run retries are off for the chunk
+runs the sensors make (`dagster/max_retries: 0`); a chunk run they do retry (one of a backfill) is left to them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import dagster as dg
 from cng_assets.catalog import Dataset
 from cng_assets.defs.environment import sensor_interval, sensor_status
 from cng_assets.defs.partitions import chunk_keys
-from cng_assets.defs.pods import MEMORY_TAG, NAMESPACE, memory_run_config
+from cng_assets.defs.pods import CHUNK_RUN_TAGS, MEMORY_TAG, NAMESPACE, WILL_RETRY_TAG, memory_run_config
 
 OOM, PREEMPTED, OTHER = "out of memory", "preempted", "other"
 MAX_PREEMPTIONS = 5
@@ -135,6 +136,8 @@ def chunk_failure_sensor(ds: Dataset, job: dg.UnresolvedAssetJobDefinition):
         context.instance.report_runless_asset_event(dg.AssetObservation(
             asset_key=chunk_key, partition=partition,
             metadata={"failure": kind, "reason": reason, "memory_gib": memory, "run_id": run.run_id}))
+        if run.tags.get(WILL_RETRY_TAG) == "true":  # e.g. a chunk run of a backfill, which has no CHUNK_RUN_TAGS
+            return dg.SkipReason(f"{partition}: Dagster's run retries run it again; this sensor takes over if they fail")
         preemptions = int(run.tags.get("cng/preemptions", "0"))
         if kind == OOM:
             memory = next_memory(ds, memory)
@@ -150,6 +153,6 @@ def chunk_failure_sensor(ds: Dataset, job: dg.UnresolvedAssetJobDefinition):
         return dg.RunRequest(run_key=f"{run.run_id}:retry", partition_key=partition,
                              run_config=memory_run_config(ds, "hex_chunk", memory),
                              tags={"cng/dataset": ds.name, "cng/retry_of": run.run_id, "cng/preemptions": str(preemptions),
-                                   MEMORY_TAG: str(memory)})
+                                   MEMORY_TAG: str(memory), **CHUNK_RUN_TAGS})
 
     return _sensor

@@ -35,6 +35,11 @@ HEX_CHECKS = {
     "cells_match_feature_areas": "features of 50 cells and more: their cells' areas match the feature's geodesic "
                                  "area within what the containment rule allows (perimeter x cell radius, +5%)",
 }
+# The catalog fields each hex asset reads (their code versions hash these and no others): the plan splits the work,
+# a chunk computes cells from its plan's units, consolidation writes the product (its bytes never depend on chunking).
+PLAN_FIELDS = ("h3.resolution", "h3.max_chunks", "h3.target_cells_per_chunk")  # h3.max_cells refuses, changes nothing
+CHUNK_FIELDS = ("h3.resolution", "h3.parents", "h3.containment")
+HEX_FIELDS = (*CHUNK_FIELDS, "h3.attributes")
 CHUNK_POOL = "hex_chunks"  # a Dagster concurrency pool: the cluster runs at most ~50 chunk pods at once
 
 
@@ -57,7 +62,7 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
 
     @dg.asset(key=[ds.name, "hex_plan"], op_tags=op_tags(ds, "hex_plan"), partitions_def=layers, group_name=ds.name, kinds={"parquet"},
               deps=[dg.AssetDep(geoparquet_key, partition_mapping=dg.IdentityPartitionMapping())],
-              code_version=ds.code_version(plan.VERSION, "h3"),
+              code_version=ds.code_version(plan.VERSION, *PLAN_FIELDS),
               description="Chunks for the layer's hex work, balanced by estimated cells and vertices "
                           f"(at most {ds.h3.max_chunks}); huge features are split by coarse H3 cells.")
     def hex_plan(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
@@ -87,7 +92,7 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
 
     @dg.asset(key=[ds.name, "hex_chunk"], op_tags=op_tags(ds, "hex_chunk"),
               partitions_def=dg.MultiPartitionsDefinition({"chunk": chunks, "layer": layers}),
-              group_name=ds.name, kinds={"parquet", "h3"}, pool=CHUNK_POOL, code_version=ds.code_version(chunk.VERSION, "h3"),
+              group_name=ds.name, kinds={"parquet", "h3"}, pool=CHUNK_POOL, code_version=ds.code_version(chunk.VERSION, *CHUNK_FIELDS),
               deps=[dg.AssetDep(hex_plan, partition_mapping=layer_of)],
               description="The cells of one chunk of a layer's plan (with parents), by h0. A chunk number beyond "
                           "the layer's plan materializes as empty.")
@@ -110,7 +115,7 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
 
     @dg.asset(key=[ds.name, "hex"], op_tags=op_tags(ds, "hex"), partitions_def=layers, group_name=ds.name, kinds={"parquet", "h3"},
               deps=[dg.AssetDep(hex_chunk, partition_mapping=layer_of)], automation_condition=AFTER_CHUNKS,
-              code_version=ds.code_version(consolidate.VERSION, "h3"),
+              code_version=ds.code_version(consolidate.VERSION, *HEX_FIELDS),
               description=f"H3 cells (h{settings.resolution}, parents {list(settings.parents)}, {settings.containment} "
                           "containment) of every feature, with the layer's attributes, as h0=<cell>/ partitions sorted "
                           "by cell (h0 only in the folder names). Written as a new version and switched in only when every check passes.",

@@ -70,11 +70,14 @@ def _stats(ds: Dataset) -> dict[str, list[str]] | None:
 def raster_assets(ds: Dataset) -> list:
     rasters, chunks = raster_partitions(ds), chunk_partitions(ds)
     layer_of = by_layer()
-    hex_code = ds.code_version(raster_hex.VERSION, "h3", "raster")
+    # the catalog fields each reads (see HEX_CELLS in hex.py): a chunk's rows depend on the chunking, the product not
+    hex_cells = ("raster.resolution", "raster.stats")
+    chunk_code = ds.code_version(raster_hex.VERSION, *hex_cells, "h3.max_chunks", "raster.target_pixels_per_chunk")
 
     @dg.asset(key=[ds.name, "cog"], op_tags=op_tags(ds, "cog"), partitions_def=rasters,
               deps=[source_dep(ds)],
-              group_name=ds.name, kinds={"tiff"}, code_version=ds.code_version(cog.VERSION, "source", "raster", "crs"),
+              group_name=ds.name, kinds={"tiff"},
+              code_version=ds.code_version(cog.VERSION, "source", "raster.to_wgs84", "raster.categorical", "crs"),
               description="The raster as a Cloud-Optimized GeoTIFF: tiled, overviews, lossless compression chosen for "
                           "the data type, nodata kept, native CRS unless the catalog asks for EPSG:4326.",
               check_specs=products.blocking_check_specs([ds.name, "cog"], rasters, {
@@ -102,7 +105,7 @@ def raster_assets(ds: Dataset) -> list:
     @dg.asset(key=[ds.name, "raster_hex_chunk"], op_tags=op_tags(ds, "hex_chunk"), pool=CHUNK_POOL,
               partitions_def=dg.MultiPartitionsDefinition({"chunk": chunks, "layer": rasters}),
               deps=[dg.AssetDep(cog_layer, partition_mapping=layer_of)],
-              group_name=ds.name, kinds={"parquet", "h3"}, code_version=hex_code,
+              group_name=ds.name, kinds={"parquet", "h3"}, code_version=chunk_code,
               description="Per band, the pixels of one band of rows aggregated to H3 cells (mergeable partials). "
                           "A chunk number beyond the layer's rows materializes as empty.")
     def raster_hex_chunk(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
@@ -122,7 +125,7 @@ def raster_assets(ds: Dataset) -> list:
     @dg.asset(key=[ds.name, "raster_hex"], op_tags=op_tags(ds, "hex"), partitions_def=rasters,
               deps=[dg.AssetDep(raster_hex_chunk, partition_mapping=layer_of)], group_name=ds.name, kinds={"parquet", "h3"},
               automation_condition=AFTER_CHUNKS,
-              code_version=hex_code,
+              code_version=ds.code_version(raster_hex.VERSION, *hex_cells),
               description="Per band statistics of the pixels in each H3 cell, as h0=<cell>/ partitions like vector "
                           "hex; a cell with no pixel centre takes the pixel under its own centre. Resolution: "
                           + (f"h{ds.raster.resolution} (catalog)" if ds.raster.resolution else
@@ -165,7 +168,7 @@ def raster_assets(ds: Dataset) -> list:
 
     @dg.asset(key=[ds.name, "geozarr"], op_tags=op_tags(ds, "geozarr"), partitions_def=rasters,
               deps=[dg.AssetDep(cog_layer, partition_mapping=dg.IdentityPartitionMapping())], group_name=ds.name,
-              kinds={"zarr"}, code_version=ds.code_version(geozarr.VERSION, "raster"),
+              kinds={"zarr"}, code_version=ds.code_version(geozarr.VERSION, "raster.categorical"),
               description="The raster as GeoZarr (Zarr v3, sharded): one group per level, halving down to one chunk, "
                           "listed in `multiscales` (Zarr conventions, with `proj:` and `spatial:`); CF grid mapping "
                           "with the CRS; read from the COG's overviews. A rotated raster is resampled north-up.",

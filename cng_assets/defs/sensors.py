@@ -25,7 +25,7 @@ from cng_assets.defs import products
 from cng_assets.defs.environment import raw_interval, sensor_interval, sensor_status
 from cng_assets.defs.failures import last_good_memory
 from cng_assets.defs.partitions import CHUNK_PARENTS, chunk_key, empty_chunks, new_partition_keys
-from cng_assets.defs.pods import MEMORY_TAG, memory_run_config
+from cng_assets.defs.pods import CHUNK_RUN_TAGS, MEMORY_TAG, RETRY_FROM_FAILURE, memory_run_config
 from cng_assets.defs.sources import empty_local_folder, is_observed, layer_versions, observations, recorded_versions
 from cng_assets.defs.stored import source_files
 from cng_assets.defs.targets import LAYER_ASSETS, layer_targets
@@ -80,7 +80,7 @@ def raw_upload_sensor(ds: Dataset) -> dg.SensorDefinition:
                 new_partition_keys(ds, inv, is_observed(ds), context.instance.get_dynamic_partitions).items()]
         runs = []
         if changed:
-            tags = {"cng/dataset": ds.name, "cng/reason": "raw upload", "cng/layers": ",".join(changed)[:200]}
+            tags = {"cng/dataset": ds.name, "cng/reason": "raw upload", "cng/layers": ",".join(changed)[:200], **RETRY_FROM_FAILURE}
             runs.append(backfill_run_request(layer_targets(ds, inv, set(changed)), context.repository_def.asset_graph, tags))
         cursor = json.dumps({"listing": listing, "files": len(files), "layers": versions, "catalog": catalog})
         return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=adds, cursor=cursor,
@@ -118,11 +118,14 @@ def chunk_run_sensor(ds: Dataset) -> dg.SensorDefinition:
                 layer, n = str(m.partition), int(m.metadata["chunks"].value)
                 memory = (last_good_memory(instance, ds, layer) if chunk_asset == "hex_chunk"
                           else ds.pod("hex_chunk").memory_gib)
+                # hex chunks are the failure sensor's to retry (more memory after an OOM); raster chunks Dagster's
+                retry_tags = CHUNK_RUN_TAGS if chunk_asset == "hex_chunk" else RETRY_FROM_FAILURE
                 runs += [dg.RunRequest(
                     run_key=f"{record.storage_id}:{chunk_key(c)}", asset_selection=[key[chunk_asset]],
                     partition_key=dg.MultiPartitionKey({"chunk": chunk_key(c), "layer": layer}),
                     run_config=memory_run_config(ds, chunk_asset, memory),
-                    tags={"cng/dataset": ds.name, "cng/reason": f"new {parent}", MEMORY_TAG: str(memory)})
+                    tags={"cng/dataset": ds.name, "cng/reason": f"new {parent}", MEMORY_TAG: str(memory),
+                          **retry_tags})
                     for c in range(n)]
                 events += empty_chunks(ds, chunk_asset, layer, n)
         return dg.SensorResult(run_requests=runs, asset_events=events, cursor=json.dumps(after),
