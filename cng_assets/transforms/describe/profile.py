@@ -19,8 +19,8 @@ from cng_assets.transforms.product_files import ProductFiles, as_files
 def column_profile(path: str | Path | BinaryIO | pq.ParquetFile, columns: list[str] | None = None) -> Profile:
     """For each column (all when `columns` is None): up to EXAMPLES example values and the share of nulls.
 
-    `path` is a Parquet file (or an open one, or a ParquetFile) or a folder of them (a hex layer: its files in name order). Null shares count all
-    rows, from the footers' statistics (from the sample for a column chunk without them). Example values come
+    `path` is a Parquet file (or an open one, or a ParquetFile) or a folder of them (a hex layer: its files in
+    name order). Null shares count all rows, from the footers' statistics (from the sample for a column chunk without them). Example values come
     from the first SAMPLE_ROWS rows: the first value of every column is from one reference row (the first row
     with the most non-null values, preferring a feature narrower than 90° when there is a `bbox`), so
     first values can be combined in one query; the others are the most frequent in the sample. The geometry
@@ -68,8 +68,9 @@ def profile_products(facts: DatasetFacts, root: str | Path | ProductFiles) -> di
     for x in [*facts.layers, *facts.tables]:
         for kind, f in x.files.items():
             if kind in ("geoparquet", "table"):
-                with files.open(f.key) as opened:  # the footer read once, exactly: then the sample's column chunks
-                    out[f.key] = column_profile(pq.ParquetFile(opened, metadata=pq.read_metadata(files.footer(f.key))))
+                footer = pq.read_metadata(files.footer(f.key))  # read once, exactly; then the sample's column chunks
+                with files.open(f.key) as opened:
+                    out[f.key] = column_profile(pq.ParquetFile(opened, metadata=footer))
             elif kind == "hex":
                 first = next(iter(hex_files(files, f.key)), None)
                 out[f.key] = footer_profile(files.footer(first)) if first else {}
