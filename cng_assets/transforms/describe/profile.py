@@ -21,7 +21,8 @@ def column_profile(path: str | Path | BinaryIO | pq.ParquetFile, columns: list[s
 
     `path` is a Parquet file (or an open one, or a ParquetFile) or a folder of them (a hex layer: its files in
     name order). Null shares count all rows, from the footers' statistics (from the sample for a column chunk
-    without them). Example values come from the first SAMPLE_ROWS rows: the first value of every column is from one reference row (the first row
+    without them). Example values come from the first SAMPLE_ROWS rows: the first value of every column is from
+    one reference row (the first row
     with the most non-null values, preferring a feature narrower than 90° when there is a `bbox`), so
     first values can be combined in one query; the others are the most frequent in the sample. The geometry
     column's examples are its geometry types (from the GeoParquet metadata).
