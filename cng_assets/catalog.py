@@ -95,11 +95,24 @@ class PodSize(BaseModel):
     cpu: str = Field("1", pattern=r"^(\d+(\.\d+)?|\d+m)$", description="Kubernetes CPU: 1, 0.5 or 500m")
     memory_gib: int = Field(4, ge=1, le=256)
     max_memory_gib: int | None = Field(None, ge=1, le=256, description="cap for out-of-memory retries (doubling)")
+    # The cluster's LimitRange allows 50 Gi per pod; a pod that writes more than it requested is evicted.
+    ephemeral_gib: int = Field(4, ge=1, le=50, description="local disk (ephemeral storage) the step writes: downloads, "
+                                                          "scratch and the product before upload")
 
 
-# hex: consolidation writes its units on every CPU of the pod (its cgroup quota; transforms/cpus.py)
-DEFAULT_PODS = {"default": PodSize(), "geoparquet": PodSize(memory_gib=8), "pmtiles": PodSize(cpu="2", memory_gib=8),
-                "hex_chunk": PodSize(memory_gib=8, max_memory_gib=32), "hex": PodSize(cpu="4", memory_gib=8)}
+# hex: consolidation writes its units on every CPU of the pod (its cgroup quota; transforms/cpus.py).
+# Local disk, from what each step writes (S3 storage stages every product locally before its upload): geoparquet the
+# product and its unsorted copy; pmtiles the downloaded GeoParquet, tippecanoe's temporary files and the archive;
+# thumbnail and hex_plan the downloaded GeoParquet; hex the GeoParquet, every chunk and the consolidated folder
+# (about the chunks' size again); cog and geozarr the raster product; table the table; the rest (source, layers,
+# stac, docs: footers and headers read in place; mirror streams) a few files.
+DEFAULT_PODS = {"default": PodSize(ephemeral_gib=4), "table": PodSize(ephemeral_gib=10),
+                "geoparquet": PodSize(memory_gib=8, ephemeral_gib=40),
+                "pmtiles": PodSize(cpu="2", memory_gib=8, ephemeral_gib=50),
+                "thumbnail": PodSize(ephemeral_gib=20), "hex_plan": PodSize(ephemeral_gib=20),
+                "hex_chunk": PodSize(memory_gib=8, max_memory_gib=32, ephemeral_gib=10),
+                "hex": PodSize(cpu="4", memory_gib=8, ephemeral_gib=50),
+                "cog": PodSize(ephemeral_gib=40), "geozarr": PodSize(ephemeral_gib=40)}
 
 
 class RasterSettings(BaseModel):
@@ -212,7 +225,10 @@ class Dataset(BaseModel):
 
     def pod(self, asset: str) -> PodSize:
         sizes = {**DEFAULT_PODS, **self.pods}
-        return sizes.get(asset, sizes["default"])
+        size = sizes.get(asset, sizes["default"])
+        if "ephemeral_gib" not in size.model_fields_set:  # an entry sizing CPU or memory only keeps the step's disk
+            size = size.model_copy(update={"ephemeral_gib": DEFAULT_PODS.get(asset, DEFAULT_PODS["default"]).ephemeral_gib})
+        return size
 
     @field_validator("datetime", "start_datetime", "end_datetime", mode="before")
     @classmethod

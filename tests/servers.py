@@ -151,3 +151,62 @@ class Postgres:
     @property
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+
+class CountingProxy:
+    """A TCP relay in front of a server that counts the bytes the server sends back (bodies and headers): what every
+    client (boto3, pyarrow's S3 filesystem, GDAL's /vsis3/) reads through it, whatever library it uses. The relay
+    passes bytes unchanged, so S3 signatures (made for the relay's host:port) still verify. It runs in its own
+    process: GDAL holds the GIL while it opens a file, which would starve a relay thread of this process."""
+
+    def __init__(self, upstream: str):
+        import multiprocessing
+
+        host, port = upstream.removeprefix("http://").rsplit(":", 1)
+        ctx = multiprocessing.get_context("spawn")
+        self._received = ctx.Value("q", 0)
+        ready = ctx.Queue()
+        self._proc = ctx.Process(target=_relay_forever, args=((host, int(port)), self._received, ready), daemon=True)
+        self._proc.start()
+        self.endpoint = f"http://127.0.0.1:{ready.get(timeout=60)}"
+
+    @property
+    def received(self) -> int:
+        return self._received.value
+
+    def close(self) -> None:
+        self._proc.kill()
+        self._proc.join()
+
+
+def _relay_forever(upstream: tuple[str, int], received, ready) -> None:
+    import threading
+
+    def pump(src: socket.socket, dst: socket.socket, count: bool) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                if count:
+                    with received.get_lock():
+                        received.value += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def relay(client: socket.socket) -> None:
+        with client, socket.create_connection(upstream) as server:  # closed once both directions are done
+            up = threading.Thread(target=pump, args=(client, server, False), daemon=True)
+            up.start()
+            pump(server, client, True)
+            up.join()
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    ready.put(listener.getsockname()[1])
+    while True:
+        client, _ = listener.accept()
+        threading.Thread(target=relay, args=(client,), daemon=True).start()

@@ -345,3 +345,32 @@ def test_run_retries_rerun_a_failed_run_but_leave_chunk_runs_to_the_failure_sens
     assert backfilled.tags["dagster/will_retry"] == "true"
     skip = evaluate(defs, instance, backfilled, [oom_pod()])
     assert isinstance(skip, dg.SkipReason) and "run retries" in skip.skip_message
+
+
+def test_every_step_pod_requests_the_local_disk_it_writes_within_the_limit_range(defs):
+    """Without an ephemeral-storage request a pod that downloads a GeoParquet or a layer's hex chunks is evicted
+    when the node's disk runs short; the cluster's LimitRange refuses a pod above 50 Gi."""
+    ds = load_catalog()["padus_4_1"]
+    graph = defs.resolve_asset_graph()
+    names = {k.path[-1] for k in graph.get_all_asset_keys()  # the steps (not the observed source)
+             if k.path[0] == ds.name and graph.get(k).is_materializable}
+    assert {"geoparquet", "pmtiles", "hex_chunk", "hex", "stac", "docs"} <= names
+    gib = {}
+    for asset in sorted(names):
+        job, _ = step_job(defs, asset)
+        [container] = job["spec"]["template"]["spec"]["containers"]
+        requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+        assert requests["ephemeral-storage"] == limits["ephemeral-storage"], asset
+        gib[asset] = int(limits["ephemeral-storage"].removesuffix("Gi"))
+        assert 1 <= gib[asset] <= 50, asset
+    assert all(gib[a] == ds.pod(a).ephemeral_gib for a in ("hex", "pmtiles", "stac", "docs"))
+    assert gib["hex"] > gib["stac"] and gib["pmtiles"] > gib["stac"]  # the steps that download and stage the most
+
+
+def test_a_catalog_pod_size_without_a_disk_keeps_the_steps_default_disk():
+    from cng_assets.catalog import DEFAULT_PODS, Dataset
+
+    base = load_catalog()["demo"].model_dump()
+    ds = Dataset(**{**base, "pods": {"hex": {"cpu": "8", "memory_gib": 16}, "docs": {"ephemeral_gib": 2}}})
+    assert (ds.pod("hex").cpu, ds.pod("hex").ephemeral_gib) == ("8", DEFAULT_PODS["hex"].ephemeral_gib)
+    assert ds.pod("docs").ephemeral_gib == 2

@@ -34,7 +34,7 @@ WILL_RETRY_TAG = "dagster/will_retry"  # what Dagster sets on a failed run when 
 
 def pod_config(size: PodSize, memory_gib: int | None = None) -> dict:
     """The `dagster-k8s/config` value for one step's pod."""
-    amount = {"cpu": size.cpu, "memory": f"{memory_gib or size.memory_gib}Gi"}
+    amount = {"cpu": size.cpu, "memory": f"{memory_gib or size.memory_gib}Gi", "ephemeral-storage": f"{size.ephemeral_gib}Gi"}
     return {
         "container_config": {"resources": {"requests": amount, "limits": amount}, "env": S3_ENV,
                              "env_from": [{"secret_ref": {"name": S3_SECRET}}]},

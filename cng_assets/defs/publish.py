@@ -3,7 +3,6 @@ map.html) from facts read back from the products; and the root STAC catalog over
 
 import base64
 import json
-from pathlib import Path
 
 import dagster as dg
 import pyarrow.parquet as pq
@@ -17,6 +16,7 @@ from cng_assets.defs.sources import with_default_datetime
 from cng_assets.defs.stored import stored
 from cng_assets.storage import ProductStorage
 from cng_assets.transforms import describe, facts, geoparquet, layout, pmtiles, stac
+from cng_assets.transforms.product_files import ProductFiles
 from cng_assets.transforms.verify import pmtiles as pmtiles_check
 
 PMTILES_CHECKS = {
@@ -30,14 +30,29 @@ def _code_versions() -> dict[str, str]:
             "describe": describe.VERSION}
 
 
-def _facts(storage: ProductStorage, ds: Dataset) -> facts.DatasetFacts:
+def _hex_rows(instance: dg.DagsterInstance, ds: Dataset, slugs: list[str]) -> dict[str, int]:
+    """Each layer's hex rows as its latest materialization recorded them (the consolidation's count, checked against
+    the written files' footers then): counting them again would read a footer per hex file."""
+    rows = {}
+    for slug in slugs:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey([ds.name, "hex"]), asset_partitions=[slug]), limit=1).records
+        count = records[0].asset_materialization.metadata.get("dagster/row_count") if records else None
+        if count is not None:
+            rows[slug] = int(count.value)
+    return rows
+
+
+def _facts(context: dg.AssetExecutionContext, storage: ProductStorage, ds: Dataset,
+           files: ProductFiles | None = None) -> facts.DatasetFacts:
     """Hrefs under the public base URL, or ('') relative, so the dataset folder works wherever it is copied; the
-    dataset's time from its source when the catalog gives none."""
+    dataset's time from its source when the catalog gives none. Read in place (one listing, footers, headers):
+    never a download of the dataset."""
     inv = products.load_inventory(storage, ds)
     ds = with_default_datetime(storage, ds)
-    with storage.local_path(ds.bucket, ds.prefix) as root:
-        return facts.gather(ds, Path(root), inv, href_base=storage.href_base(ds.bucket, ds.prefix),
-                            code_versions=_code_versions())
+    hex_rows = _hex_rows(context.instance, ds, [x.slug for x in inv.layers if x.kind == "polygon"])
+    return facts.gather(ds, files or storage.product_files(ds.bucket, ds.prefix), inv, hex_rows=hex_rows,
+                        href_base=storage.href_base(ds.bucket, ds.prefix), code_versions=_code_versions())
 
 
 def _publish_text(storage: ProductStorage, ds: Dataset, name: str, text: str) -> str:
@@ -104,8 +119,8 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
               deps=deps, group_name=ds.name, kinds={"stac"}, code_version=ds.code_version(stac.VERSION),
               automation_condition=AFTER_PRODUCTS,
               description="A STAC Collection for the dataset with an Item per spatial layer (STAC 1.1).")
-    def stac_collection(storage: ProductStorage) -> dg.MaterializeResult:
-        f = _facts(storage, ds)
+    def stac_collection(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
+        f = _facts(context, storage, ds)
         with products.input_errors(ds), storage.publish_dir(ds.bucket, products.key(ds, layout.STAC_DIR)) as out:
             written = stac.write_dataset_stac(f, out)
         return dg.MaterializeResult(metadata={**stored(storage, ds.bucket, products.key(ds, layout.STAC_DIR)),
@@ -117,10 +132,11 @@ def publish_assets(ds: Dataset, geoparquet_key: dg.AssetKey, upstream: list[dg.A
               description="README.md beside the products (layers, data dictionary, H3 facts, maps, example queries) and "
                           "map.html, every vector layer's PMTiles on a MapLibre map.")
     def docs(context: dg.AssetExecutionContext, storage: ProductStorage) -> dg.MaterializeResult:
-        f = _facts(storage, ds)
-        with storage.local_path(ds.bucket, ds.prefix) as root, products.input_errors(ds):
-            text = describe.dataset_readme(f, describe.profile_products(f, root), context.run.run_id)
-            preview = describe.inline_pngs(text, root)  # the maps' relative links do not resolve in the UI
+        files = storage.product_files(ds.bucket, ds.prefix)
+        f = _facts(context, storage, ds, files)
+        with products.input_errors(ds):
+            text = describe.dataset_readme(f, describe.profile_products(f, files), context.run.run_id)
+            preview = describe.inline_pngs(text, files)  # the maps' relative links do not resolve in the UI
         page = describe.map_page(f)
         meta = {}
         if page is not None:  # before the README that links it

@@ -12,6 +12,8 @@ from typing import BinaryIO
 
 import dagster as dg
 
+from cng_assets.transforms.product_files import ProductFiles
+
 
 @dataclass(frozen=True)
 class ObjectInfo:
@@ -82,7 +84,19 @@ class ProductStorage(dg.ConfigurableResource):
         raise NotImplementedError
 
     def open(self, bucket: str | None, key: str) -> BinaryIO:
+        """A seekable file object (on S3, reads are range requests)."""
         raise NotImplementedError
+
+    def checksum(self, bucket: str | None, key: str) -> str | None:
+        """The object's multihash (sha2-256) as recorded when it was published; None when none was."""
+        return None
+
+    def product_files(self, bucket: str | None, prefix: str) -> ProductFiles:
+        """The files under `prefix` for reading in place (footers, headers, listings), keys relative to it."""
+        prefix = prefix.strip("/") + "/"
+        return ProductFiles(lambda: ((o.key[len(prefix):], o.size) for o in self.list_objects(bucket, prefix)),
+                            lambda key: self.open(bucket, prefix + key), lambda key: self.gdal_path(bucket, prefix + key),
+                            self.gdal_options(), lambda key: self.checksum(bucket, prefix + key))
 
     def size(self, bucket: str | None, key: str) -> int:
         raise NotImplementedError

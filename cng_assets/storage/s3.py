@@ -24,9 +24,11 @@ from pydantic import PrivateAttr
 
 from cng_assets.storage.base import ObjectInfo, ProductStorage
 from cng_assets.transforms.folders import local_modified
+from cng_assets.transforms.product_files import multihash_sha256
 from cng_assets.transforms.sources import gdal_path
 
 STAGING = ".staging"
+CHECKSUM = "multihash"  # user metadata (x-amz-meta-multihash): the object's sha2-256 multihash, as STAC's file:checksum
 
 
 class S3Storage(ProductStorage):
@@ -52,10 +54,12 @@ class S3Storage(ProductStorage):
         return TransferConfig(multipart_threshold=size, multipart_chunksize=size)
 
     def _upload(self, path: Path, bucket: str, key: str) -> None:
-        # A Content-Type, or a browser downloads map.html (and README.md, the PNGs) instead of showing it
+        # A Content-Type, or a browser downloads map.html (and README.md, the PNGs) instead of showing it; the
+        # checksum STAC gives, hashed here from the local file, so that describing a product never downloads it
         kind = mimetypes.guess_type(key)[0]
-        self.client.upload_file(str(path), bucket, key, Config=self.transfer,
-                                ExtraArgs={"ContentType": kind} if kind else None)
+        with open(path, "rb") as f:
+            extra = {"Metadata": {CHECKSUM: multihash_sha256(f)}, **({"ContentType": kind} if kind else {})}
+        self.client.upload_file(str(path), bucket, key, Config=self.transfer, ExtraArgs=extra)
 
     def _b(self, bucket: str | None) -> str:
         return bucket or self.default_bucket
@@ -156,6 +160,10 @@ class S3Storage(ProductStorage):
 
     def open(self, bucket: str | None, key: str) -> BinaryIO:
         return self.filesystem.open_input_file(f"{self._b(bucket)}/{key}")
+
+    def checksum(self, bucket: str | None, key: str) -> str | None:
+        head = self._head(self._b(bucket), key)
+        return None if head is None else head.get("Metadata", {}).get(CHECKSUM)
 
     def size(self, bucket: str | None, key: str) -> int:
         head = self._head(self._b(bucket), key)

@@ -1,11 +1,12 @@
 """What the pipeline knows about a dataset's products, read from the products themselves (footers, schemas,
-files on disk), so that STAC and the docs describe facts, not hopes. Pure: takes a local folder.
+listings), so that STAC and the docs describe facts, not hopes. Pure: takes a local folder or ProductFiles, and reads
+footers, headers and listings only (on S3, by range request), never a product's data: a single file's checksum is the
+one the storage recorded when it was published.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import pyarrow.parquet as pq
 from cng_assets.catalog import Dataset
 from cng_assets.transforms import columns, layout
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX, Inventory
+from cng_assets.transforms.product_files import ProductFiles, as_files
 from cng_assets.transforms.raster.info import H3_RESOLUTION_SOURCE
 
 MEDIA_TYPES = {
@@ -125,28 +127,17 @@ def with_href_base(facts: DatasetFacts, base: str) -> DatasetFacts:
         rasters=[dataclasses.replace(r, files=files(r.files)) for r in facts.rasters])
 
 
-def multihash_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return "1220" + h.hexdigest()
-
-
-def _file(root: Path, key: str, href_base: str, kind: str, roles: list[str], title: str) -> FileFacts | None:
-    path = root / key.rstrip("/")
-    if not path.exists():
+def _file(files: ProductFiles, key: str, href_base: str, kind: str, roles: list[str], title: str) -> FileFacts | None:
+    found = files.files(key)
+    if not found:  # (a layer with no features has no hex): nothing a reader could open
         return None
-    if path.is_dir():
-        files = [p for p in path.rglob("*") if p.is_file()]
-        if not files:  # (a layer with no features has no hex): nothing a reader could open
-            return None
-        return FileFacts(key, href_base + key, MEDIA_TYPES[kind], roles, sum(p.stat().st_size for p in files), None, title)
-    return FileFacts(key, href_base + key, MEDIA_TYPES[kind], roles, path.stat().st_size, multihash_sha256(path), title)
+    if key not in found:  # a folder
+        return FileFacts(key, href_base + key, MEDIA_TYPES[kind], roles, sum(found.values()), None, title)
+    return FileFacts(key, href_base + key, MEDIA_TYPES[kind], roles, found[key], files.checksum(key), title)
 
 
-def _columns(path: Path, ds: Dataset, domains: dict[str, str]) -> list[ColumnFacts]:
-    return column_facts(pq.read_schema(path), ds, domains)
+def _columns(files: ProductFiles, key: str, ds: Dataset, domains: dict[str, str]) -> list[ColumnFacts]:
+    return column_facts(pq.read_schema(files.footer(key)), ds, domains)
 
 
 def column_facts(schema: pa.Schema, ds: Dataset, domains: dict[str, str]) -> list[ColumnFacts]:
@@ -163,30 +154,37 @@ def column_facts(schema: pa.Schema, ds: Dataset, domains: dict[str, str]) -> lis
     return out
 
 
-def _hex_columns(file: Path) -> list[str]:
+def hex_files(files: ProductFiles, key: str) -> list[str]:
+    """A hex folder's `h0=<cell>/*.parquet` files, in name order."""
+    return sorted(k for k in files.files(key) if re.fullmatch(r"h0=[^/]+/[^/]+\.parquet", k[len(key.rstrip("/")) + 1:]))
+
+
+def _hex_columns(schema: pa.Schema) -> list[str]:
     """A hex file's columns as a hive reader sees them: its own, then h0 from the folder name (a product older than
     hex VERSION 4 also holds h0 in its files)."""
-    names = pq.read_schema(file).names
-    return names if layout.HEX_PARTITION in names else [*names, layout.HEX_PARTITION]
+    return schema.names if layout.HEX_PARTITION in schema.names else [*schema.names, layout.HEX_PARTITION]
 
 
-def _hex(root: Path, slug: str, ds: Dataset) -> HexFacts | None:
-    """Resolution and columns as written in the files (the catalog may have changed since)."""
-    files = sorted((root / layout.hex(slug)).glob("h0=*/*.parquet"))
-    if not files:
+def _hex(files: ProductFiles, slug: str, ds: Dataset, rows: int | None = None) -> HexFacts | None:
+    """Resolution and columns as written in the first file (the catalog may have changed since); `rows` as recorded
+    when the folder was written, else from every file's footer."""
+    keys = hex_files(files, layout.hex(slug))
+    if not keys:
         return None
-    cols = [c for c in _hex_columns(files[0]) if re.fullmatch(r"h\d+", c)]
-    rows = sum(pq.read_metadata(f).num_rows for f in files)
+    cols = [c for c in _hex_columns(pq.read_schema(files.footer(keys[0]))) if re.fullmatch(r"h\d+", c)]
+    if rows is None:
+        rows = sum(pq.read_metadata(files.footer(k)).num_rows for k in keys)
     resolutions = [int(c[1:]) for c in cols]
-    return HexFacts(resolutions[0], resolutions[1:], ds.h3.containment, rows, len({f.parent.name for f in files}), cols,
-                    layout.hex_folder_cell(files[0]))
+    return HexFacts(resolutions[0], resolutions[1:], ds.h3.containment, rows, len({Path(k).parent.name for k in keys}),
+                    cols, layout.hex_folder_cell(Path(keys[0])))
 
 
-def gather(ds: Dataset, root: Path, inventory: Inventory, href_base: str = "",
-           code_versions: dict[str, str] | None = None) -> DatasetFacts:
-    """Facts about every product of `ds` found under `root` (the dataset's prefix folder). `href_base` is what
-    hrefs start with (a public URL ending in '/', or '' for paths relative to the dataset folder)."""
-    root = Path(root)
+def gather(ds: Dataset, root: Path | ProductFiles, inventory: Inventory, href_base: str = "",
+           code_versions: dict[str, str] | None = None, hex_rows: dict[str, int] | None = None) -> DatasetFacts:
+    """Facts about every product of `ds` found under `root` (the dataset's prefix folder, or its ProductFiles).
+    `href_base` is what hrefs start with (a public URL ending in '/', or '' for paths relative to the dataset folder);
+    `hex_rows` the rows of layers' hex folders as recorded when they were written (the others: from the footers)."""
+    root = as_files(root)
     layers, tables = [], []
     rasters = []
     for x in inventory.layers:
@@ -196,11 +194,13 @@ def gather(ds: Dataset, root: Path, inventory: Inventory, href_base: str = "",
                 zarr = _file(root, layout.geozarr(x.slug) + "/", href_base, "zarr", ["data"], f"{x.name} (GeoZarr)")
                 hexed = _file(root, layout.hex(x.slug) + "/", href_base, "parquet", ["data"],
                               f"{x.name} (H3 cell statistics, h0-partitioned)")
-                r = _raster(root / layout.cog(x.slug), x.slug, x.name, {"cog": cog, "geozarr": zarr, "hex": hexed})
-                if hexed is not None:
-                    first = min((root / layout.hex(x.slug)).glob("h0=*/*.parquet"))
-                    r.hex_columns, r.hex_first_h0 = _hex_columns(first), layout.hex_folder_cell(first)
-                    source = (pq.read_schema(first).metadata or {}).get(H3_RESOLUTION_SOURCE)
+                r = _raster(root.gdal_path(layout.cog(x.slug)), x.slug, x.name, {"cog": cog, "geozarr": zarr, "hex": hexed},
+                            root.gdal_options)
+                first = next(iter(hex_files(root, layout.hex(x.slug))), None)
+                if hexed is not None and first is not None:
+                    schema = pq.read_schema(root.footer(first))
+                    r.hex_columns, r.hex_first_h0 = _hex_columns(schema), layout.hex_folder_cell(Path(first))
+                    source = (schema.metadata or {}).get(H3_RESOLUTION_SOURCE)
                     r.hex_resolution_source = source.decode() if source else None
                 rasters.append(r)
             continue
@@ -209,14 +209,15 @@ def gather(ds: Dataset, root: Path, inventory: Inventory, href_base: str = "",
             f = _file(root, key, href_base, "parquet", ["data"], f"{x.name} (table)")
             if f is None:
                 continue
-            tables.append(LayerFacts(x.slug, x.name, x.kind, None, x.features, pq.read_metadata(root / key).num_rows,
-                                     None, _columns(root / key, ds, x.domains), {"table": f}))
+            tables.append(LayerFacts(x.slug, x.name, x.kind, None, x.features, pq.read_metadata(root.footer(key)).num_rows,
+                                     None, _columns(root, key, ds, x.domains), {"table": f}))
             continue
         key = layout.geoparquet(x.slug)
         gp = _file(root, key, href_base, "geoparquet", ["data"], f"{x.name} (GeoParquet)")
         if gp is None:
             continue
-        geo = json.loads(pq.read_metadata(root / key).metadata[b"geo"])
+        footer = pq.read_metadata(root.footer(key))
+        geo = json.loads(footer.metadata[b"geo"])
         files = {"geoparquet": gp}
         for name, k, kind, roles, title in (
                 ("pmtiles", layout.pmtiles(x.slug), "pmtiles", ["visual"], f"{x.name} (PMTiles vector tiles)"),
@@ -227,14 +228,14 @@ def gather(ds: Dataset, root: Path, inventory: Inventory, href_base: str = "",
                 files[name] = f
         types = geo["columns"]["geometry"].get("geometry_types") or [x.geometry_type]  # the product's, 2D
         layers.append(LayerFacts(x.slug, x.name, x.kind, ", ".join(types), x.features,
-                                 pq.read_metadata(root / key).num_rows, geo["columns"]["geometry"].get("bbox"),
-                                 _columns(root / key, ds, x.domains), files, _hex(root, x.slug, ds)))
+                                 footer.num_rows, geo["columns"]["geometry"].get("bbox"),
+                                 _columns(root, key, ds, x.domains), files, _hex(root, x.slug, ds, (hex_rows or {}).get(x.slug))))
     for d in inventory.domains:
         key = layout.table(DOMAIN_KEY_PREFIX + d.slug)
         f = _file(root, key, href_base, "parquet", ["data"], f"{d.name} (coded-value domain)")
         if f is not None:
             tables.append(LayerFacts(DOMAIN_KEY_PREFIX + d.slug, d.name, "table", None, len(d.codes), len(d.codes),
-                                     None, _columns(root / key, ds, {}), {"table": f}))
+                                     None, _columns(root, key, ds, {}), {"table": f}))
     return DatasetFacts(ds, layers, tables, datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         dict(code_versions or {}), rasters, href_base)
 
@@ -250,13 +251,15 @@ def union_bbox(bboxes: list[list[float]]) -> list[float]:
     return [xmin, min(b[1] for b in bboxes), xmax, max(b[3] for b in bboxes)]
 
 
-def _raster(path: Path, slug: str, name: str, files: dict[str, FileFacts | None]) -> RasterFacts:
+def _raster(path: str | Path, slug: str, name: str, files: dict[str, FileFacts | None],
+            gdal_options: dict[str, str] | None = None) -> RasterFacts:
+    """From the COG's header, read by GDAL in place (/vsis3/ on S3: range requests)."""
     import rasterio
     from rasterio.warp import transform_bounds
 
     from cng_assets.transforms.raster.info import crs_code_or_wkt2
 
-    with rasterio.open(path) as r:
+    with rasterio.Env(**(gdal_options or {})), rasterio.open(path) as r:
         bbox = list(transform_bounds(r.crs, "EPSG:4326", *r.bounds, densify_pts=21)) if r.crs else list(r.bounds)
         code, wkt2 = crs_code_or_wkt2(r.crs)
         bands = [{"data_type": dt, **({"nodata": r.nodata} if r.nodata is not None else {})} for dt in r.dtypes]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow.compute as pc
@@ -11,6 +12,7 @@ import pyarrow.parquet as pq
 import shapely
 
 from cng_assets.transforms.describe.common import BBOX, GEOMETRY
+from cng_assets.transforms.product_files import ProductFiles, as_files
 
 WKB_BYTES_PER_VERTEX = 16  # 2D
 DPI = 100
@@ -55,7 +57,7 @@ def thumbnail(geoparquet: str | Path, out_png: str | Path, *, width_px: int = 80
     return out_png
 
 
-def small_png(png: str | Path, width_px: int = 240, colours: int = 32) -> bytes:
+def small_png(png: str | Path | BinaryIO, width_px: int = 240, colours: int = 32) -> bytes:
     """A few-KB copy of a map PNG (downscaled, palette colours): small enough to inline in an event log."""
     import io
 
@@ -69,17 +71,20 @@ def small_png(png: str | Path, width_px: int = 240, colours: int = 32) -> bytes:
     return buf.getvalue()
 
 
-def inline_pngs(markdown: str, root: str | Path) -> str:
+def inline_pngs(markdown: str, root: str | Path | ProductFiles) -> str:
     """Markdown whose relative PNG images (files under `root`) are small inline copies: a preview that shows its
     maps where relative links cannot resolve (the Dagster UI)."""
     import base64
     import re
 
+    files = as_files(root)
+
     def inline(m: re.Match) -> str:
-        path = Path(root) / m.group(2)
-        if not path.is_file():
+        key = m.group(2)
+        if key not in files.sizes:
             return m.group(0)
-        return f"![{m.group(1)}](data:image/png;base64,{base64.b64encode(small_png(path)).decode()})"
+        with files.open(key) as png:
+            return f"![{m.group(1)}](data:image/png;base64,{base64.b64encode(small_png(png)).decode()})"
 
     return re.sub(r"!\[([^\]]*)\]\(([^):\s]+\.png)\)", inline, markdown)
 

@@ -16,7 +16,7 @@ from cng_assets.transforms.hex import readers
 from cng_assets.transforms.layers import DOMAIN_KEY_PREFIX
 from cng_assets.transforms.sql import literal
 
-VERSION = "5"  # bump when the README, thumbnails or map page change
+VERSION = "6"  # bump when the README, thumbnails or map page change (6: hex example cell from the first footer)
 
 def dataset_readme(facts: DatasetFacts, profiles: dict[str, Profile] | None, run_id: str | None) -> str:
     """The dataset's README.md. Free text (title, description, citation, column descriptions) comes from the
