@@ -141,7 +141,7 @@ def hex_assets(ds: Dataset, geoparquet_key: dg.AssetKey) -> list:
                 done = consolidate.consolidate(chunk_dirs, str(gp), staged, settings, attributes=ds.h3.attributes,
                                                chunk_rows=chunk_rows)
                 rows = done.rows_per_h0
-                checks = [dg.AssetCheckResult(check_name=c.name, passed=c.passed, metadata=c.detail) for c in done.checks]
+                checks = products.check_results(done.checks)
                 yield from products.blocking_checks(checks, f"{ds.name}/{slug}: hex")
         for key in chunk_keys:  # intermediates go only once the new version is in place
             storage.delete(ds.bucket, key)

@@ -89,6 +89,11 @@ def blocking_check_specs(asset: list[str], partitions: dg.PartitionsDefinition, 
                 for name, d in checks.items()]
 
 
+def check_results(found) -> list[dg.AssetCheckResult]:
+    """Check results from the transforms' checks (`HexCheck`: name, passed, detail)."""
+    return [dg.AssetCheckResult(check_name=c.name, passed=c.passed, metadata=c.detail) for c in found]
+
+
 def blocking_checks(checks: list[dg.AssetCheckResult], what: str):
     """Blocking checks on a staged product. If one failed, every result is recorded (the UI shows them on the
     partition) and the step fails inside the publishing block, so the staged product is discarded and the

@@ -155,7 +155,7 @@ def raster_assets(ds: Dataset) -> list:
                                                          resolution_source=source)
                 found = [*_checks(staged, settings, valid, rows.sampled),
                          *raster_checks.check_raster_hex(staged, path, settings.resolution, gdal_options=storage.gdal_options())]
-                checks = [dg.AssetCheckResult(check_name=c.name, passed=c.passed, metadata=c.detail) for c in found]
+                checks = products.check_results(found)
                 yield from products.blocking_checks(checks, f"{ds.name}/{slug}: raster hex")
         for k in range(n):
             storage.delete(ds.bucket, products.key(ds, layout.hex_chunk(slug, k)))
@@ -183,8 +183,7 @@ def raster_assets(ds: Dataset) -> list:
         key = products.key(ds, layout.geozarr(slug))
         with products.input_errors(ds, slug), storage.publish_dir(ds.bucket, key) as out:
             stats = geozarr.write_geozarr(path, out, categorical=ds.raster.categorical, gdal_options=storage.gdal_options())
-            checks = [dg.AssetCheckResult(check_name=c.name, passed=c.passed, metadata=c.detail)
-                      for c in raster_checks.check_geozarr(out, path, gdal_options=storage.gdal_options())]
+            checks = products.check_results(raster_checks.check_geozarr(out, path, gdal_options=storage.gdal_options()))
             yield from products.blocking_checks(checks, f"{ds.name}/{slug}: GeoZarr")
         yield dg.MaterializeResult(metadata={**stored(storage, ds.bucket, key),
                                              "uri": dg.MetadataValue.path(storage.uri(ds.bucket, key)),
