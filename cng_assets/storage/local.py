@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import glob
 import os
 import shutil
 import uuid
@@ -119,10 +120,14 @@ class LocalStorage(ProductStorage):
     def list_objects(self, bucket: str | None, prefix: str) -> Iterator[ObjectInfo]:
         base = self.path(bucket, "")
         start = self.path(bucket, prefix)
-        top = start if start.is_dir() else start.parent
-        if not top.exists():
+        if start.is_dir():
+            paths = start.rglob("*")
+        elif start.parent.is_dir():  # a file's key, or part of a name: only the entries whose names start so
+            named = start.parent.glob(glob.escape(start.name) + "*")
+            paths = (q for e in named for q in ([e] if e.is_file() else [e, *e.rglob("*")]))
+        else:
             return
-        for p in sorted(top.rglob("*")):
+        for p in sorted(paths):
             key = p.relative_to(base).as_posix()
             if p.is_file() and key.startswith(prefix) and not key.startswith(STAGING + "/"):
                 yield _info(p, key)
